@@ -1,0 +1,29 @@
+# `make test` and `make demo` set everything up on first use: a virtual environment in
+# .venv with the project installed (editable) and its test tools.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: install test demo bench dashboard clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q -n 2
+
+demo: $(STAMP)
+	$(BIN)/nar demo
+
+dashboard: $(STAMP)
+	$(BIN)/nar dashboard
+
+clean:
+	rm -rf demo outputs runs lightning_logs

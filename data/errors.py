@@ -1,0 +1,2 @@
+class DataError(ValueError):
+    """Unusable input data; the message names the file (and line) and how to fix it."""

@@ -1,0 +1,43 @@
+"""Removing output channels from any PyTorch CNN, with every coupled channel (residual
+sums, concatenations, depthwise convs, norms) following, via Torch-Pruning's DependencyGraph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+def dependency_graph(model: nn.Module, input_size: int) -> tp.DependencyGraph:
+    example = torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+
+
+def prunable_roots(graph: tp.DependencyGraph, keep: Iterable[nn.Module]) -> list[nn.Module]:
+    """One root conv/linear per group of coupled output channels, groups touching `keep` excluded."""
+    return [group[0].dep.target.module for group in graph.get_all_groups(ignored_layers=list(keep))]
+
+
+def out_channels(graph: tp.DependencyGraph, module: nn.Module) -> int:
+    return graph.get_out_channels(module)
+
+
+def remove_out_channels(graph: tp.DependencyGraph, plan: dict[nn.Module, list[int]]) -> None:
+    """Removes the listed output channels of each root module (and everything coupled to them)."""
+    for module, indices in plan.items():
+        if indices:
+            pruner = graph.get_pruner_of_module(module)
+            graph.get_pruning_group(module, pruner.prune_out_channels, indices).prune()
+
+
+def shrink_widths(model: nn.Module, input_size: int, width: Callable[[int], int], keep: Iterable[nn.Module]) -> None:
+    """Makes every prunable group of channels `width(n)` wide, dropping its last channels."""
+    graph = dependency_graph(model, input_size)
+    roots = prunable_roots(graph, keep)
+    plan = {}
+    for root in roots:
+        n = out_channels(graph, root)
+        plan[root] = list(range(min(n, width(n)), n))
+    remove_out_channels(graph, plan)

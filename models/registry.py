@@ -1,0 +1,40 @@
+"""Model names → the original (ϕ = 0) spec of the family that can reduce them."""
+
+from __future__ import annotations
+
+import timm
+
+from models.errors import ModelError
+from models.inception_resnet_v2 import InceptionResNetV2Spec
+from models.inception_v4 import InceptionV4Spec
+from models.resnetv2 import ResNetV2Spec
+from models.spec import ArchSpec
+from models.timm_generic import TimmCNNSpec
+
+# The paper's networks have their own exact specs; any other timm CNN goes the generic way.
+EXACT_FAMILIES: dict[str, type[ArchSpec]] = {
+    "resnetv2_50": ResNetV2Spec,
+    "inception_v4": InceptionV4Spec,
+    "inception_resnet_v2": InceptionResNetV2Spec,
+}
+
+
+def default_input_size(model_name: str) -> int:
+    return int(timm.get_pretrained_cfg(model_name).input_size[-1])
+
+
+def original_spec(model_name: str, input_size: int | None = None, num_classes: int = 2) -> ArchSpec:
+    """The unreduced network as a spec, at `input_size` (default: timm's for the model)."""
+    if model_name not in timm.list_models():
+        examples = ", ".join(EXACT_FAMILIES)
+        raise ModelError(f"unknown model {model_name!r}: use a timm model name such as {examples}, resnet50 or efficientnet_b0")
+    if num_classes < 2:
+        raise ModelError(f"num_classes = {num_classes}: a classifier needs at least 2 classes")
+    side = input_size or default_input_size(model_name)
+    if model_name in EXACT_FAMILIES:
+        spec = EXACT_FAMILIES[model_name](model_name=model_name, input_size=side, num_classes=num_classes)
+    else:
+        spec = TimmCNNSpec.original(model_name, side, num_classes)
+    if side < spec.min_input_size:
+        raise ModelError(f"input side {side} px is below {model_name}'s minimum of {spec.min_input_size} px: use a larger --input-size")
+    return spec

@@ -1,0 +1,65 @@
+"""ResNet V2 (pre-activation, bottleneck) with free stage depths and exact widths, built
+with timm's own ResNetV2 so names, init and state dicts stay timm's."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+from unittest import mock
+
+import timm
+from torch import nn
+
+from models.rounding import Rounding, scale_depth, scale_width
+from models.spec import ArchSpec, Stage, register_spec
+
+BOTTLENECK_EXPANSION = 4
+
+
+@contextmanager
+def _exact_widths() -> Iterator[None]:
+    # timm's ResNetV2 rounds every width to a multiple of 8; the paper's widths (58, 233, …)
+    # are exact, and the divisible8 mode has already rounded. So widths pass through as given.
+    with mock.patch("timm.models.resnetv2.make_divisible", lambda v, *args, **kwargs: int(round(v))):
+        yield
+
+
+@register_spec
+@dataclass(frozen=True, kw_only=True)
+class ResNetV2Spec(ArchSpec):
+    family: ClassVar[str] = "resnetv2"
+
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    mid_widths: tuple[int, ...] = (64, 128, 256, 512)
+    stem_width: int = 64
+
+    @property
+    def out_widths(self) -> tuple[int, ...]:
+        # The expansion follows the rounded mid width: 4 × 233 = 932, as the authors did.
+        return tuple(BOTTLENECK_EXPANSION * w for w in self.mid_widths)
+
+    def scaled(self, depth_factor: float, width_factor: float, rounding: Rounding) -> ResNetV2Spec:
+        return self.replace(
+            depths=tuple(scale_depth(d, depth_factor, rounding) for d in self.depths),
+            mid_widths=tuple(scale_width(w, width_factor, rounding) for w in self.mid_widths),
+            stem_width=scale_width(self.stem_width, width_factor, rounding),
+        )
+
+    def build(self) -> nn.Module:
+        with _exact_widths():
+            return timm.create_model(
+                self.model_name,
+                pretrained=False,
+                num_classes=self.num_classes,
+                layers=list(self.depths),
+                channels=self.out_widths,
+                stem_chs=self.stem_width,
+            )
+
+    def stages(self) -> list[Stage]:
+        rows = [Stage("stem", 1, str(self.stem_width))]
+        # As the paper's table: the bottleneck mid width (the output is 4 × it).
+        for index, (depth, mid) in enumerate(zip(self.depths, self.mid_widths), start=1):
+            rows.append(Stage(f"stage {index}", depth, str(mid)))
+        return rows

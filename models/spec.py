@@ -1,0 +1,107 @@
+"""Architecture specs: a small, frozen, JSON-serialisable description per family that a
+builder turns into an `nn.Module`. A reduced network is a spec plus weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from torch import nn
+
+from models.errors import ModelError
+from models.rounding import Rounding
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How a spec was derived from its family's original network (ϕ = 0 is the original)."""
+
+    method: str = "none"  # none | nar | ir | resrep
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    phi: float = 0.0
+    depth_factor: float = 1.0
+    width_factor: float = 1.0
+    resolution_factor: float = 1.0
+    rounding: Rounding = "paper"
+    flops_target: float | None = None  # ResRep's knob: fraction of the original FLOPs
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the reduction table: a stage (or block group), its blocks and widths."""
+
+    name: str
+    blocks: int
+    widths: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchSpec:
+    """Base of every family's spec. Subclasses add their own shape fields and implement
+    `scaled` (depth and width factors applied with a rounding mode), `build` and `stages`."""
+
+    family: ClassVar[str]
+    min_input_size: ClassVar[int] = 32
+
+    model_name: str
+    input_size: int
+    num_classes: int = 2
+    reduction: Reduction = field(default_factory=Reduction)
+
+    def scaled(self, depth_factor: float, width_factor: float, rounding: Rounding) -> Self:
+        raise NotImplementedError
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+SPEC_TYPES: dict[str, type[ArchSpec]] = {}
+
+
+def register_spec(spec_type: type[ArchSpec]) -> type[ArchSpec]:
+    """Class decorator: makes a family's spec type loadable from JSON by its `family` name."""
+    SPEC_TYPES[spec_type.family] = spec_type
+    return spec_type
+
+
+def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
+    data = dict(data)
+    family = data.pop("family", None)
+    if family not in SPEC_TYPES:
+        raise ModelError(f"unknown architecture family {family!r} in spec: known families are {', '.join(sorted(SPEC_TYPES))}")
+    spec_type = SPEC_TYPES[family]
+    names = {f.name for f in dataclasses.fields(spec_type)}
+    unknown = set(data) - names
+    if unknown:
+        raise ModelError(f"spec of family {family!r} has unknown fields {sorted(unknown)}: was it written by another version?")
+    data["reduction"] = Reduction(**data.get("reduction", {}))
+    return spec_type(**{name: _tuples(value) for name, value in data.items()})
+
+
+def _tuples(value: Any) -> Any:
+    # JSON has lists only; specs hold tuples so they stay hashable and compare equal.
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def spec_from_json(text: str) -> ArchSpec:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelError(f"architecture spec is not valid JSON ({error}): export it again with `nar reduce --json`") from None
+    return spec_from_dict(data)

@@ -1,0 +1,38 @@
+"""The `nar` command line. Sub-commands live in their own modules; this one wires them up
+and turns user errors into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from data.errors import DataError
+from models.errors import ModelError
+from search.data_cli import data_app
+from search.reduce_cli import reduce_command
+
+app = typer.Typer(
+    name="nar",
+    help="NAR Search: find cheaper CNNs for histopathology patches by Network Auto-Reduction.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("reduce")(reduce_command)
+app.add_typer(data_app, name="data")
+
+USER_ERRORS: tuple[type[Exception], ...] = (ModelError, DataError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="nar")
+    except USER_ERRORS as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

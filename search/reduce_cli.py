@@ -1,0 +1,100 @@
+"""`nar reduce`: what NAR (or IR) does to a network at one ϕ or a sweep, and what it costs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models.cost import measure_latency, spec_cost
+from models.errors import ModelError
+from models.reduce import NARCoefficients, PAPER_COEFFICIENTS, DEFAULT_TOLERANCE, input_reduce, nar_reduce
+from models.registry import original_spec
+from models.rounding import Rounding
+from models.spec import ArchSpec
+
+
+def parse_phis(text: str) -> list[float]:
+    """'2' → [2]; '0:5' → [0..5] step 1; '0:3:0.5' → step 0.5; '0,1.5,3' → a list."""
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            start, stop, step = (parts + [1.0])[:3] if len(parts) in (2, 3) else (0, -1, 0)
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            return [round(start + i * step, 10) for i in range(count)]
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise ModelError(f"--phi {text!r} is not a ϕ value, a list (0,1.5,3) or a range (0:5 or 0:3:0.5)") from None
+
+
+def reduce_spec(original: ArchSpec, phi: float, method: str, coefficients: NARCoefficients, rounding: Rounding) -> ArchSpec:
+    if method == "ir":
+        return input_reduce(original, phi, coefficients.gamma)
+    return nar_reduce(original, phi, coefficients, rounding)
+
+
+def reduce_command(
+    model: Annotated[str, typer.Option(help="timm model name, e.g. resnetv2_50, inception_v4")] = "resnetv2_50",
+    input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
+    phi: Annotated[str, typer.Option(help="ϕ, a list 0,1,3 or a range 0:5")] = "1",
+    alpha: Annotated[float, typer.Option(help="depth coefficient α")] = PAPER_COEFFICIENTS[0],
+    beta: Annotated[float, typer.Option(help="width coefficient β")] = PAPER_COEFFICIENTS[1],
+    gamma: Annotated[float, typer.Option(help="resolution coefficient γ")] = PAPER_COEFFICIENTS[2],
+    tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
+    method: Annotated[Literal["nar", "ir"], typer.Option(help="nar: compound scaling; ir: input side only")] = "nar",
+    rounding: Annotated[Literal["paper", "divisible8"], typer.Option(help="integer rounding of widths and depths")] = "paper",
+    latency: Annotated[bool, typer.Option(help="also measure CPU latency (batch 16)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print specs and costs as JSON")] = False,
+) -> None:
+    """Show the reduced architecture and its cost at one ϕ or a sweep of ϕ."""
+    coefficients = NARCoefficients(alpha, beta, gamma, tolerance)
+    original = original_spec(model, input_size)
+    base_cost = spec_cost(original)
+    records = []
+    for value in parse_phis(phi):
+        spec = reduce_spec(original, value, method, coefficients, rounding)
+        cost = spec_cost(spec)
+        record = {
+            "phi": value,
+            "spec": spec.to_dict(),
+            "gflops": cost.gflops,
+            "params": cost.params,
+            "reduction": base_cost.gflops / cost.gflops,
+        }
+        if latency:
+            measured = measure_latency(spec.build(), spec.input_size)
+            record["latency_ms_per_patch"] = measured.ms_per_patch
+        records.append((spec, record))
+    if as_json:
+        typer.echo(json.dumps([record for _, record in records], indent=2))
+    else:
+        Console().print(_table(records, method, coefficients))
+
+
+def _table(records: list[tuple[ArchSpec, dict]], method: str, coefficients: NARCoefficients) -> Table:
+    first = records[0][0]
+    title = f"{first.model_name} · {method.upper()}"
+    if method == "nar":
+        title += f" α={coefficients.alpha} β={coefficients.beta} γ={coefficients.gamma} ({first.reduction.rounding} rounding)"
+    table = Table(title=title, caption="cells: blocks × widths")
+    table.add_column("ϕ", justify="right")
+    for stage in first.stages():
+        table.add_column(stage.name, justify="center")
+    for header in ("input", "GFLOPs", "params", "cost ÷"):
+        table.add_column(header, justify="right")
+    has_latency = "latency_ms_per_patch" in records[0][1]
+    if has_latency:
+        table.add_column("ms/patch", justify="right")
+    for spec, record in records:
+        cells = [f"{record['phi']:g}"]
+        cells += [f"{s.blocks} × {s.widths}" for s in spec.stages()]
+        cells += [str(spec.input_size), f"{record['gflops']:.3f}", f"{record['params'] / 1e6:.2f} M", f"{record['reduction']:.2f}×"]
+        if has_latency:
+            cells.append(f"{record['latency_ms_per_patch']:.2f}")
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,83 @@
+import pytest
+import timm
+import torch
+
+from models.errors import ModelError
+from models.reduce import nar_reduce
+from models.resnetv2 import ResNetV2Spec
+from models.spec import spec_from_json
+from models.timm_generic import TimmCNNSpec
+
+
+def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def test_resnetv2_original_is_timms_resnetv2_50():
+    spec = ResNetV2Spec(model_name="resnetv2_50", input_size=224)
+    model, reference = spec.build(), timm.create_model("resnetv2_50", num_classes=2)
+    assert shapes(model) == shapes(reference)
+    model.load_state_dict(reference.state_dict())
+
+
+def test_resnetv2_full_size_forward():
+    model = ResNetV2Spec(model_name="resnetv2_50", input_size=240).build().eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 240, 240)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("phi", [1, 3, 5])
+def test_reduced_resnetv2_has_the_specs_exact_widths(phi):
+    spec = nar_reduce(ResNetV2Spec(model_name="resnetv2_50", input_size=64), phi)
+    model = spec.build()
+    assert model.stem.conv.out_channels == spec.stem_width
+    for stage, depth, mid in zip(model.stages, spec.depths, spec.mid_widths):
+        assert len(stage.blocks) == depth
+        assert stage.blocks[0].conv1.out_channels == mid and stage.blocks[0].conv3.out_channels == 4 * mid
+    assert model(torch.randn(2, 3, spec.input_size, spec.input_size)).shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        nar_reduce(ResNetV2Spec(model_name="resnetv2_50", input_size=64), 2),
+        nar_reduce(TimmCNNSpec.original("resnet18", 64), 1),
+    ],
+    ids=["resnetv2", "timm-generic"],
+)
+def test_spec_json_round_trip_rebuilds_identical_shapes(spec):
+    again = spec_from_json(spec.to_json())
+    assert again == spec
+    assert shapes(again.build()) == shapes(spec.build())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "convnext_atto"])
+def test_generic_timm_cnns_lose_depth_and_width(name):
+    original = TimmCNNSpec.original(name, 64)
+    reduced = nar_reduce(original, 2)
+    full, small = original.build(), reduced.build()
+    assert sum(reduced.depths) < sum(original.depths)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in full.parameters())
+    assert small(torch.randn(2, 3, reduced.input_size, reduced.input_size)).shape == (2, 2)
+
+
+def test_generic_width_is_the_rounded_fraction_of_each_conv():
+    reduced = nar_reduce(TimmCNNSpec.original("resnet18", 64), 1)
+    model = reduced.build()
+    assert model.conv1.out_channels == round(64 / 1.1)
+    assert model.get_classifier().out_features == 2
+
+
+def test_grouped_convolutions_are_refused_clearly():
+    with pytest.raises(ModelError, match="grouped convolutions"):
+        nar_reduce(TimmCNNSpec.original("regnetx_002", 64), 1).build()
+
+
+def test_a_model_without_stages_is_refused_clearly():
+    with pytest.raises(ModelError, match="no stages"):
+        TimmCNNSpec.original("vit_tiny_patch16_224", 224)
+
+
+def test_unknown_spec_family_is_refused():
+    with pytest.raises(ModelError, match="unknown architecture family"):
+        spec_from_json('{"family": "nope"}')
