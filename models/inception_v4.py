@@ -4,6 +4,7 @@ layers under timm's module names, so that the original size is exactly timm's `i
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
@@ -211,7 +212,11 @@ class InceptionV4(nn.Module):
             chs = blocks[-1].out_chs
         self.features = nn.Sequential(*stem, *blocks)
         self.num_features = chs
+        # Any drop_rate, even 0, makes create_classifier return timm's `head_drop` too.
         self.global_pool, self.head_drop, self.last_linear = create_classifier(chs, num_classes, drop_rate=0.0)
+
+    def get_classifier(self) -> nn.Module:
+        return self.last_linear
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -248,6 +253,16 @@ class InceptionV4Spec(ArchSpec):
 
     def build(self) -> InceptionV4:
         return InceptionV4(self.repeats, self.width, self.num_classes)
+
+    def truncate(self, original: nn.Module) -> None:
+        limits = dict(zip((InceptionA, InceptionB, InceptionC), self.repeats))
+        seen: Counter[type] = Counter()
+        kept = []
+        for block in original.features:
+            seen[type(block)] += 1
+            if seen[type(block)] <= limits.get(type(block), seen[type(block)]):
+                kept.append(block)
+        original.features = nn.Sequential(*kept)
 
     def stages(self) -> list[Stage]:
         # The blocks are where concatenated widths are summed: read them from a shapes-only build.

@@ -57,6 +57,10 @@ class ResNetV2Spec(ArchSpec):
                 stem_chs=self.stem_width,
             )
 
+    def truncate(self, original: nn.Module) -> None:
+        for stage, depth in zip(original.stages, self.depths):
+            stage.blocks = stage.blocks[:depth]
+
     def stages(self) -> list[Stage]:
         rows = [Stage("stem", 1, str(self.stem_width))]
         # As the paper's table: the bottleneck mid width (the output is 4 × it).

@@ -61,6 +61,11 @@ class ArchSpec:
     def stages(self) -> list[Stage]:
         raise NotImplementedError
 
+    def truncate(self, original: nn.Module) -> None:
+        """Shortens an original (ϕ = 0) network of this family, in place, to this spec's depths,
+        under the module names this spec's `build` gives (for weight inheritance)."""
+        raise ModelError(f"weight inheritance is not available for the {self.family} family")
+
     def replace(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)
 

@@ -104,5 +104,8 @@ class TimmCNNSpec(ArchSpec):
             shrink_widths(model, self.input_size, partial(scale_width, factor=self.width_factor, rounding=self.rounding), keep=[classifier])
         return model
 
+    def truncate(self, original: nn.Module) -> None:
+        drop_blocks(original, self.depths, self.input_size)
+
     def stages(self) -> list[Stage]:
         return [Stage(f"stage {i}", d, f"× {self.width_factor:.3f}") for i, d in enumerate(self.depths, start=1)]

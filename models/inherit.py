@@ -1,0 +1,39 @@
+"""Starting a reduced network from a trained full one: keep the first blocks of each stage
+and the first channels of each conv, with every coupled channel (residuals, concatenations)
+following, so inherited weights stay aligned where a plain slice by name would not."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from models.channels import dependency_graph, out_channels, prunable_roots, remove_out_channels
+from models.errors import ModelError
+from models.spec import ArchSpec
+
+
+def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module) -> None:
+    """Loads into `target` (built from the reduced `spec`) the kept blocks and channels of
+    `source`, the original network (ϕ = 0) with trained weights."""
+    donor = copy.deepcopy(source).cpu()
+    spec.truncate(donor)
+    graph = dependency_graph(donor, spec.min_input_size)
+    names = {module: name for name, module in donor.named_modules()}
+    wanted = dict(target.named_modules())
+    plan = {}
+    for root in prunable_roots(graph, keep=[donor.get_classifier()]):
+        name = names[root]
+        if name not in wanted:
+            raise ModelError(f"cannot inherit weights: the reduced {spec.model_name} has no layer {name!r}")
+        plan[root] = list(range(_width(wanted[name]), out_channels(graph, root)))
+    remove_out_channels(graph, plan)
+    target_shapes = {k: v.shape for k, v in target.state_dict().items()}
+    donor_state = donor.state_dict()
+    if {k: v.shape for k, v in donor_state.items()} != target_shapes:
+        raise ModelError(f"cannot inherit weights: the full {spec.model_name} does not shrink to the reduced shapes")
+    target.load_state_dict(donor_state)
+
+
+def _width(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
