@@ -9,9 +9,14 @@ import typer
 from rich.console import Console
 
 from data.errors import DataError
+from lightning_modules.errors import TrainingError
 from models.errors import ModelError
+from search.config import StudyConfigError
 from search.data_cli import data_app
+from search.demo_cli import demo_command
 from search.reduce_cli import reduce_command
+from search.study_cli import dashboard_command, study_app
+from search.train_cli import train_command
 
 app = typer.Typer(
     name="nar",
@@ -21,9 +26,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("reduce")(reduce_command)
+app.command("train")(train_command)
 app.add_typer(data_app, name="data")
+app.add_typer(study_app, name="study")
+app.command("dashboard")(dashboard_command)
+app.command("demo")(demo_command)
 
-USER_ERRORS: tuple[type[Exception], ...] = (ModelError, DataError)
+USER_ERRORS: tuple[type[Exception], ...] = (ModelError, DataError, TrainingError, StudyConfigError)
 
 
 def main(argv: list[str] | None = None) -> None:

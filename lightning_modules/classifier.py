@@ -1,0 +1,92 @@
+"""The binary TIL classifier: a reduced network from its spec, its loss, optimiser and AUC."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+from lightning_modules.errors import TrainingError
+from models.spec import spec_from_dict
+
+Scheduler = Literal["none", "step", "cosine"]
+
+
+class PatchClassifier(pl.LightningModule):
+    """Trains `spec` as a 2-class patch classifier; class 1 is TIL-positive.
+
+    Defaults are the paper's: Adam, learning rate 5e-4, weight decay 5e-4. `step` is the
+    paper's ResRep schedule (StepLR, step 5, γ 0.5); `cosine` anneals over `max_epochs`.
+    """
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        lr: float = 5e-4,
+        weight_decay: float = 5e-4,
+        scheduler: Scheduler = "none",
+        step_size: int = 5,
+        step_gamma: float = 0.5,
+        max_epochs: int = 50,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = spec_from_dict(spec)
+        self.model = self.spec.build()
+        self.loss = nn.CrossEntropyLoss()
+        self.train_auc, self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC(), BinaryAUROC()
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, auc: BinaryAUROC) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}: lower the learning rate "
+                f"(now {self.hparams.lr}) or check the input patches for NaNs"
+            )
+        scores = logits.softmax(dim=1)[:, 1]
+        auc.update(scores, labels)
+        if stage == "test":
+            self._test_outputs.append((scores.detach().cpu(), labels.cpu()))
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
+        self.log(f"{stage}_auc", auc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_auc)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", self.val_auc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test", self.test_auc)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_outputs = []
+
+    def test_predictions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """TIL-positive probabilities and labels of the last test epoch (for ROC curves)."""
+        scores, labels = zip(*self._test_outputs)
+        return torch.cat(scores), torch.cat(labels)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).softmax(dim=1)[:, 1]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.step_size, self.hparams.step_gamma)
+        elif self.hparams.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
+        else:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

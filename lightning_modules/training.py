@@ -1,0 +1,132 @@
+"""Training one candidate network: a Trainer per seed, the best checkpoint by val AUC, test
+AUC on the held-out split, and AUC as mean ± std over seeds (the paper averages 3 runs)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch import nn
+
+from lightning_modules.classifier import PatchClassifier, Scheduler
+from models.spec import ArchSpec
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    scheduler: Scheduler = "none"
+    patience: int | None = 10  # epochs without val AUC gain before stopping; None: never stop early
+    seeds: int = 1
+    seed: int = 0
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    num_workers: int = 0
+    deterministic: bool = True
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    val_auc: float
+    test_auc: float
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]]
+    classifier: PatchClassifier = field(repr=False)
+
+
+@dataclass
+class TrainingResult:
+    spec: ArchSpec
+    runs: list[SeedRun]
+
+    @property
+    def best(self) -> SeedRun:
+        return max(self.runs, key=lambda run: run.val_auc)
+
+    def _mean_std(self, values: list[float]) -> tuple[float, float]:
+        return statistics.fmean(values), statistics.pstdev(values)
+
+    @property
+    def val_auc(self) -> tuple[float, float]:
+        return self._mean_std([run.val_auc for run in self.runs])
+
+    @property
+    def test_auc(self) -> tuple[float, float]:
+        return self._mean_std([run.test_auc for run in self.runs])
+
+    @property
+    def seconds(self) -> float:
+        return sum(run.seconds for run in self.runs)
+
+
+class EpochHistory(Callback):
+    """Keeps the epoch-level metrics (train and val loss and AUC) of one fit."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        self.epochs.append({"epoch": trainer.current_epoch, **metrics})
+
+
+def make_trainer(config: TrainingConfig, run_dir: Path, callbacks: Sequence[Callback] = (), progress: bool = True) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=1,
+        precision=config.precision,
+        deterministic=config.deterministic,
+        default_root_dir=run_dir,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def train_spec(
+    spec: ArchSpec,
+    datamodule: pl.LightningDataModule,
+    config: TrainingConfig,
+    run_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    initialise: Callable[[nn.Module], None] | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """Trains `spec` once per seed; `initialise` may load inherited weights into each fresh model."""
+    runs = []
+    for seed in range(config.seed, config.seed + config.seeds):
+        pl.seed_everything(seed, workers=True, verbose=False)
+        classifier = PatchClassifier(
+            spec.to_dict(), lr=config.lr, weight_decay=config.weight_decay,
+            scheduler=config.scheduler, max_epochs=config.epochs,
+        )
+        if initialise:
+            initialise(classifier.model)
+        history = EpochHistory()
+        best = ModelCheckpoint(dirpath=run_dir / f"seed{seed}", filename="best", monitor="val_auc", mode="max", save_weights_only=True)
+        seed_callbacks = [history, best, *callbacks]
+        if config.patience is not None:
+            seed_callbacks.append(EarlyStopping(monitor="val_auc", mode="max", patience=config.patience))
+        trainer = make_trainer(config, run_dir, seed_callbacks, progress)
+        start = time.perf_counter()
+        trainer.fit(classifier, datamodule=datamodule)
+        seconds = time.perf_counter() - start
+        test_auc = trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)[0]["test_auc"]
+        runs.append(SeedRun(
+            seed=seed, val_auc=float(best.best_model_score), test_auc=float(test_auc),
+            epochs=len(history.epochs), seconds=seconds, history=history.epochs, classifier=classifier,
+        ))
+    return TrainingResult(spec=spec, runs=runs)

@@ -1,0 +1,155 @@
+"""A study file (YAML), validated: every mistake is one line naming the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lightning_modules.training import TrainingConfig
+from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+
+
+class StudyConfigError(ValueError):
+    """A study file or flag that cannot be used; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    source: Path
+    mpp: float | None = Field(default=None, gt=0)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+
+class TrainingSettings(_Strict):
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    scheduler: Literal["none", "step", "cosine"] = "none"
+    patience: int | None = Field(default=10, ge=1)
+    seeds: int = Field(default=1, ge=1)
+    seed: int = 0
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    num_workers: int = Field(default=0, ge=0)
+
+    def to_training_config(self) -> TrainingConfig:
+        return TrainingConfig(**self.model_dump())
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be ≥ low ({self.low})")
+        return self
+
+
+class SearchSpace(_Strict):
+    """What is searched. `paper`: the paper's α, β, γ, ϕ over `phi_values`; `grid`: every
+    (α, β, γ) of the value lists with α·β²·γ² within tolerance of 2, times `phi_values`;
+    `bayes`: α and β sampled, γ derived so that α·β²·γ² = 2, ϕ in `phi`; `ir`: input
+    reduction over `phi_values`. `methods` adds other methods' trials to the same study."""
+
+    space: Literal["paper", "grid", "bayes", "ir"] = "paper"
+    methods: list[Literal["nar", "ir", "resrep"]] = Field(default_factory=lambda: ["nar"], min_length=1)
+    flops_target_values: list[float] = Field(default_factory=lambda: [0.75, 0.5, 0.3])
+    phi_values: list[float] = Field(default_factory=lambda: [0, 1, 2, 3])
+    phi: Range = Range(low=0, high=3)
+    alpha_values: list[float] = Field(default_factory=lambda: [1.1, 1.2, 1.3])
+    beta_values: list[float] = Field(default_factory=lambda: [1.05, 1.1, 1.15])
+    gamma_values: list[float] = Field(default_factory=lambda: [1.1, 1.15, 1.2])
+    alpha: Range = Range(low=1.0, high=1.6)
+    beta: Range = Range(low=1.0, high=1.3)
+    tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0, lt=1)
+    rounding: Literal["paper", "divisible8"] = "paper"
+
+    @model_validator(mode="after")
+    def _valid_values(self) -> SearchSpace:
+        if any(v < 0 for v in self.phi_values) or self.phi.low < 0:
+            raise ValueError("ϕ values must be ≥ 0 (ϕ = 0 is the original network)")
+        for name in ("alpha_values", "beta_values", "gamma_values"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise ValueError(f"{name} must all be ≥ 1: NAR scales networks down")
+        if any(not 0 < v < 1 for v in self.flops_target_values):
+            raise ValueError("flops_target_values are fractions of the original FLOPs, each in (0, 1)")
+        if self.alpha.low < 1 or self.beta.low < 1:
+            raise ValueError("alpha and beta ranges must start at ≥ 1")
+        return self
+
+
+class StudyConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    model: str = "resnetv2_50"
+    input_size: int | None = Field(default=None, ge=8)
+    data: DataConfig
+    training: TrainingSettings = TrainingSettings()
+    search: SearchSpace = SearchSpace()
+    sampler: Literal["grid", "random", "tpe", "nsga2", "gp"] = "tpe"
+    sampler_seed: int | None = 0
+    n_trials: int = Field(default=10, ge=1)
+    objective: Literal["pareto", "budget"] = "pareto"
+    gflops_budget: float | None = Field(default=None, gt=0)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    storage: str | None = None  # default: sqlite:///studies/<name>.db
+    tracking_uri: str | None = None  # default: the local MLflow store
+    workers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        if self.objective == "budget" and self.gflops_budget is None:
+            raise ValueError("objective 'budget' needs gflops_budget (the most GFLOPs a patch may cost)")
+        if self.sampler == "grid" and self.search.space == "bayes":
+            raise ValueError("the grid sampler needs a discrete space (paper, grid or ir), not bayes")
+        return self
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///studies/{self.name}.db"
+
+
+def _one_line(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "study"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{origin}: {where}: {message}{more}"
+
+
+def load_study_config(path: Path | None, overrides: dict[str, Any]) -> StudyConfig:
+    """Reads the YAML study file (if any) and applies CLI overrides given as dotted keys."""
+    data: dict[str, Any] = {}
+    origin = "study flags"
+    if path is not None:
+        origin = str(path)
+        if not path.is_file():
+            raise StudyConfigError(f"study file {path} not found: pass an existing YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise StudyConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise StudyConfigError(f"{path} must hold a mapping of study settings, not {type(data).__name__}")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as error:
+        raise StudyConfigError(_one_line(error, origin)) from None

@@ -1,0 +1,82 @@
+"""The Pareto front of val AUC against GFLOPs, its table, and choosing a model from it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    trial: int
+    method: str
+    alpha: float | None
+    beta: float | None
+    gamma: float | None
+    phi: float | None
+    flops_target: float | None
+    input_size: int
+    gflops: float
+    reduction: float
+    val_auc: float
+    test_auc: float
+    mlflow_run_id: str
+    baseline: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def trained(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed, feasible trials that hold a trained (or reused) network."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "gflops" in t.user_attrs]
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """Optuna's own front for a two-objective study; the non-dominated trials otherwise."""
+    if len(study.directions) == 2:
+        return sorted(study.best_trials, key=lambda t: t.user_attrs["gflops"])
+    candidates = trained(study)
+    def dominated(t: FrozenTrial) -> bool:
+        a, g = t.user_attrs["val_auc"], t.user_attrs["gflops"]
+        return any(
+            o.user_attrs["val_auc"] >= a and o.user_attrs["gflops"] <= g
+            and (o.user_attrs["val_auc"] > a or o.user_attrs["gflops"] < g)
+            for o in candidates
+        )
+    return sorted((t for t in candidates if not dominated(t)), key=lambda t: t.user_attrs["gflops"])
+
+
+def baseline(study: optuna.Study) -> FrozenTrial | None:
+    return next((t for t in trained(study) if t.user_attrs.get("baseline")), None)
+
+
+def row(trial: FrozenTrial, baseline_gflops: float | None) -> TrialRow:
+    attrs = trial.user_attrs
+    return TrialRow(
+        trial=trial.number, method=attrs["method"], alpha=attrs.get("alpha"), beta=attrs.get("beta"),
+        gamma=attrs.get("gamma"), phi=attrs.get("phi"), flops_target=attrs.get("flops_target"),
+        input_size=attrs["input_size"], gflops=attrs["gflops"],
+        reduction=(baseline_gflops / attrs["gflops"]) if baseline_gflops else float("nan"),
+        val_auc=attrs["val_auc"], test_auc=attrs["test_auc"], mlflow_run_id=attrs.get("mlflow_run_id", ""),
+        baseline=bool(attrs.get("baseline")),
+    )
+
+
+def pareto_rows(study: optuna.Study) -> list[TrialRow]:
+    reference = baseline(study)
+    gflops = reference.user_attrs["gflops"] if reference else None
+    return [row(t, gflops) for t in front(study)]
+
+
+def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
+    """The cheapest trained trial whose val AUC is within `max_auc_drop` of the baseline's."""
+    reference = baseline(study)
+    if reference is None:
+        return None
+    floor = reference.user_attrs["val_auc"] - max_auc_drop
+    eligible = [t for t in trained(study) if t.user_attrs["val_auc"] >= floor]
+    cheapest = min(eligible, key=lambda t: (t.user_attrs["gflops"], -t.user_attrs["val_auc"]))
+    return row(cheapest, reference.user_attrs["gflops"])

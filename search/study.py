@@ -1,0 +1,211 @@
+"""A NAR Search study: Optuna over reduction parameters, each trial a trained network
+recorded as a child MLflow run of the study's parent run, the Pareto front kept current."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from models.cost import spec_cost
+from models.registry import original_spec
+from models.spec import ArchSpec, Reduction
+from search import pareto, space
+from search.config import StudyConfig
+from search.plots import pareto_html, pareto_png
+from search.storage import check_parallel, open_storage
+from search.tracking import Tracker, hide_password
+from search.training_run import DataSettings, train_and_record
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+PARETO_ATTR = "pareto_trials"
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def architecture_key(spec: ArchSpec) -> str:
+    """Equal for candidates that round to the same network at the same input side."""
+    shape = spec.replace(reduction=Reduction()).to_json(indent=None)
+    return hashlib.sha1(shape.encode()).hexdigest()[:16]
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    seed = config.sampler_seed
+    if config.sampler == "grid":
+        return optuna.samplers.GridSampler(space.grid_search_space(config.search), seed=seed)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=max(4, config.workers * 2), seed=seed)
+    if config.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    if config.objective != "budget" or config.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.training.epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def open_study(config: StudyConfig) -> optuna.Study:
+    """Creates the study, or loads it to resume; a new study gets the ϕ = 0 baseline first."""
+    check_parallel(config.storage_url, config.workers)
+    directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
+    study = optuna.create_study(
+        study_name=config.name, storage=open_storage(config.storage_url), sampler=make_sampler(config),
+        pruner=make_pruner(config), directions=directions, load_if_exists=True,
+    )
+    if not study.trials:
+        study.enqueue_trial(space.baseline_params(config.search), user_attrs={"baseline": True})
+        study.set_user_attr("config", json.loads(config.model_dump_json()))
+    return study
+
+
+@dataclass
+class StudyRunner:
+    """What each trial needs: the config, the original network, tracking and the parent run."""
+
+    config: StudyConfig
+    study: optuna.Study
+    tracker: Tracker
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.original = original_spec(self.config.model, self.config.input_size)
+        self.original_gflops = spec_cost(self.original).gflops
+        self.parent_run_id = self._parent_run()
+
+    def _parent_run(self) -> str:
+        run_id = self.study.user_attrs.get(PARENT_RUN_ATTR)
+        if run_id is None:
+            experiment = self.tracker.experiment_id(self.config.name)
+            run = self.tracker.client.create_run(experiment, run_name=f"study {self.config.name}", tags={"nar.role": "study"})
+            run_id = run.info.run_id
+            self.tracker.log_params(run_id, {
+                "model": self.config.model, "space": self.config.search.space, "sampler": self.config.sampler,
+                "objective": self.config.objective, "n_trials": self.config.n_trials,
+                "storage": hide_password(self.config.storage_url), "methods": space.methods(self.config.search),
+            })
+            self.tracker.log_files(run_id, {"study_config.json": self.config.model_dump_json(indent=2)})
+            self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        return run_id
+
+    def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        candidate = space.suggest(trial, self.config.search, self.original)
+        trial.set_user_attr("method", candidate.method)
+        if candidate.spec is None:  # infeasible: recorded by its constraint, nothing to train
+            return self._values(0.0, self.original_gflops)
+        spec = candidate.spec
+        self._describe(trial, candidate.method, spec, candidate.flops_target)
+        gflops = spec_cost(spec).gflops
+        if self.config.objective == "budget" and gflops > self.config.gflops_budget:
+            trial.set_user_attr("over_budget", gflops)
+            raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
+        key = architecture_key(spec)
+        trial.set_user_attr("architecture", key)
+        twin = self._trained_twin(key, trial.number)
+        if twin is not None:
+            return self._reuse(trial, twin)
+        outcome = train_and_record(
+            self.tracker, self.config.name, f"trial-{trial.number}", spec,
+            DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config(),
+            Path("runs") / self.config.name / f"trial-{trial.number}",
+            parent_run_id=self.parent_run_id, tags=self._tags(trial, candidate.method),
+            callbacks=self._pruning_callbacks(trial), progress=self.progress,
+        )
+        trial.set_user_attr("mlflow_run_id", outcome.run_id)
+        self.tracker.set_tags(outcome.run_id, {"optuna.trial_number": trial.number})
+        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds"):
+            trial.set_user_attr(name, getattr(outcome, name))
+        return self._values(outcome.val_auc, outcome.gflops)
+
+    def _values(self, auc: float, gflops: float) -> float | tuple[float, float]:
+        return (auc, gflops) if self.config.objective == "pareto" else auc
+
+    def _describe(self, trial: optuna.Trial, method: str, spec: ArchSpec, flops_target: float | None) -> None:
+        reduction = spec.reduction
+        if method == "nar":
+            trial.set_user_attr("alpha", reduction.alpha)
+            trial.set_user_attr("beta", reduction.beta)
+            trial.set_user_attr("gamma", reduction.gamma)
+        if method in ("nar", "ir"):
+            trial.set_user_attr("phi", reduction.phi)
+        if flops_target is not None:
+            trial.set_user_attr("flops_target", flops_target)
+        trial.set_user_attr("input_size", spec.input_size)
+        trial.set_user_attr("spec", spec.to_dict())
+
+    def _tags(self, trial: optuna.Trial, method: str) -> dict[str, str]:
+        return {"optuna.study": self.config.name, "optuna.trial_number": str(trial.number), "method": method, "pareto": "false"}
+
+    def _pruning_callbacks(self, trial: optuna.Trial) -> list:
+        if self.config.objective != "budget" or self.config.pruner == "none":
+            return []
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        return [PyTorchLightningPruningCallback(trial, monitor="val_auc")]
+
+    def _trained_twin(self, key: str, number: int) -> FrozenTrial | None:
+        for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if other.number != number and other.user_attrs.get("architecture") == key and "gflops" in other.user_attrs:
+                return other
+        return None
+
+    def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float | tuple[float, float]:
+        """Same network as an earlier trial: its result is reused and recorded as such."""
+        attrs = twin.user_attrs
+        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "mlflow_run_id"):
+            trial.set_user_attr(name, attrs[name])
+        trial.set_user_attr("reused_from", twin.number)
+        with self.tracker.run(self.config.name, f"trial-{trial.number}", self._tags(trial, trial.user_attrs["method"]) | {
+            "reused_from_trial": str(twin.number), "reused_run_id": attrs["mlflow_run_id"],
+        }, self.parent_run_id) as run_id:
+            self.tracker.log_metrics(run_id, {k: attrs[k] for k in ("gflops", "params", "val_auc", "test_auc")})
+        return self._values(attrs["val_auc"], attrs["gflops"])
+
+    def refresh(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """After every trial: Pareto tags on the child runs and the parent's front artifacts."""
+        front = pareto.front(study)
+        on_front = {t.user_attrs["mlflow_run_id"] for t in front}
+        previous = set(study.user_attrs.get(PARETO_ATTR, []))
+        for run_id in previous ^ on_front:
+            self.tracker.set_tags(run_id, {"pareto": str(run_id in on_front).lower()})
+        study.set_user_attr(PARETO_ATTR, sorted(on_front))
+        if trial.user_attrs.get("mlflow_run_id") and trial.state != TrialState.COMPLETE:
+            self.tracker.set_tags(trial.user_attrs["mlflow_run_id"], {"optuna.state": trial.state.name})
+        self.publish(study)
+
+    def publish(self, study: optuna.Study) -> None:
+        rows = pareto.pareto_rows(study)
+        reference = pareto.baseline(study)
+        base_gflops = reference.user_attrs["gflops"] if reference else None
+        points = [pareto.row(t, base_gflops).as_dict() for t in pareto.trained(study)]
+        front = [r.as_dict() for r in rows]
+        title = f"{self.config.name}: val AUC vs GFLOPs ({len(points)} trained)"
+        self.tracker.log_files(self.parent_run_id, {
+            "pareto.json": json.dumps(front, indent=2),
+            "trials.json": json.dumps(points, indent=2),
+            "pareto.png": pareto_png(points, front, title),
+            "pareto.html": pareto_html(points, front, title),
+        })
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        self.tracker.log_metrics(self.parent_run_id, {
+            "trials_complete": states.count(TrialState.COMPLETE), "trials_pruned": states.count(TrialState.PRUNED),
+            "trials_failed": states.count(TrialState.FAIL), "pareto_size": len(front),
+        }, step=len(states))
+
+    def optimize(self, callbacks: list = ()) -> None:
+        remaining = self.config.n_trials - len(self.study.get_trials(deepcopy=False, states=COUNTED_STATES))
+        if remaining <= 0:
+            return
+        self.study.optimize(
+            self.objective, n_trials=remaining, catch=(Exception,),
+            callbacks=[MaxTrialsCallback(self.config.n_trials, states=COUNTED_STATES), self.refresh, *callbacks],
+        )

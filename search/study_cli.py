@@ -1,0 +1,236 @@
+"""`nar study ...` and `nar dashboard`: run, join, inspect and choose from studies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import optuna
+import typer
+import yaml
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from search import pareto
+from search.config import StudyConfig, StudyConfigError, load_study_config
+from search.study import COUNTED_STATES, StudyRunner, open_study
+from search.tracking import Tracker, default_artifact_root, default_tracking_uri, hide_password, mlflow_home
+
+study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
+console = Console()
+
+ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see configs/)")]
+
+
+def _config(
+    path: Path | None, name: str | None = None, model: str | None = None, data: Path | None = None,
+    trials: int | None = None, sampler: str | None = None, space_: str | None = None, storage: str | None = None,
+    tracking_uri: str | None = None, workers: int | None = None, epochs: int | None = None, input_size: int | None = None,
+) -> StudyConfig:
+    config = load_study_config(path, {
+        "name": name, "model": model, "data.source": str(data) if data else None, "n_trials": trials,
+        "sampler": sampler, "search.space": space_, "storage": storage, "tracking_uri": tracking_uri,
+        "workers": workers, "training.epochs": epochs, "input_size": input_size,
+    })
+    if not config.data.source.exists():
+        raise StudyConfigError(f"data source {config.data.source} not found: make it with `nar data synth-patches` or fix data.source")
+    return config
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[last]}"), console=console)
+
+
+def _counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def _describe(trial: optuna.trial.FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    if trial.state != TrialState.COMPLETE:
+        return f"trial {trial.number}: {trial.state.name.lower()}"
+    if "val_auc" not in attrs:
+        return f"trial {trial.number}: infeasible"
+    return f"trial {trial.number} {attrs['method']}: AUC {attrs['val_auc']:.3f} at {attrs['gflops']:.3f} GFLOPs"
+
+
+@study_app.command("run")
+def run_command(
+    config_file: ConfigFile = None,
+    name: Annotated[str | None, typer.Option(help="study name")] = None,
+    model: Annotated[str | None, typer.Option()] = None,
+    data: Annotated[Path | None, typer.Option(help="patch source")] = None,
+    trials: Annotated[int | None, typer.Option(help="total trials (a resumed study runs only the rest)")] = None,
+    sampler: Annotated[str | None, typer.Option(help="grid, random, tpe, nsga2, gp")] = None,
+    space_: Annotated[str | None, typer.Option("--space", help="paper, grid, bayes, ir")] = None,
+    storage: Annotated[str | None, typer.Option(help="sqlite:///…, journal:PATH or postgresql://…")] = None,
+    tracking_uri: Annotated[str | None, typer.Option()] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel local workers (journal or PostgreSQL storage)")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    input_size: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
+    config = _config(config_file, name, model, data, trials, sampler, space_, storage, tracking_uri, workers, epochs, input_size)
+    study = open_study(config)
+    runner = StudyRunner(config, study, Tracker(config.tracking_uri))
+    runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
+    console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {_counted(study)}/{config.n_trials} trials done")
+    try:
+        if config.workers > 1:
+            _run_workers(config, study)
+        else:
+            with _progress() as progress:
+                task = progress.add_task(config.name, total=config.n_trials, completed=_counted(study), last="")
+                runner.optimize([lambda s, t: progress.update(task, completed=_counted(s), last=_describe(t))])
+    except KeyboardInterrupt:
+        runner.tracker.client.update_run(runner.parent_run_id, status="KILLED")
+        console.print("[yellow]interrupted[/]: the running trial is marked failed; run the same command to resume")
+        raise typer.Exit(130) from None
+    runner.publish(study)
+    runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
+    _print_front(study, config.name)
+    console.print(f"dashboard: [bold]nar dashboard[/] (MLflow experiment {config.name!r})")
+
+
+def _run_workers(config: StudyConfig, study: optuna.Study) -> None:
+    """N worker processes on one storage; this process only shows progress."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(json.loads(config.model_dump_json()), handle)
+    command = [sys.executable, "-m", "search.cli", "study", "worker", handle.name]
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(config.workers)]
+    with _progress() as progress:
+        task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
+        while any(p.poll() is None for p in processes):
+            progress.update(task, completed=_counted(study))
+            time.sleep(1)
+        progress.update(task, completed=_counted(study))
+    Path(handle.name).unlink()
+    failed = [p for p in processes if p.returncode != 0]
+    if failed:
+        raise StudyConfigError(f"{len(failed)} worker(s) failed: {failed[0].stderr.read().strip().splitlines()[-1:]}")
+
+
+@study_app.command("worker")
+def worker_command(
+    config_file: ConfigFile = None,
+    storage: Annotated[str | None, typer.Option(help="the study's storage URL (journal or PostgreSQL)")] = None,
+    tracking_uri: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Join an existing study (from this or another machine) and run trials until it is done."""
+    config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
+    study = open_study(config)
+    StudyRunner(config, study, Tracker(config.tracking_uri)).optimize()
+
+
+def _load(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
+    if config_file is not None:
+        config = load_study_config(config_file, {"name": name, "storage": storage})
+        name, url = config.name, config.storage_url
+    elif name is not None:
+        config, url = None, storage or f"sqlite:///studies/{name}.db"
+    else:
+        raise StudyConfigError("name the study: give its YAML file or --name (and --storage if not the default)")
+    from search.storage import open_storage
+
+    try:
+        return config, optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        raise StudyConfigError(f"no study {name!r} in {hide_password(url)}: run `nar study run` first") from None
+
+
+Name = Annotated[str | None, typer.Option(help="study name (instead of a YAML file)")]
+Storage = Annotated[str | None, typer.Option(help="storage URL (default sqlite:///studies/NAME.db)")]
+
+
+@study_app.command("status")
+def status_command(config_file: ConfigFile = None, name: Name = None, storage: Storage = None) -> None:
+    """Trials done, running, failed, pruned; the best so far."""
+    _, study = _load(config_file, name, storage)
+    states = [t.state for t in study.trials]
+    table = Table(title=f"study {study.study_name}", show_header=False)
+    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
+        table.add_row(state.name.lower(), str(states.count(state)))
+    trained = pareto.trained(study)
+    if trained:
+        best = max(trained, key=lambda t: t.user_attrs["val_auc"])
+        table.add_row("best val AUC", f"{best.user_attrs['val_auc']:.4f} (trial {best.number}, {best.user_attrs['gflops']:.3f} GFLOPs)")
+    reference = pareto.baseline(study)
+    if reference:
+        table.add_row("baseline", f"AUC {reference.user_attrs['val_auc']:.4f} at {reference.user_attrs['gflops']:.3f} GFLOPs")
+    console.print(table)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _print_front(study: optuna.Study, name: str) -> None:
+    table = Table(title=f"Pareto front of {name}: val AUC vs GFLOPs")
+    for header in ("trial", "method", "α", "β", "γ", "ϕ", "target", "input", "GFLOPs", "reduction", "val AUC", "test AUC"):
+        table.add_column(header, justify="right")
+    for row in pareto.pareto_rows(study):
+        table.add_row(
+            f"{row.trial}{' (baseline)' if row.baseline else ''}", row.method, _fmt(row.alpha), _fmt(row.beta), _fmt(row.gamma),
+            _fmt(row.phi, 2), _fmt(row.flops_target, 2), str(row.input_size), _fmt(row.gflops), f"{row.reduction:.2f}×",
+            _fmt(row.val_auc, 4), _fmt(row.test_auc, 4),
+        )
+    console.print(table)
+
+
+@study_app.command("pareto")
+def pareto_command(
+    config_file: ConfigFile = None, name: Name = None, storage: Storage = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the front as JSON")] = False,
+) -> None:
+    """The Pareto front: trial, method, α, β, γ, ϕ, input side, GFLOPs, reduction, val and test AUC."""
+    _, study = _load(config_file, name, storage)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in pareto.pareto_rows(study)], indent=2))
+    else:
+        _print_front(study, study.study_name)
+
+
+@study_app.command("select")
+def select_command(
+    config_file: ConfigFile = None, name: Name = None, storage: Storage = None,
+    max_auc_drop: Annotated[float, typer.Option(min=0, help="largest val AUC loss against the baseline")] = 0.005,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
+    _, study = _load(config_file, name, storage)
+    chosen = pareto.select(study, max_auc_drop)
+    if chosen is None:
+        raise StudyConfigError(f"study {study.study_name} has no trained baseline yet: run it first")
+    if as_json:
+        typer.echo(json.dumps(chosen.as_dict(), indent=2))
+        return
+    console.print(
+        f"trial [bold]{chosen.trial}[/] ({chosen.method}): {chosen.gflops:.3f} GFLOPs, {chosen.reduction:.2f}× cheaper, "
+        f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}; MLflow run {chosen.mlflow_run_id}\n"
+        f"export it: nar export --study {study.study_name} --trial {chosen.trial}"
+    )
+
+
+def dashboard_command(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    host: Annotated[str, typer.Option(help="interface to bind; keep 127.0.0.1 unless you mean to share it")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the local store and print its address."""
+    default_artifact_root().mkdir(parents=True, exist_ok=True)
+    console.print(f"MLflow UI for {mlflow_home()} at [bold]http://{host}:{port}[/] (Ctrl-C stops it)")
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(),
+        "--artifacts-destination", str(default_artifact_root()), "--host", host, "--port", str(port),
+    ]
+    try:
+        subprocess.run(command, check=False)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,121 @@
+"""MLflow tracking: where the store lives, experiments, and runs that always end in a
+terminal state (FINISHED, FAILED with the reason, or KILLED on Ctrl-C)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
+
+MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
+PARENT_TAG = "mlflow.parentRunId"
+_BATCH = 500  # MLflow's log_batch accepts at most 1000 metrics and 100 params a call
+
+
+def mlflow_home() -> Path:
+    """The MLflow home: `$NAR_MLFLOW_HOME`, else `mlflow/` in the working directory."""
+    return Path(os.environ.get(MLFLOW_HOME_ENV, "mlflow")).resolve()
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{mlflow_home() / 'store' / 'mlflow.db'}"
+
+
+def default_artifact_root() -> Path:
+    return mlflow_home() / "store" / "artifacts"
+
+
+def hide_password(url: str) -> str:
+    """A database URL safe to print or log: the password is masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL (a path, an http URI): nothing to hide
+        return url
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts to dotted keys, sequences to comma-joined strings: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class Tracker:
+    """A thin layer over MlflowClient for NAR's experiments and runs."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.local_store = self.tracking_uri == default_tracking_uri()
+        if self.local_store:
+            default_artifact_root().mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = (default_artifact_root() / name).as_uri() if self.local_store else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    @contextmanager
+    def run(
+        self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+    ) -> Iterator[str]:
+        """A new run, ended FINISHED, FAILED (reason in tag `failure_reason`) or KILLED."""
+        run_tags = dict(tags or {})
+        if parent_run_id:
+            run_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=run_tags)
+        run_id = run.info.run_id
+        try:
+            yield run_id
+        except KeyboardInterrupt:
+            self.client.set_tag(run_id, "failure_reason", "interrupted (Ctrl-C)")
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+            raise
+        except BaseException as error:
+            self.client.set_tag(run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_metric_series(run_id, [(name, float(value), step) for name, value in metrics.items()])
+
+    def log_metric_series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        items = [Metric(name, value, 0, step) for name, value, step in points]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, metrics=items[start:start + _BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_files(self, run_id: str, files: Mapping[str, bytes | str], artifact_path: str | None = None) -> None:
+        """Writes {name: content} to a temporary folder and uploads it as the run's artifacts."""
+        with tempfile.TemporaryDirectory() as folder:
+            for name, content in files.items():
+                target = Path(folder) / name
+                target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+            self.client.log_artifacts(run_id, folder, artifact_path)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)

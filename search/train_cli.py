@@ -1,0 +1,73 @@
+"""`nar train`: one reduced network trained, evaluated and recorded in MLflow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lightning_modules.training import TrainingConfig
+from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS, NARCoefficients
+from models.registry import original_spec
+from search.reduce_cli import parse_phis, reduce_spec
+from search.tracking import Tracker, hide_password
+from search.training_run import DataSettings, train_and_record
+
+
+def train_command(
+    data: Annotated[Path, typer.Option(help="patches: class folders, Stony Brook label file, CSV manifest or slide coordinates CSV")],
+    model: Annotated[str, typer.Option(help="timm model name")] = "resnetv2_50",
+    input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
+    phi: Annotated[str, typer.Option(help="ϕ (0 = the original network)")] = "0",
+    method: Annotated[Literal["nar", "ir"], typer.Option(help="nar: compound scaling; ir: input side only")] = "nar",
+    alpha: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[0],
+    beta: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[1],
+    gamma: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[2],
+    tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
+    rounding: Annotated[Literal["paper", "divisible8"], typer.Option()] = "paper",
+    epochs: Annotated[int, typer.Option(min=1)] = 50,
+    seeds: Annotated[int, typer.Option(min=1, help="runs averaged (the paper: 3)")] = 1,
+    seed: Annotated[int, typer.Option(help="first seed; also fixes the data split")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option()] = 5e-4,
+    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    scheduler: Annotated[Literal["none", "step", "cosine"], typer.Option()] = "none",
+    patience: Annotated[int, typer.Option(help="early stopping on val AUC; 0 disables")] = 10,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers")] = 0,
+    precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = "32-true",
+    accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
+    mpp: Annotated[float | None, typer.Option(help="µm/px for slides without MPP")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="safetensors of the trained full (ϕ = 0) model to inherit")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the local store under mlflow/)")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "nar-train",
+    run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
+) -> None:
+    """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
+    values = parse_phis(phi)
+    if len(values) != 1:
+        raise typer.BadParameter("train takes a single ϕ; run a study to compare several", param_hint="--phi")
+    spec = reduce_spec(original_spec(model, input_size), values[0], method, NARCoefficients(alpha, beta, gamma, tolerance), rounding)
+    config = TrainingConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+        patience=patience or None, seeds=seeds, seed=seed, precision=precision, accelerator=accelerator, num_workers=workers,
+    )
+    run_name = f"{model}-{method}-phi{values[0]:g}"
+    run_dir = run_dir or Path("runs") / experiment / f"{run_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    tracker = Tracker(tracking_uri)
+    outcome = train_and_record(
+        tracker, experiment, run_name, spec, DataSettings(data, mpp), config, run_dir, init_from=init_from,
+    )
+    table = Table(title=f"{run_name} · input {spec.input_size} px", show_header=False)
+    table.add_row("val AUC", f"{outcome.val_auc:.4f} ± {outcome.val_auc_std:.4f} ({seeds} seed{'s' * (seeds > 1)})")
+    table.add_row("test AUC", f"{outcome.test_auc:.4f} ± {outcome.test_auc_std:.4f}")
+    table.add_row("GFLOPs", f"{outcome.gflops:.3f}")
+    table.add_row("params", f"{outcome.params / 1e6:.2f} M")
+    table.add_row("latency", f"{outcome.latency_ms:.2f} ms/patch (CPU, batch 16)")
+    table.add_row("training", f"{outcome.seconds:.0f} s")
+    table.add_row("MLflow run", f"{outcome.run_id} at {hide_password(tracker.tracking_uri)}")
+    table.add_row("weights", str(run_dir / "model.safetensors"))
+    Console().print(table)

@@ -1,0 +1,127 @@
+"""One candidate network trained and recorded as one MLflow run: what `nar train` does,
+and what every study trial does as a child run of its study."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+from lightning_modules.datamodule import PatchDataModule
+from lightning_modules.training import TrainingConfig, TrainingResult, train_spec
+from models.cost import measure_latency, spec_cost
+from models.inherit import inherit_weights
+from models.registry import original_spec
+from models.spec import ArchSpec
+from models.weights import build_with_weights, save_weights
+from search.plots import roc_png
+from search.tracking import Tracker
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    source: Path
+    mpp: float | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+
+    def datamodule(self, input_size: int, config: TrainingConfig) -> PatchDataModule:
+        return PatchDataModule(
+            str(self.source), input_size=input_size, batch_size=config.batch_size, num_workers=config.num_workers,
+            seed=config.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction, mpp=self.mpp,
+        )
+
+
+@dataclass(frozen=True)
+class CandidateOutcome:
+    run_id: str
+    spec: ArchSpec
+    gflops: float
+    params: int
+    val_auc: float
+    val_auc_std: float
+    test_auc: float
+    test_auc_std: float
+    latency_ms: float
+    seconds: float
+
+
+def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings) -> dict[str, Any]:
+    reduction = asdict(spec.reduction)
+    shape = {k: v for k, v in spec.to_dict().items() if k not in {"reduction", "model_name", "family"}}
+    return {
+        "model": spec.model_name,
+        "family": spec.family,
+        **reduction,
+        **shape,
+        "train": asdict(config),
+        "data": {"source": str(data.source), "mpp": data.mpp, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction},
+    }
+
+
+def train_and_record(
+    tracker: Tracker,
+    experiment: str,
+    run_name: str,
+    spec: ArchSpec,
+    data: DataSettings,
+    config: TrainingConfig,
+    run_dir: Path,
+    *,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    init_from: Path | None = None,
+    progress: bool = True,
+) -> CandidateOutcome:
+    """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts."""
+    cost = spec_cost(spec)
+    with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
+        tracker.log_params(run_id, run_params(spec, config, data))
+        tracker.log_files(run_id, {"spec.json": spec.to_json()})
+        initialise = None
+        if init_from is not None:
+            donor = build_with_weights(original_spec(spec.model_name, spec.input_size, spec.num_classes), init_from)
+            initialise = lambda model: inherit_weights(model, spec, donor)  # noqa: E731
+        result = train_spec(spec, data.datamodule(spec.input_size, config), config, run_dir, callbacks, initialise, progress)
+        best = result.best.classifier.model
+        latency = measure_latency(best, spec.input_size, batch_size=16, warmup=1, repeats=5)
+        (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
+        tracker.log_metrics(run_id, {
+            "val_auc": val_auc, "val_auc_std": val_std, "test_auc": test_auc, "test_auc_std": test_std,
+            "gflops": cost.gflops, "params": cost.params, "latency_ms_per_patch": latency.ms_per_patch,
+            "throughput_patches_per_s": latency.throughput, "train_seconds": result.seconds,
+        })
+        tracker.log_metric_series(run_id, _curves(result))
+        _log_model_artifacts(tracker, run_id, result, run_dir)
+    return CandidateOutcome(
+        run_id=run_id, spec=spec, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
+        test_auc=test_auc, test_auc_std=test_std, latency_ms=latency.ms_per_patch, seconds=result.seconds,
+    )
+
+
+def _curves(result: TrainingResult) -> list[tuple[str, float, int]]:
+    return [
+        (f"{name}/seed{run.seed}", value, int(epoch["epoch"]))
+        for run in result.runs
+        for epoch in run.history
+        for name, value in epoch.items()
+        if name != "epoch"
+    ]
+
+
+def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, run_dir: Path) -> None:
+    best = result.best
+    weights = run_dir / "model.safetensors"
+    save_weights(best.classifier.model, weights)
+    tracker.log_artifact(run_id, weights)
+    scores, labels = best.classifier.test_predictions()
+    per_seed = [{"seed": r.seed, "val_auc": r.val_auc, "test_auc": r.test_auc, "epochs": r.epochs} for r in result.runs]
+    tracker.log_files(run_id, {
+        "roc_test.png": roc_png(scores.numpy(), labels.numpy(), f"{result.spec.model_name} · test split (seed {best.seed})"),
+        "seeds.json": json.dumps(per_seed, indent=2),
+    })
