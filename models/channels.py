@@ -12,7 +12,10 @@ from torch import nn
 
 def dependency_graph(model: nn.Module, input_size: int) -> tp.DependencyGraph:
     example = torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    was_training = model.training
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    model.train(was_training)  # tracing leaves the model in eval mode
+    return graph
 
 
 def prunable_roots(graph: tp.DependencyGraph, keep: Iterable[nn.Module]) -> list[nn.Module]:

@@ -41,10 +41,12 @@ def _block_shapes(model: nn.Module, stages: list[tuple[str, nn.Module]], input_s
         for i, block in enumerate(stage.children()):
             hooks.append(block.register_forward_hook(
                 lambda _m, args, out, record=record, i=i: record.__setitem__(i, args[0].shape == out.shape)))
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
     finally:
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
     return [[record[i] for i in sorted(record)] for record in preserving]

@@ -3,7 +3,9 @@ and turns user errors into one clear line and a non-zero exit."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -35,7 +37,19 @@ app.command("demo")(demo_command)
 USER_ERRORS: tuple[type[Exception], ...] = (ModelError, DataError, TrainingError, StudyConfigError)
 
 
+def _quiet_libraries() -> None:
+    # Progress bars and our own lines tell the user what happens; library chatter does not.
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|does not have many workers|non-writable tensors).*")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _quiet_libraries()
     try:
         app(args=argv, prog_name="nar")
     except USER_ERRORS as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,7 +87,17 @@ class SearchSpace(_Strict):
             raise ValueError("flops_target_values are fractions of the original FLOPs, each in (0, 1)")
         if self.alpha.low < 1 or self.beta.low < 1:
             raise ValueError("alpha and beta ranges must start at ≥ 1")
+        if self.space == "grid" and not self.admissible_coefficients():
+            raise ValueError(
+                f"no (α, β, γ) of the grid has α·β²·γ² within {self.tolerance:.0%} of 2: "
+                "change alpha_values, beta_values, gamma_values or the tolerance"
+            )
         return self
+
+    def admissible_coefficients(self) -> list[tuple[float, float, float]]:
+        """The grid's (α, β, γ) whose α·β²·γ² lies within the tolerance of 2."""
+        grid = itertools.product(self.alpha_values, self.beta_values, self.gamma_values)
+        return [c for c in grid if abs(c[0] * c[1] ** 2 * c[2] ** 2 - 2) <= 2 * self.tolerance]
 
 
 class StudyConfig(_Strict):

@@ -8,7 +8,6 @@ shrinks the input only. Studies may mix methods (nar, ir, resrep) through `metho
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -33,17 +32,12 @@ def methods(space: SearchSpace) -> list[str]:
     return ["ir"] if space.space == "ir" else list(space.methods)
 
 
-def admissible_coefficients(space: SearchSpace) -> list[tuple[float, float, float]]:
-    """The grid's (α, β, γ) whose α·β²·γ² lies within the tolerance of 2."""
-    grid = itertools.product(space.alpha_values, space.beta_values, space.gamma_values)
-    return [c for c in grid if abs(c[0] * c[1] ** 2 * c[2] ** 2 - 2) <= 2 * space.tolerance]
-
-
 def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     """The GridSampler's space for the discrete spaces (paper, grid, ir)."""
-    grid: dict[str, list[Any]] = {"phi": list(space.phi_values)}
+    # ϕ = 0 is the enqueued baseline, which the GridSampler does not count as visited.
+    grid: dict[str, list[Any]] = {"phi": [v for v in space.phi_values if v > 0] or [0.0]}
     if space.space == "grid":
-        grid["coefficients"] = [_key(c) for c in admissible_coefficients(space)]
+        grid["coefficients"] = [_key(c) for c in space.admissible_coefficients()]
     if len(methods(space)) > 1:
         grid["method"] = methods(space)
     if "resrep" in methods(space):
@@ -57,7 +51,7 @@ def baseline_params(space: SearchSpace) -> dict[str, Any]:
     if len(methods(space)) > 1:
         params["method"] = methods(space)[0]
     if space.space == "grid":
-        params["coefficients"] = _key(admissible_coefficients(space)[0])
+        params["coefficients"] = _key(space.admissible_coefficients()[0])
     if space.space == "bayes":
         params.update(alpha=PAPER_COEFFICIENTS[0], beta=PAPER_COEFFICIENTS[1])
     return params
@@ -92,7 +86,7 @@ def _suggest_coefficients(trial: optuna.Trial, space: SearchSpace) -> tuple[floa
     if space.space == "paper":
         return PAPER_COEFFICIENTS
     if space.space == "grid":
-        key = trial.suggest_categorical("coefficients", [_key(c) for c in admissible_coefficients(space)])
+        key = trial.suggest_categorical("coefficients", [_key(c) for c in space.admissible_coefficients()])
         return tuple(float(v) for v in key.split(","))  # type: ignore[return-value]
     alpha = trial.suggest_float("alpha", space.alpha.low, space.alpha.high)
     beta = trial.suggest_float("beta", space.beta.low, space.beta.high)

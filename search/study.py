@@ -13,10 +13,12 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from models.cost import spec_cost
+from models.errors import ModelError
+from models.reduce import PAPER_COEFFICIENTS, input_reduce
 from models.registry import original_spec
 from models.spec import ArchSpec, Reduction
 from search import pareto, space
-from search.config import StudyConfig
+from search.config import StudyConfig, StudyConfigError
 from search.plots import pareto_html, pareto_png
 from search.storage import check_parallel, open_storage
 from search.tracking import Tracker, hide_password
@@ -24,6 +26,7 @@ from search.training_run import DataSettings, train_and_record
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
+REQUEUED_ATTR = "requeued_trials"
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -33,10 +36,21 @@ def architecture_key(spec: ArchSpec) -> str:
     return hashlib.sha1(shape.encode()).hexdigest()[:16]
 
 
+class EnqueueSafeGridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler reads a grid id in `after_trial` that enqueued trials (the
+    baseline, resumed retries) never get: for those, only stop once the grid is done."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
+        if "grid_id" in study._storage.get_trial_system_attrs(trial._trial_id):
+            super().after_trial(study, trial, state, values)
+        elif self.is_exhausted(study):
+            study.stop()
+
+
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     seed = config.sampler_seed
     if config.sampler == "grid":
-        return optuna.samplers.GridSampler(space.grid_search_space(config.search), seed=seed)
+        return EnqueueSafeGridSampler(space.grid_search_space(config.search), seed=seed)
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "nsga2":
@@ -54,9 +68,20 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
 
 
+def check_largest_phi(config: StudyConfig) -> None:
+    """A ϕ that collapses the input would fail its trials one by one: refuse it up front."""
+    search = config.search
+    largest = search.phi.high if search.space == "bayes" else max(search.phi_values)
+    try:
+        input_reduce(original_spec(config.model, config.input_size), largest, PAPER_COEFFICIENTS[2])
+    except ModelError as error:
+        raise StudyConfigError(f"search.phi: the largest ϕ ({largest:g}) is too large: {error}") from None
+
+
 def open_study(config: StudyConfig) -> optuna.Study:
     """Creates the study, or loads it to resume; a new study gets the ϕ = 0 baseline first."""
     check_parallel(config.storage_url, config.workers)
+    check_largest_phi(config)
     directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     study = optuna.create_study(
         study_name=config.name, storage=open_storage(config.storage_url), sampler=make_sampler(config),
@@ -66,6 +91,19 @@ def open_study(config: StudyConfig) -> optuna.Study:
         study.enqueue_trial(space.baseline_params(config.search), user_attrs={"baseline": True})
         study.set_user_attr("config", json.loads(config.model_dump_json()))
     return study
+
+
+def requeue_failed(study: optuna.Study) -> int:
+    """On resume, a trial that failed (Ctrl-C, a crash) is queued again with its parameters,
+    once: samplers such as the grid count failed points as visited."""
+    requeued = set(study.user_attrs.get(REQUEUED_ATTR, []))
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in requeued and t.params]
+    for trial in failed:
+        carried = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+        study.enqueue_trial(trial.params, user_attrs=carried | {"retry_of": trial.number}, skip_if_exists=False)
+    if failed:
+        study.set_user_attr(REQUEUED_ATTR, sorted(requeued | {t.number for t in failed}))
+    return len(failed)
 
 
 @dataclass
@@ -161,13 +199,16 @@ class StudyRunner:
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float | tuple[float, float]:
         """Same network as an earlier trial: its result is reused and recorded as such."""
         attrs = twin.user_attrs
-        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "mlflow_run_id"):
+        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std"):
             trial.set_user_attr(name, attrs[name])
         trial.set_user_attr("reused_from", twin.number)
-        with self.tracker.run(self.config.name, f"trial-{trial.number}", self._tags(trial, trial.user_attrs["method"]) | {
+        tags = self._tags(trial, trial.user_attrs["method"]) | {
             "reused_from_trial": str(twin.number), "reused_run_id": attrs["mlflow_run_id"],
-        }, self.parent_run_id) as run_id:
+        }
+        with self.tracker.run(self.config.name, f"trial-{trial.number}", tags, self.parent_run_id) as run_id:
+            self.tracker.log_params(run_id, {"method": trial.user_attrs["method"], "spec": trial.user_attrs["spec"]})
             self.tracker.log_metrics(run_id, {k: attrs[k] for k in ("gflops", "params", "val_auc", "test_auc")})
+        trial.set_user_attr("mlflow_run_id", run_id)
         return self._values(attrs["val_auc"], attrs["gflops"])
 
     def refresh(self, study: optuna.Study, trial: FrozenTrial) -> None:

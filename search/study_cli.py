@@ -20,7 +20,7 @@ from rich.table import Table
 
 from search import pareto
 from search.config import StudyConfig, StudyConfigError, load_study_config
-from search.study import COUNTED_STATES, StudyRunner, open_study
+from search.study import COUNTED_STATES, StudyRunner, open_study, requeue_failed
 from search.tracking import Tracker, default_artifact_root, default_tracking_uri, hide_password, mlflow_home
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
@@ -82,6 +82,8 @@ def run_command(
     study = open_study(config)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri))
     runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
+    if retried := requeue_failed(study):
+        console.print(f"resuming: {retried} failed trial(s) queued again")
     console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {_counted(study)}/{config.n_trials} trials done")
     try:
         if config.workers > 1:
@@ -174,14 +176,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _print_front(study: optuna.Study, name: str) -> None:
     table = Table(title=f"Pareto front of {name}: val AUC vs GFLOPs")
-    for header in ("trial", "method", "α", "β", "γ", "ϕ", "target", "input", "GFLOPs", "reduction", "val AUC", "test AUC"):
+    for header in ("trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "cost ÷", "val AUC", "test AUC"):
         table.add_column(header, justify="right")
     for row in pareto.pareto_rows(study):
+        coefficients = "/".join(f"{v:.3g}" for v in (row.alpha, row.beta, row.gamma)) if row.alpha else "–"
+        knob = f"ε {row.flops_target:g}" if row.flops_target is not None else _fmt(row.phi, 2)
         table.add_row(
-            f"{row.trial}{' (baseline)' if row.baseline else ''}", row.method, _fmt(row.alpha), _fmt(row.beta), _fmt(row.gamma),
-            _fmt(row.phi, 2), _fmt(row.flops_target, 2), str(row.input_size), _fmt(row.gflops), f"{row.reduction:.2f}×",
-            _fmt(row.val_auc, 4), _fmt(row.test_auc, 4),
+            f"{row.trial}{'*' if row.baseline else ''}", row.method, coefficients, knob, str(row.input_size),
+            _fmt(row.gflops), f"{row.reduction:.2f}×", _fmt(row.val_auc, 4), _fmt(row.test_auc, 4),
         )
+    table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target"
     console.print(table)
 
 

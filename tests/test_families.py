@@ -59,6 +59,7 @@ def test_generic_timm_cnns_lose_depth_and_width(name):
     assert sum(reduced.depths) < sum(original.depths)
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in full.parameters())
     assert small(torch.randn(2, 3, reduced.input_size, reduced.input_size)).shape == (2, 2)
+    assert all(module.training for module in small.modules())  # built ready to train
 
 
 def test_generic_width_is_the_rounded_fraction_of_each_conv():

@@ -1,0 +1,184 @@
+"""Studies end to end at tiny scale: baseline first, MLflow parent and child runs, the Pareto
+front, resume after Ctrl-C, parallel workers on PostgreSQL, and bad configs refused."""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import search.training_run
+from data.synth_patches import write_patches
+from search.cli import main
+from search.storage import open_storage
+from search.tracking import Tracker
+
+POSTGRES_URL = os.environ.get("NAR_TEST_POSTGRES_URL", "postgresql://nar:nar-test-only@127.0.0.1:5432/nar_test")
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("patches")
+    write_patches(folder, n=72, seed=1)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # runs/ and studies/ land here
+    return tmp_path
+
+
+def study_file(folder: Path, patches: Path, **overrides) -> Path:
+    config = {
+        "name": "tiny",
+        "model": "resnet18",
+        "input_size": 48,
+        "data": {"source": str(patches)},
+        "training": {"epochs": 1, "batch_size": 24, "patience": None, "accelerator": "cpu"},
+        "search": {"space": "paper", "phi_values": [0, 1, 2]},
+        "sampler": "grid",
+        "n_trials": 3,
+        "storage": f"sqlite:///{folder / 'study.db'}",
+        "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+    }
+    config.update(overrides)
+    path = folder / f"{config['name']}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code or 0
+
+
+def load(config_path: Path) -> optuna.Study:
+    config = yaml.safe_load(config_path.read_text())
+    return optuna.load_study(study_name=config["name"], storage=open_storage(config["storage"]))
+
+
+def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
+    config = study_file(workdir, patches)
+    assert run_cli("study", "run", str(config)) == 0
+    study = load(config)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    assert study.trials[0].params["phi"] == 0 and study.trials[0].user_attrs["baseline"]
+
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = tracker.experiment_id("tiny")
+    runs = tracker.client.search_runs([experiment])
+    parent = next(r for r in runs if r.data.tags.get("nar.role") == "study")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert {a.path for a in tracker.client.list_artifacts(parent.info.run_id)} >= {"pareto.png", "pareto.html", "pareto.json", "study_config.json"}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"method", "phi", "input_size", "depths"} <= child.data.params.keys()
+        assert {"val_auc", "test_auc", "gflops"} <= child.data.metrics.keys()
+        assert {"spec.json", "model.safetensors"} <= {a.path for a in tracker.client.list_artifacts(child.info.run_id)}
+    # trial ↔ run linked both ways; Pareto tags match Optuna's front
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials}
+    assert {c.info.run_id for c in children} == set(by_run)
+    for child in children:
+        assert child.data.tags["optuna.trial_number"] == str(by_run[child.info.run_id].number)
+    front_runs = {t.user_attrs["mlflow_run_id"] for t in study.best_trials}
+    assert {c.info.run_id for c in children if c.data.tags["pareto"] == "true"} == front_runs
+
+    capsys.readouterr()
+    assert run_cli("study", "pareto", str(config), "--json") == 0
+    table = json.loads(capsys.readouterr().out)
+    assert sorted(row["trial"] for row in table) == sorted(t.number for t in study.best_trials)
+
+    assert run_cli("study", "select", str(config), "--max-auc-drop", "1.0", "--json") == 0
+    chosen = json.loads(capsys.readouterr().out)
+    assert chosen["gflops"] == min(t.user_attrs["gflops"] for t in trials)
+
+
+def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
+    config = study_file(workdir, patches, name="resumable")
+    real_train = search.training_run.train_spec
+    calls = []
+
+    def interrupted_second_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(search.training_run, "train_spec", interrupted_second_trial)
+    assert run_cli("study", "run", str(config)) == 130
+    study = load(config)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL]
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
+    killed = tracker.client.get_run(study.trials[1].user_attrs.get("mlflow_run_id") or _run_of_trial(tracker, "resumable", 1))
+    assert killed.info.status == "KILLED"
+
+    monkeypatch.setattr(search.training_run, "train_spec", real_train)
+    assert run_cli("study", "run", str(config)) == 0
+    study = load(config)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+
+
+def _run_of_trial(tracker: Tracker, experiment: str, number: int) -> str:
+    runs = tracker.client.search_runs([tracker.experiment_id(experiment)], filter_string=f"tags.`optuna.trial_number` = '{number}'")
+    return runs[0].info.run_id
+
+
+def _postgres_reachable() -> bool:
+    try:
+        open_storage(POSTGRES_URL)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
+def test_two_workers_share_one_postgresql_study(workdir, patches):
+    name = f"workers-{uuid.uuid4().hex[:8]}"
+    config = study_file(workdir, patches, name=name, storage=POSTGRES_URL, workers=2, n_trials=4, sampler="tpe",
+                        search={"space": "paper", "phi_values": [0, 1, 2, 3]})
+    try:
+        assert run_cli("study", "run", str(config)) == 0
+        study = load(config)
+        numbers = [t.number for t in study.trials]
+        assert len(numbers) == len(set(numbers))
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        assert 4 <= len(study.trials) <= 5  # a second worker may finish the trial it had started
+        tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
+        runs = tracker.client.search_runs([tracker.experiment_id(name)], filter_string="tags.`optuna.trial_number` != ''")
+        tagged = [r.data.tags["optuna.trial_number"] for r in runs]
+        assert sorted(tagged) == sorted(str(n) for n in numbers)  # one run per trial, none lost or doubled
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"sampler": "annealing"}, "sampler"),
+        ({"n_trials": -1}, "n_trials"),
+        ({"search": {"space": "grid", "alpha_values": [1.6], "beta_values": [1.3], "gamma_values": [1.3]}}, "within"),
+        ({"search": {"space": "paper", "alpha_values": [0.9]}}, "≥ 1"),
+        ({"storage": "postgresql://nar:hunter2@127.0.0.1:1/nowhere"}, "cannot open study storage"),
+        ({"workers": 2}, "SQLite"),
+        ({"search": {"space": "paper", "phi_values": [0, 9]}}, "largest ϕ"),
+    ],
+    ids=["sampler", "trials", "constraint", "coefficient", "storage", "sqlite-workers", "phi"],
+)
+def test_bad_configs_are_one_clear_line_and_leave_no_study(workdir, patches, capsys, overrides, message):
+    config = study_file(workdir, patches, **overrides)
+    assert run_cli("study", "run", str(config)) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
+    assert "hunter2" not in error
+    assert not (workdir / "study.db").exists() or not optuna.get_all_study_names(f"sqlite:///{workdir / 'study.db'}")
