@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from lightning_modules.errors import TrainingError
+from models.resrep import param_groups
 from models.spec import spec_from_dict
 
 Scheduler = Literal["none", "step", "cosine"]
@@ -82,7 +83,9 @@ class PatchClassifier(pl.LightningModule):
         return self(images).softmax(dim=1)[:, 1]
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # ResRep's compactors, if any, are shrunk by their Lasso alone: no weight decay for them.
+        groups = param_groups(self.model, self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.scheduler == "step":
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.step_size, self.hparams.step_gamma)
         elif self.hparams.scheduler == "cosine":

@@ -46,7 +46,6 @@ class SeedRun:
 
 @dataclass
 class TrainingResult:
-    spec: ArchSpec
     runs: list[SeedRun]
 
     @property
@@ -104,8 +103,13 @@ def train_spec(
     callbacks: Sequence[Callback] = (),
     initialise: Callable[[nn.Module], None] | None = None,
     progress: bool = True,
+    finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
 ) -> TrainingResult:
-    """Trains `spec` once per seed; `initialise` may load inherited weights into each fresh model."""
+    """Trains `spec` once per seed; `initialise` may load inherited weights into each fresh model.
+
+    Without `finalize` the best checkpoint by val AUC is evaluated. With it, the network that
+    `finalize` makes of the final weights is (ResRep: the converted thinner network, whose
+    masks reach the FLOPs target only at the end)."""
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -124,9 +128,15 @@ def train_spec(
         start = time.perf_counter()
         trainer.fit(classifier, datamodule=datamodule)
         seconds = time.perf_counter() - start
-        test_auc = trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)[0]["test_auc"]
+        if finalize is None:
+            val_auc = best.best_model_score
+            test_auc = trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)[0]["test_auc"]
+        else:
+            classifier = finalize(classifier)
+            val_auc = trainer.validate(classifier, datamodule=datamodule, verbose=False)[0]["val_auc"]
+            test_auc = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]["test_auc"]
         runs.append(SeedRun(
-            seed=seed, val_auc=float(best.best_model_score), test_auc=float(test_auc),
+            seed=seed, val_auc=float(val_auc), test_auc=float(test_auc),
             epochs=len(history.epochs), seconds=seconds, history=history.epochs, classifier=classifier,
         ))
-    return TrainingResult(spec=spec, runs=runs)
+    return TrainingResult(runs=runs)

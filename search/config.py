@@ -66,6 +66,8 @@ class SearchSpace(_Strict):
     space: Literal["paper", "grid", "bayes", "ir"] = "paper"
     methods: list[Literal["nar", "ir", "resrep"]] = Field(default_factory=lambda: ["nar"], min_length=1)
     flops_target_values: list[float] = Field(default_factory=lambda: [0.75, 0.5, 0.3])
+    resrep_mask_interval: int = Field(default=200, ge=1)
+    resrep_warmup_epochs: int = Field(default=5, ge=0)
     phi_values: list[float] = Field(default_factory=lambda: [0, 1, 2, 3])
     phi: Range = Range(low=0, high=3)
     alpha_values: list[float] = Field(default_factory=lambda: [1.1, 1.2, 1.3])

@@ -22,7 +22,7 @@ from search.config import StudyConfig, StudyConfigError
 from search.plots import pareto_html, pareto_png
 from search.storage import check_parallel, open_storage
 from search.tracking import Tracker, hide_password
-from search.training_run import DataSettings, train_and_record
+from search.training_run import DataSettings, ResRepSettings, train_and_record
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
@@ -146,7 +146,7 @@ class StudyRunner:
         if self.config.objective == "budget" and gflops > self.config.gflops_budget:
             trial.set_user_attr("over_budget", gflops)
             raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
-        key = architecture_key(spec)
+        key = architecture_key(spec) + (f"-resrep{candidate.flops_target:g}" if candidate.method == "resrep" else "")
         trial.set_user_attr("architecture", key)
         twin = self._trained_twin(key, trial.number)
         if twin is not None:
@@ -156,13 +156,20 @@ class StudyRunner:
             DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config(),
             Path("runs") / self.config.name / f"trial-{trial.number}",
             parent_run_id=self.parent_run_id, tags=self._tags(trial, candidate.method),
-            callbacks=self._pruning_callbacks(trial), progress=self.progress,
+            callbacks=self._pruning_callbacks(trial), progress=self.progress, resrep=self._resrep(candidate),
         )
+        trial.set_user_attr("spec", outcome.spec.to_dict())
         trial.set_user_attr("mlflow_run_id", outcome.run_id)
         self.tracker.set_tags(outcome.run_id, {"optuna.trial_number": trial.number})
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds"):
             trial.set_user_attr(name, getattr(outcome, name))
         return self._values(outcome.val_auc, outcome.gflops)
+
+    def _resrep(self, candidate: space.Candidate) -> ResRepSettings | None:
+        if candidate.method != "resrep":
+            return None
+        search = self.config.search
+        return ResRepSettings(candidate.flops_target, search.resrep_mask_interval, search.resrep_warmup_epochs)
 
     def _values(self, auc: float, gflops: float) -> float | tuple[float, float]:
         return (auc, gflops) if self.config.objective == "pareto" else auc

@@ -12,11 +12,12 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from lightning_modules.datamodule import PatchDataModule
+from lightning_modules.resrep import resrep_training
 from lightning_modules.training import TrainingConfig, TrainingResult, train_spec
 from models.cost import measure_latency, spec_cost
 from models.inherit import inherit_weights
 from models.registry import original_spec
-from models.spec import ArchSpec
+from models.spec import ArchSpec, Reduction
 from models.weights import build_with_weights, save_weights
 from search.plots import roc_png
 from search.tracking import Tracker
@@ -34,6 +35,13 @@ class DataSettings:
             str(self.source), input_size=input_size, batch_size=config.batch_size, num_workers=config.num_workers,
             seed=config.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction, mpp=self.mpp,
         )
+
+
+@dataclass(frozen=True)
+class ResRepSettings:
+    flops_target: float  # fraction of the original network's FLOPs (the paper's ϵ knob)
+    mask_interval: int = 200
+    warmup_epochs: int = 5
 
 
 @dataclass(frozen=True)
@@ -77,19 +85,25 @@ def train_and_record(
     callbacks: Sequence[Callback] = (),
     init_from: Path | None = None,
     progress: bool = True,
+    resrep: ResRepSettings | None = None,
 ) -> CandidateOutcome:
-    """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts."""
-    cost = spec_cost(spec)
+    """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts.
+    With `resrep`, the network is pruned by ResRep towards its FLOPs target while it trains."""
+    finalize = None
+    if resrep is not None:
+        resrep_callbacks, finalize = resrep_training(resrep.flops_target, resrep.mask_interval, resrep.warmup_epochs)
+        callbacks = [*callbacks, *resrep_callbacks]
+        spec = spec.replace(reduction=Reduction(method="resrep", flops_target=resrep.flops_target))
     with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
         tracker.log_params(run_id, run_params(spec, config, data))
-        tracker.log_files(run_id, {"spec.json": spec.to_json()})
         initialise = None
         if init_from is not None:
             donor = build_with_weights(original_spec(spec.model_name, spec.input_size, spec.num_classes), init_from)
             initialise = lambda model: inherit_weights(model, spec, donor)  # noqa: E731
-        result = train_spec(spec, data.datamodule(spec.input_size, config), config, run_dir, callbacks, initialise, progress)
-        best = result.best.classifier.model
-        latency = measure_latency(best, spec.input_size, batch_size=16, warmup=1, repeats=5)
+        result = train_spec(spec, data.datamodule(spec.input_size, config), config, run_dir, callbacks, initialise, progress, finalize)
+        trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
+        cost = spec_cost(trained)
+        latency = measure_latency(result.best.classifier.model, spec.input_size, batch_size=16, warmup=1, repeats=5)
         (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
         tracker.log_metrics(run_id, {
             "val_auc": val_auc, "val_auc_std": val_std, "test_auc": test_auc, "test_auc_std": test_std,
@@ -99,7 +113,7 @@ def train_and_record(
         tracker.log_metric_series(run_id, _curves(result))
         _log_model_artifacts(tracker, run_id, result, run_dir)
     return CandidateOutcome(
-        run_id=run_id, spec=spec, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
+        run_id=run_id, spec=trained, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
         test_auc=test_auc, test_auc_std=test_std, latency_ms=latency.ms_per_patch, seconds=result.seconds,
     )
 
@@ -116,12 +130,14 @@ def _curves(result: TrainingResult) -> list[tuple[str, float, int]]:
 
 def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, run_dir: Path) -> None:
     best = result.best
+    spec = best.classifier.spec
     weights = run_dir / "model.safetensors"
     save_weights(best.classifier.model, weights)
     tracker.log_artifact(run_id, weights)
     scores, labels = best.classifier.test_predictions()
     per_seed = [{"seed": r.seed, "val_auc": r.val_auc, "test_auc": r.test_auc, "epochs": r.epochs} for r in result.runs]
     tracker.log_files(run_id, {
-        "roc_test.png": roc_png(scores.numpy(), labels.numpy(), f"{result.spec.model_name} · test split (seed {best.seed})"),
+        "spec.json": spec.to_json(),
+        "roc_test.png": roc_png(scores.numpy(), labels.numpy(), f"{spec.model_name} · test split (seed {best.seed})"),
         "seeds.json": json.dumps(per_seed, indent=2),
     })

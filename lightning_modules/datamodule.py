@@ -1,0 +1,163 @@
+"""Patches for training and evaluating a classifier: slide-grouped splits, resizing to the
+network's input side, ImageNet normalisation and augmentation of training patches only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from data.errors import DataError
+from data.sources import CLASS_DIRS, CLASS_NAMES, PATCH_UM, PatchDataset, open_patch_source
+from data.splits import SplitSummary, split_patches, summarise_splits
+
+
+def eval_transform(input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD) -> v2.Compose:
+    """uint8 C × H × W patch -> normalised float input_size × input_size."""
+    return v2.Compose(
+        [
+            v2.Resize((input_size, input_size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+
+def train_transform(input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD) -> v2.Compose:
+    """eval_transform plus what does not change a patch's label: any of the 8 flips and
+    quarter turns, and mild stain (colour) variation."""
+    return v2.Compose(
+        [
+            v2.Resize((input_size, input_size), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.RandomApply([v2.RandomRotation((90, 90))]),
+            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+
+class TransformedSubset(Dataset):
+    """Some patches of a dataset, with a transform applied to the images."""
+
+    def __init__(self, dataset: PatchDataset, indices: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.dataset, self.indices, self.transform = dataset, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[int(self.indices[index])]
+        return self.transform(image), label
+
+
+class PatchDataModule(pl.LightningDataModule):
+    """Train / val / test patches from any source `open_patch_source` reads.
+
+    Splits keep each slide in one split (fixed by `seed`); val and test must hold both classes
+    so that their AUC is defined. predict_dataloader covers every patch of the source, in order.
+    """
+
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+
+    def __init__(
+        self,
+        source: str | Path,
+        input_size: int,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        augment: bool = True,
+        mpp: float | None = None,
+        class_dirs: Mapping[str, int] = CLASS_DIRS,
+        patch_um: float = PATCH_UM,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.source, self.input_size, self.batch_size, self.num_workers, self.seed = source, input_size, batch_size, num_workers, seed
+        self.fractions = {"val": val_fraction, "test": test_fraction}
+        self.augment = augment
+        self.source_options = {"mpp": mpp, "class_dirs": class_dirs, "patch_um": patch_um}
+        self.dataset: PatchDataset | None = None
+        self.splits: dict[str, np.ndarray] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        # Patches read from slides are read straight at the network's side.
+        dataset = open_patch_source(self.source, patch_side=self.input_size, **self.source_options)
+        splits = split_patches(dataset, self.fractions["val"], self.fractions["test"], self.seed)
+        for summary in summarise_splits(dataset, splits):
+            _check_split(summary, self.fractions.get(summary.name, 1.0))
+        self.dataset, self.splits = dataset, splits
+
+    def summary(self) -> list[SplitSummary]:
+        """Patches per class and slides in each split (after setup)."""
+        return summarise_splits(self._dataset, self.splits)
+
+    @property
+    def _dataset(self) -> PatchDataset:
+        if self.dataset is None:
+            raise RuntimeError("call setup() first")
+        return self.dataset
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits["train"])
+
+    @property
+    def num_val(self) -> int:
+        return len(self.splits["val"])
+
+    @property
+    def num_test(self) -> int:
+        return len(self.splits["test"])
+
+    def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
+        transform = (train_transform if train and self.augment else eval_transform)(self.input_size, self.mean, self.std)
+        return DataLoader(
+            TransformedSubset(self._dataset, indices, transform),
+            batch_size=self.batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["val"], train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["test"], train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(np.arange(len(self._dataset)), train=False)
+
+
+def _check_split(split: SplitSummary, fraction: float) -> None:
+    if split.patches == 0:
+        if fraction > 0:
+            raise DataError(f"split {split.name} is empty: add patches (or slides) or change the fractions")
+        return
+    missing = [name for name, count in zip(CLASS_NAMES, split.per_class) if count == 0]
+    if missing:
+        (present,) = (name for name, count in zip(CLASS_NAMES, split.per_class) if count)
+        consequence = "training needs both classes" if split.name == "train" else "AUC is undefined"
+        raise DataError(
+            f"{consequence}: split {split.name} holds only class {present}; add patches of both classes or change the fractions"
+        )

@@ -1,0 +1,60 @@
+"""`nar data ...`: synthetic TIL patches and whole slides, and a look at a patch source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from data.splits import split_patches, summarise_splits, summary_table
+from data.sources import open_patch_source
+from data.synth_patches import DifficultyName, write_patches
+from data.synth_slide import truth_paths, write_synthetic_slide
+
+data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
+
+
+@data_app.command("synth-patches")
+def synth_patches(
+    out: Path = typer.Option(..., help="Folder to write til-positive/, til-negative/ and manifest.csv into."),
+    n: int = typer.Option(1000, min=1, help="Number of patches (half of them TIL-positive)."),
+    seed: int = typer.Option(0, help="Same seed, same patches."),
+    difficulty: DifficultyName = typer.Option("default", help="How alike the classes look."),
+    mpp: float = typer.Option(0.5, min=0.05, help="Microns per pixel: 50 µm patches of 50/mpp pixels."),
+    label_noise: float = typer.Option(0.0, min=0.0, max=0.5, help="Fraction of labels flipped."),
+    slides: int | None = typer.Option(None, min=1, help="Synthetic slides the patches come from (default: n/40, at least 4)."),
+) -> None:
+    """Render synthetic H&E patches labelled TIL-positive (2+ lymphocytes) or negative."""
+    manifest = write_patches(out, n, seed, difficulty, mpp, label_noise, slides)
+    Console().print(f"Wrote {n} patches and {manifest}")
+
+
+@data_app.command("synth-slide")
+def synth_slide(
+    out: Path = typer.Option(..., help="Slide to write (.tiff); the ground truth goes beside it."),
+    mpp: float = typer.Option(0.5, min=0.05, help="Microns per level-0 pixel."),
+    width: int = typer.Option(4096, min=64, help="Level-0 width in pixels."),
+    height: int = typer.Option(3072, min=64, help="Level-0 height in pixels."),
+    seed: int = typer.Option(0),
+    tile: int = typer.Option(512, min=16, help="TIFF tile side, a multiple of 16."),
+    aperio: bool = typer.Option(False, help="Describe the slide like an Aperio scanner does (AppMag, MPP)."),
+) -> None:
+    """Render a pyramidal whole slide with tissue and TIL-rich regions, plus its ground-truth mask."""
+    levels = write_synthetic_slide(out, width=width, height=height, mpp=mpp, seed=seed, tile=tile, aperio=aperio)
+    mask, sidecar = truth_paths(out)
+    Console().print(f"Wrote {out} ({levels} levels), {mask} and {sidecar}")
+
+
+@data_app.command("inspect")
+def inspect(
+    source: Path = typer.Argument(..., help="Class folders, a label file (.txt), a manifest or a slide-coordinates CSV."),
+    mpp: float | None = typer.Option(None, help="Microns per pixel of slides that do not record it."),
+    seed: int = typer.Option(0),
+    val_fraction: float = typer.Option(0.2),
+    test_fraction: float = typer.Option(0.2),
+) -> None:
+    """Check a patch source and show how it would be split."""
+    dataset = open_patch_source(source, mpp=mpp)
+    splits = split_patches(dataset, val_fraction, test_fraction, seed)
+    Console().print(f"{dataset.description}: {len(dataset)} patches", summary_table(summarise_splits(dataset, splits)))
