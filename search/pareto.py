@@ -24,6 +24,7 @@ class TrialRow:
     test_auc: float
     mlflow_run_id: str
     baseline: bool
+    pareto: bool
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,7 +54,7 @@ def baseline(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in trained(study) if t.user_attrs.get("baseline")), None)
 
 
-def row(trial: FrozenTrial, baseline_gflops: float | None) -> TrialRow:
+def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True) -> TrialRow:
     attrs = trial.user_attrs
     return TrialRow(
         trial=trial.number, method=attrs["method"], alpha=attrs.get("alpha"), beta=attrs.get("beta"),
@@ -61,14 +62,18 @@ def row(trial: FrozenTrial, baseline_gflops: float | None) -> TrialRow:
         input_size=attrs["input_size"], gflops=attrs["gflops"],
         reduction=(baseline_gflops / attrs["gflops"]) if baseline_gflops else float("nan"),
         val_auc=attrs["val_auc"], test_auc=attrs["test_auc"], mlflow_run_id=attrs.get("mlflow_run_id", ""),
-        baseline=bool(attrs.get("baseline")),
+        baseline=bool(attrs.get("baseline")), pareto=on_front,
     )
 
 
-def pareto_rows(study: optuna.Study) -> list[TrialRow]:
+def pareto_rows(study: optuna.Study, every_trial: bool = False) -> list[TrialRow]:
+    """The front's rows by GFLOPs; with `every_trial`, all trained trials, front marked."""
     reference = baseline(study)
     gflops = reference.user_attrs["gflops"] if reference else None
-    return [row(t, gflops) for t in front(study)]
+    on_front = {t.number for t in front(study)}
+    trials = trained(study) if every_trial else front(study)
+    rows = [row(t, gflops, t.number in on_front) for t in trials]
+    return sorted(rows, key=lambda r: (r.gflops, r.trial))
 
 
 def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
@@ -79,4 +84,4 @@ def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
     floor = reference.user_attrs["val_auc"] - max_auc_drop
     eligible = [t for t in trained(study) if t.user_attrs["val_auc"] >= floor]
     cheapest = min(eligible, key=lambda t: (t.user_attrs["gflops"], -t.user_attrs["val_auc"]))
-    return row(cheapest, reference.user_attrs["gflops"])
+    return row(cheapest, reference.user_attrs["gflops"], cheapest.number in {t.number for t in front(study)})

@@ -232,9 +232,7 @@ class StudyRunner:
 
     def publish(self, study: optuna.Study) -> None:
         rows = pareto.pareto_rows(study)
-        reference = pareto.baseline(study)
-        base_gflops = reference.user_attrs["gflops"] if reference else None
-        points = [pareto.row(t, base_gflops).as_dict() for t in pareto.trained(study)]
+        points = [r.as_dict() for r in pareto.pareto_rows(study, every_trial=True)]
         front = [r.as_dict() for r in rows]
         title = f"{self.config.name}: val AUC vs GFLOPs ({len(points)} trained)"
         self.tracker.log_files(self.parent_run_id, {

@@ -174,18 +174,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _print_front(study: optuna.Study, name: str) -> None:
-    table = Table(title=f"Pareto front of {name}: val AUC vs GFLOPs")
+def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> None:
+    title = f"{'Trials' if every_trial else 'Pareto front'} of {name}: val AUC vs GFLOPs"
+    table = Table(title=title)
     for header in ("trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "cost ÷", "val AUC", "test AUC"):
         table.add_column(header, justify="right")
-    for row in pareto.pareto_rows(study):
+    for row in pareto.pareto_rows(study, every_trial):
         coefficients = "/".join(f"{v:.3g}" for v in (row.alpha, row.beta, row.gamma)) if row.alpha else "–"
         knob = f"ε {row.flops_target:g}" if row.flops_target is not None else _fmt(row.phi, 2)
         table.add_row(
-            f"{row.trial}{'*' if row.baseline else ''}", row.method, coefficients, knob, str(row.input_size),
+            f"{row.trial}{'*' if row.baseline else ''}{'' if row.pareto or not every_trial else ' ·'}", row.method, coefficients, knob, str(row.input_size),
             _fmt(row.gflops), f"{row.reduction:.2f}×", _fmt(row.val_auc, 4), _fmt(row.test_auc, 4),
         )
-    table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target"
+    table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target" + ("; · not on the front" if every_trial else "")
     console.print(table)
 
 
@@ -193,13 +194,14 @@ def _print_front(study: optuna.Study, name: str) -> None:
 def pareto_command(
     config_file: ConfigFile = None, name: Name = None, storage: Storage = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the front as JSON")] = False,
+    every_trial: Annotated[bool, typer.Option("--all", help="every trained trial, the front marked")] = False,
 ) -> None:
     """The Pareto front: trial, method, α, β, γ, ϕ, input side, GFLOPs, reduction, val and test AUC."""
     _, study = _load(config_file, name, storage)
     if as_json:
-        typer.echo(json.dumps([r.as_dict() for r in pareto.pareto_rows(study)], indent=2))
+        typer.echo(json.dumps([r.as_dict() for r in pareto.pareto_rows(study, every_trial)], indent=2))
     else:
-        _print_front(study, study.study_name)
+        _print_front(study, study.study_name, every_trial)
 
 
 @study_app.command("select")

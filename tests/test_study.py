@@ -182,3 +182,21 @@ def test_bad_configs_are_one_clear_line_and_leave_no_study(workdir, patches, cap
     assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
     assert "hunter2" not in error
     assert not (workdir / "study.db").exists() or not optuna.get_all_study_names(f"sqlite:///{workdir / 'study.db'}")
+
+
+def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
+    search = {
+        "space": "paper", "methods": ["nar", "ir", "resrep"], "phi_values": [0, 1], "flops_target_values": [0.5],
+        "resrep_mask_interval": 1, "resrep_warmup_epochs": 0,
+    }
+    config = study_file(workdir, patches, name="methods", search=search, n_trials=4)
+    assert run_cli("study", "run", str(config)) == 0
+    capsys.readouterr()
+    assert run_cli("study", "pareto", str(config), "--all", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["method"] for row in rows} == {"nar", "ir", "resrep"}
+    resrep = next(row for row in rows if row["method"] == "resrep")
+    baseline = next(row for row in rows if row["baseline"])
+    assert resrep["flops_target"] == 0.5 and resrep["gflops"] < baseline["gflops"]
+    study = load(config)
+    assert {r["trial"] for r in rows if r["pareto"]} == {t.number for t in study.best_trials}
