@@ -7,6 +7,7 @@ only, no memory, no arithmetic, so even full-size networks cost milliseconds to 
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@functools.lru_cache(maxsize=512)
 def spec_cost(spec: ArchSpec) -> ModelCost:
+    """Cached: specs are frozen, and a study asks about the same network several times."""
     with torch.device("meta"):
         model = spec.build()
     return ModelCost(gflops=count_gflops(model, spec.input_size), params=count_params(model))

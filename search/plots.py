@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 def _png(figure: plt.Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=96)
     plt.close(figure)
     return buffer.getvalue()
 

@@ -75,7 +75,7 @@ def train_command(
     table.add_row("test AUC", f"{outcome.test_auc:.4f} ± {outcome.test_auc_std:.4f}")
     table.add_row("GFLOPs", f"{outcome.gflops:.3f}")
     table.add_row("params", f"{outcome.params / 1e6:.2f} M")
-    table.add_row("latency", f"{outcome.latency_ms:.2f} ms/patch (CPU, batch 16)")
+    table.add_row("latency", f"{outcome.latency_ms:.2f} ms/patch (batch 8)")
     table.add_row("training", f"{outcome.seconds:.0f} s")
     table.add_row("MLflow run", f"{outcome.run_id} at {hide_password(tracker.tracking_uri)}")
     table.add_row("weights", str(run_dir / "model.safetensors"))

@@ -103,7 +103,8 @@ def train_and_record(
         result = train_spec(spec, data.datamodule(spec.input_size, config), config, run_dir, callbacks, initialise, progress, finalize)
         trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
         cost = spec_cost(trained)
-        latency = measure_latency(result.best.classifier.model, spec.input_size, batch_size=16, warmup=1, repeats=5)
+        # A quick probe, not a benchmark: `nar reduce --latency` and bench/ measure properly.
+        latency = measure_latency(result.best.classifier.model, spec.input_size, batch_size=8, warmup=1, repeats=3)
         (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
         tracker.log_metrics(run_id, {
             "val_auc": val_auc, "val_auc_std": val_std, "test_auc": test_auc, "test_auc_std": test_std,
@@ -131,6 +132,7 @@ def _curves(result: TrainingResult) -> list[tuple[str, float, int]]:
 def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, run_dir: Path) -> None:
     best = result.best
     spec = best.classifier.spec
+    run_dir.mkdir(parents=True, exist_ok=True)
     weights = run_dir / "model.safetensors"
     save_weights(best.classifier.model, weights)
     tracker.log_artifact(run_id, weights)
