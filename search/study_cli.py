@@ -107,7 +107,10 @@ def _run_workers(config: StudyConfig, study: optuna.Study) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(json.loads(config.model_dump_json()), handle)
     command = [sys.executable, "-m", "search.cli", "study", "worker", handle.name]
-    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(config.workers)]
+    # Logs to files, not pipes: an unread pipe fills up and stalls its worker.
+    logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
+    logs[0].parent.mkdir(parents=True, exist_ok=True)
+    processes = [subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
     with _progress() as progress:
         task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
         while any(p.poll() is None for p in processes):
@@ -115,9 +118,10 @@ def _run_workers(config: StudyConfig, study: optuna.Study) -> None:
             time.sleep(1)
         progress.update(task, completed=_counted(study))
     Path(handle.name).unlink()
-    failed = [p for p in processes if p.returncode != 0]
+    failed = [log for process, log in zip(processes, logs) if process.returncode != 0]
     if failed:
-        raise StudyConfigError(f"{len(failed)} worker(s) failed: {failed[0].stderr.read().strip().splitlines()[-1:]}")
+        last_line = (failed[0].read_text().strip().splitlines() or ["no output"])[-1]
+        raise StudyConfigError(f"{len(failed)} worker(s) failed, e.g. {failed[0]}: {last_line}")
 
 
 @study_app.command("worker")
