@@ -8,7 +8,7 @@ import sys
 import warnings
 
 import typer
-from rich.console import Console
+from search.console import errors
 
 from data.errors import DataError
 from lightning_modules.errors import TrainingError
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="nar")
     except USER_ERRORS as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

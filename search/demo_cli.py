@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
+from search.console import console
 
 from data.synth_patches import write_patches
 from search.study_cli import run_command
@@ -16,6 +16,6 @@ def demo_command() -> None:
     """Make synthetic TIL patches, run the demo study (SQLite + local MLflow), print the front."""
     patches = Path("demo/patches")
     if not (patches / "manifest.csv").exists():
-        Console().print("rendering 400 synthetic TIL patches into demo/patches")
+        console.print("rendering 400 synthetic TIL patches into demo/patches")
         write_patches(patches, n=400, seed=0)
     run_command(config_file=DEMO_CONFIG, data=patches)

@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
+from search.console import console
 from rich.table import Table
 
 from models.cost import measure_latency, spec_cost
@@ -73,7 +73,7 @@ def reduce_command(
     if as_json:
         typer.echo(json.dumps([record for _, record in records], indent=2))
     else:
-        Console().print(_table(records, method, coefficients))
+        console.print(_table(records, method, coefficients))
 
 
 def _table(records: list[tuple[ArchSpec, dict]], method: str, coefficients: NARCoefficients) -> Table:

@@ -14,7 +14,7 @@ import optuna
 import typer
 import yaml
 from optuna.trial import TrialState
-from rich.console import Console
+from search.console import console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,7 +24,6 @@ from search.study import COUNTED_STATES, StudyRunner, open_study, requeue_failed
 from search.tracking import Tracker, default_artifact_root, default_tracking_uri, hide_password, mlflow_home
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
-console = Console()
 
 ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see configs/)")]
 

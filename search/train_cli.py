@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
+from search.console import console
 from rich.table import Table
 
 from lightning_modules.training import TrainingConfig
@@ -79,4 +79,4 @@ def train_command(
     table.add_row("training", f"{outcome.seconds:.0f} s")
     table.add_row("MLflow run", f"{outcome.run_id} at {hide_password(tracker.tracking_uri)}")
     table.add_row("weights", str(run_dir / "model.safetensors"))
-    Console().print(table)
+    console.print(table)
