@@ -142,7 +142,7 @@ class StudyRunner:
             return self._values(0.0, self.original_gflops)
         spec = candidate.spec
         self._describe(trial, candidate.method, spec, candidate.flops_target)
-        gflops = spec_cost(spec).gflops
+        gflops = spec_cost(spec).gflops * (candidate.flops_target or 1.0)  # ResRep aims at a fraction
         if self.config.objective == "budget" and gflops > self.config.gflops_budget:
             trial.set_user_attr("over_budget", gflops)
             raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
@@ -157,10 +157,9 @@ class StudyRunner:
             Path("runs") / self.config.name / f"trial-{trial.number}",
             parent_run_id=self.parent_run_id, tags=self._tags(trial, candidate.method),
             callbacks=self._pruning_callbacks(trial), progress=self.progress, resrep=self._resrep(candidate),
+            on_run_created=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         )
         trial.set_user_attr("spec", outcome.spec.to_dict())
-        trial.set_user_attr("mlflow_run_id", outcome.run_id)
-        self.tracker.set_tags(outcome.run_id, {"optuna.trial_number": trial.number})
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds"):
             trial.set_user_attr(name, getattr(outcome, name))
         return self._values(outcome.val_auc, outcome.gflops)

@@ -4,7 +4,7 @@ and what every study trial does as a child run of its study."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,7 @@ def train_and_record(
     init_from: Path | None = None,
     progress: bool = True,
     resrep: ResRepSettings | None = None,
+    on_run_created: Callable[[str], None] | None = None,
 ) -> CandidateOutcome:
     """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts.
     With `resrep`, the network is pruned by ResRep towards its FLOPs target while it trains."""
@@ -95,6 +96,8 @@ def train_and_record(
         callbacks = [*callbacks, *resrep_callbacks]
         spec = spec.replace(reduction=Reduction(method="resrep", flops_target=resrep.flops_target))
     with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
+        if on_run_created:
+            on_run_created(run_id)
         tracker.log_params(run_id, run_params(spec, config, data))
         initialise = None
         if init_from is not None:

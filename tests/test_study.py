@@ -118,8 +118,8 @@ def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL]
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
-    killed = tracker.client.get_run(study.trials[1].user_attrs.get("mlflow_run_id") or _run_of_trial(tracker, "resumable", 1))
-    assert killed.info.status == "KILLED"
+    killed = tracker.client.get_run(study.trials[1].user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED" and killed.data.tags["optuna.trial_number"] == "1"
 
     monkeypatch.setattr(search.training_run, "train_spec", real_train)
     assert run_cli("study", "run", str(config)) == 0
@@ -127,11 +127,6 @@ def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 3
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
-
-
-def _run_of_trial(tracker: Tracker, experiment: str, number: int) -> str:
-    runs = tracker.client.search_runs([tracker.experiment_id(experiment)], filter_string=f"tags.`optuna.trial_number` = '{number}'")
-    return runs[0].info.run_id
 
 
 def _postgres_reachable() -> bool:
