@@ -18,7 +18,9 @@ from data.sources import CLASS_DIRS, CLASS_NAMES, PATCH_UM, PatchDataset, open_p
 from data.splits import SplitSummary, split_patches, summarise_splits
 
 
-def eval_transform(input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD) -> v2.Compose:
+def eval_transform(
+    input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+) -> v2.Compose:
     """uint8 C × H × W patch -> normalised float input_size × input_size."""
     return v2.Compose(
         [
@@ -29,7 +31,9 @@ def eval_transform(input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_M
     )
 
 
-def train_transform(input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD) -> v2.Compose:
+def train_transform(
+    input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+) -> v2.Compose:
     """eval_transform plus what does not change a patch's label: any of the 8 flips and
     quarter turns, and mild stain (colour) variation."""
     return v2.Compose(
@@ -48,7 +52,9 @@ def train_transform(input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_
 class TransformedSubset(Dataset):
     """Some patches of a dataset, with a transform applied to the images."""
 
-    def __init__(self, dataset: PatchDataset, indices: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, dataset: PatchDataset, indices: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
         self.dataset, self.indices, self.transform = dataset, indices, transform
 
     def __len__(self) -> int:
@@ -85,7 +91,8 @@ class PatchDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.source, self.input_size, self.batch_size, self.num_workers, self.seed = source, input_size, batch_size, num_workers, seed
+        self.source, self.input_size, self.batch_size = source, input_size, batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.augment = augment
         self.source_options = {"mpp": mpp, "class_dirs": class_dirs, "patch_um": patch_um}
@@ -125,7 +132,8 @@ class PatchDataModule(pl.LightningDataModule):
         return len(self.splits["test"])
 
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
-        transform = (train_transform if train and self.augment else eval_transform)(self.input_size, self.mean, self.std)
+        make_transform = train_transform if train and self.augment else eval_transform
+        transform = make_transform(self.input_size, self.mean, self.std)
         return DataLoader(
             TransformedSubset(self._dataset, indices, transform),
             batch_size=self.batch_size,
@@ -154,10 +162,10 @@ def _check_split(split: SplitSummary, fraction: float) -> None:
         if fraction > 0:
             raise DataError(f"split {split.name} is empty: add patches (or slides) or change the fractions")
         return
-    missing = [name for name, count in zip(CLASS_NAMES, split.per_class) if count == 0]
-    if missing:
-        (present,) = (name for name, count in zip(CLASS_NAMES, split.per_class) if count)
+    present = [name for name, count in zip(CLASS_NAMES, split.per_class) if count]
+    if len(present) == 1:
         consequence = "training needs both classes" if split.name == "train" else "AUC is undefined"
         raise DataError(
-            f"{consequence}: split {split.name} holds only class {present}; add patches of both classes or change the fractions"
+            f"{consequence}: split {split.name} holds only class {present[0]}; "
+            "add patches of both classes or change the fractions"
         )

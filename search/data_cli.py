@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from search.console import console
 
-from data.splits import split_patches, summarise_splits, summary_table
 from data.sources import open_patch_source
+from data.splits import split_patches, summarise_splits, summary_table
 from data.synth_patches import DifficultyName, write_patches
 from data.synth_slide import truth_paths, write_synthetic_slide
 
@@ -27,7 +27,7 @@ def synth_patches(
 ) -> None:
     """Render synthetic H&E patches labelled TIL-positive (2+ lymphocytes) or negative."""
     manifest = write_patches(out, n, seed, difficulty, mpp, label_noise, slides)
-    Console().print(f"Wrote {n} patches and {manifest}")
+    console.print(f"Wrote {n} patches and {manifest}", soft_wrap=True)
 
 
 @data_app.command("synth-slide")
@@ -43,7 +43,7 @@ def synth_slide(
     """Render a pyramidal whole slide with tissue and TIL-rich regions, plus its ground-truth mask."""
     levels = write_synthetic_slide(out, width=width, height=height, mpp=mpp, seed=seed, tile=tile, aperio=aperio)
     mask, sidecar = truth_paths(out)
-    Console().print(f"Wrote {out} ({levels} levels), {mask} and {sidecar}")
+    console.print(f"Wrote {out} ({levels} levels), {mask} and {sidecar}", soft_wrap=True)
 
 
 @data_app.command("inspect")
@@ -57,4 +57,5 @@ def inspect(
     """Check a patch source and show how it would be split."""
     dataset = open_patch_source(source, mpp=mpp)
     splits = split_patches(dataset, val_fraction, test_fraction, seed)
-    Console().print(f"{dataset.description}: {len(dataset)} patches", summary_table(summarise_splits(dataset, splits)))
+    console.print(f"{dataset.description}: {len(dataset)} patches", soft_wrap=True)
+    console.print(summary_table(summarise_splits(dataset, splits)))

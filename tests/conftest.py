@@ -1,0 +1,34 @@
+"""Small synthetic data shared by the data tests (built once per test session)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from data.synth_patches import write_patches
+from data.synth_slide import write_synthetic_slide
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2048 × 1536 px slide at 0.5 µm/px (1 × 0.77 mm) with its ground-truth mask."""
+    path = tmp_path_factory.mktemp("slide") / "slide.tiff"
+    write_synthetic_slide(path, width=2048, height=1536, mpp=0.5, seed=0, tile=256)
+    return path
+
+
+@pytest.fixture(scope="session")
+def patch_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 synthetic patches from 6 slides, with manifest.csv."""
+    folder = tmp_path_factory.mktemp("patches")
+    write_patches(folder, n=60, seed=0, slides=6)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def slide_without_mpp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiled TIFF that OpenSlide opens as a generic slide but that records no resolution."""
+    path = tmp_path_factory.mktemp("no-mpp") / "no-mpp.tiff"
+    tifffile.imwrite(path, np.full((256, 256, 3), 200, np.uint8), tile=(128, 128), photometric="rgb", metadata=None)
+    return path

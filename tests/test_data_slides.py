@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+import torch
+from PIL import Image
+
+from data.errors import DataError
+from data.slides import SlideHandles, open_slide, read_patch, slide_mpp
+from data.synth_slide import read_slide_truth
+from data.tiling import SlideTileDataset, detect_tissue, tile_slide
+
+
+def test_synthetic_slide_opens_with_its_mpp_and_pyramid(synthetic_slide: Path):
+    assert openslide.OpenSlide.detect_format(synthetic_slide) == "generic-tiff"
+    with openslide.OpenSlide(synthetic_slide) as slide:
+        assert slide_mpp(slide, synthetic_slide) == pytest.approx(0.5)
+        assert slide.dimensions == (2048, 1536)
+        assert slide.level_count == 4  # 2048, 1024, 512, 256 px wide: tiles of 256
+        assert slide.level_downsamples == pytest.approx((1, 2, 4, 8))
+        corner = np.asarray(slide.read_region((0, 0), 0, (64, 64)))[..., :3]
+        assert corner.mean() > 230  # glass
+
+
+def test_tiling_finds_the_tissue_and_the_til_regions(synthetic_slide: Path):
+    grid = tile_slide(synthetic_slide)
+    truth = read_slide_truth(synthetic_slide)
+    assert grid.mpp == pytest.approx(0.5) and grid.patch_px == 100
+    assert (grid.coords % 100 == 0).all()
+
+    tiled_fraction = len(grid) * grid.patch_px**2 / (2048 * 1536)
+    assert tiled_fraction == pytest.approx(truth.tissue.mean(), abs=0.05)
+
+    # Every patch centred in a TIL-rich region is kept.
+    top_left = np.stack(np.meshgrid(np.arange(0, 2048 - 99, 100), np.arange(0, 1536 - 99, 100)), -1).reshape(-1, 2)
+    centre = (top_left + 50) // truth.downsample
+    til_patches = {tuple(xy) for xy in top_left[truth.til_region[centre[:, 1], centre[:, 0]]]}
+    assert len(til_patches) >= 10
+    recall = len(til_patches & {tuple(xy) for xy in grid.coords}) / len(til_patches)
+    assert recall > 0.95
+
+
+def test_tissue_detection_agrees_with_the_truth(synthetic_slide: Path):
+    grid = tile_slide(synthetic_slide, skip_blank=False)
+    truth = read_slide_truth(synthetic_slide)
+    detected = np.asarray(Image.fromarray(grid.tissue).resize(truth.tissue.shape[::-1], Image.Resampling.NEAREST))
+    iou = (detected & truth.tissue).sum() / (detected | truth.tissue).sum()
+    assert iou > 0.9
+
+
+def test_blank_glass_is_not_tissue():
+    glass = np.random.default_rng(0).normal(245, 3, (200, 200, 3)).clip(0, 255).astype(np.uint8)
+    assert not detect_tissue(glass, pixel_um=4.0).any()
+
+
+def test_tile_dataset_reads_patches_at_any_side(synthetic_slide: Path):
+    grid = tile_slide(synthetic_slide)
+    for side in (100, 32):
+        image, index = SlideTileDataset(grid, side)[len(grid) // 2]
+        assert image.shape == (3, side, side) and image.dtype == torch.uint8 and index == len(grid) // 2
+    loader = torch.utils.data.DataLoader(SlideTileDataset(grid, 48), batch_size=4, num_workers=2)
+    images, indices = next(iter(loader))
+    assert images.shape == (4, 3, 48, 48) and indices.tolist() == [0, 1, 2, 3]
+
+
+def test_patches_past_the_edge_are_flattened_on_white(synthetic_slide: Path):
+    with openslide.OpenSlide(synthetic_slide) as slide:
+        patch = read_patch(slide, (2048 - 50, 0), 100, 100)
+    assert patch.shape == (100, 100, 3)
+    assert (patch[:, 60:] == 255).all()
+
+
+def test_best_level_is_used_for_downsampled_reads(synthetic_slide: Path):
+    with openslide.OpenSlide(synthetic_slide) as slide:
+        full = read_patch(slide, (800, 600), 400, 400)
+        reduced = read_patch(slide, (800, 600), 400, 100)  # read from level 2, no resampling
+        assert np.array_equal(reduced, np.asarray(slide.read_region((800, 600), 2, (100, 100)).convert("RGB")))
+    assert full.shape == (400, 400, 3)
+
+
+def test_slide_without_mpp_needs_an_override(slide_without_mpp: Path):
+    with pytest.raises(DataError, match="no microns per pixel.*--mpp"):
+        tile_slide(slide_without_mpp)
+    assert tile_slide(slide_without_mpp, mpp=0.25, skip_blank=False).patch_px == 200
+
+
+def test_not_a_slide(tmp_path: Path):
+    path = tmp_path / "notes.svs"
+    path.write_text("not a slide")
+    with pytest.raises(DataError, match="notes.svs is not a whole-slide image"):
+        open_slide(path)
+    with pytest.raises(DataError, match="does not exist"):
+        tile_slide(tmp_path / "missing.svs")
+
+
+def test_slide_handles_are_per_process(synthetic_slide: Path):
+    handles = SlideHandles(keep_open=1)
+    first = handles(synthetic_slide)
+    assert handles(synthetic_slide) is first
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(handles))
+    assert copy(synthetic_slide) is not first
