@@ -16,6 +16,7 @@ from models.errors import ModelError
 from search.config import StudyConfigError
 from search.data_cli import data_app
 from search.demo_cli import demo_command
+from search.export_cli import export_command, predict_command
 from search.reduce_cli import reduce_command
 from search.study_cli import dashboard_command, study_app
 from search.train_cli import train_command
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 app.command("reduce")(reduce_command)
 app.command("train")(train_command)
+app.command("export")(export_command)
+app.command("predict")(predict_command)
 app.add_typer(data_app, name="data")
 app.add_typer(study_app, name="study")
 app.command("dashboard")(dashboard_command)

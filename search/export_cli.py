@@ -19,7 +19,6 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 from openslide import OpenSlideError
-from rich.console import Console
 from torch import nn
 
 from data.errors import DataError
@@ -29,11 +28,9 @@ from models.export import ONNX_FILE, PREPROCESSING_FILE, export_model, load_expo
 from models.spec import ArchSpec, spec_from_json
 from models.weights import build_with_weights
 from search.config import StudyConfigError
+from search.console import console, errors
 from search.study_cli import _load
 from search.tracking import Tracker, hide_password
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,8 @@ def _study_trial(config_file: Path | None, name: str | None, number: int | None,
     if "reused_from" in attrs:  # the same network, trained by an earlier trial
         attrs = trials[attrs["reused_from"]].user_attrs
     if "mlflow_run_id" not in attrs or "spec" not in attrs or "val_auc" not in attrs:
-        raise StudyConfigError(f"trial {number} of study {study.study_name} holds no trained network ({trials[number].state.name.lower()}): pick a completed trial")
+        state = trials[number].state.name.lower()
+        raise StudyConfigError(f"trial {number} of study {study.study_name} holds no trained network ({state}): pick a completed trial")
     recorded_uri = config.tracking_uri if config else study.user_attrs.get("config", {}).get("tracking_uri")
     return ModelSource(attrs["mlflow_run_id"], Tracker(tracking_uri or recorded_uri).tracking_uri, study.study_name, number)
 
@@ -199,7 +197,7 @@ def predict_command(
             prediction = predictor.predict(path, mpp)
         except (DataError, OpenSlideError) as error:
             failed.append(path)
-            err_console.print(f"[bold red]error:[/] {_naming(path, _last_line(error))}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {_naming(path, _last_line(error))}", highlight=False, soft_wrap=True)
             continue
         folder = write_outputs(prediction, out)
         summary = prediction.summary()

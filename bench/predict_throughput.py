@@ -1,0 +1,118 @@
+"""Whole-slide prediction throughput against the model's pure forward throughput.
+
+One run: the network's forward pass alone on random batches, then `nar predict`'s pipeline
+end to end (tissue detection and tiling, patch reading in DataLoader workers, inference, all
+output files) on a synthetic slide, at the same batch size and device. Prints both figures
+in patches per second, their ratio and the peak resident memory.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/predict_throughput.py --width 8192 --height 8192
+
+The slide is rendered once into --slides (rendering costs far more than predicting) and the
+model is a randomly initialised reduced network unless --model names an export folder.
+Peak memory covers the whole run, so it bounds what prediction needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.synth_slide import write_synthetic_slide  # noqa: E402
+from lightning_modules.slide_prediction import SlidePredictor, training_preprocessing, write_outputs  # noqa: E402
+from models.export import ExportedModel, load_export  # noqa: E402
+from models.reduce import nar_reduce  # noqa: E402
+from models.registry import original_spec  # noqa: E402
+
+
+def forward_throughput(predictor: SlidePredictor, seconds: float) -> float:
+    """Patches per second of the network alone (normalisation and softmax included) on
+    uint8 batches already on the device, timed for about `seconds` after a warm-up."""
+    side = predictor.input_size
+    batch = torch.randint(0, 256, (predictor.batch_size, 3, side, side), dtype=torch.uint8, device=predictor.device)
+    with torch.inference_mode():
+        for _ in range(2):
+            predictor.net(batch)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            predictor.net(batch)
+            runs += 1
+        if predictor.device.type == "cuda":
+            torch.cuda.synchronize()
+    return runs * predictor.batch_size / (time.perf_counter() - start)
+
+
+def synthetic_slide(folder: Path, width: int, height: int, mpp: float) -> Path:
+    path = folder / f"synthetic-{width}x{height}-{mpp:g}.tiff"
+    if not path.exists():
+        print(f"rendering {path} (once)")
+        write_synthetic_slide(path, width=width, height=height, mpp=mpp, seed=0)
+    return path
+
+
+def reduced_model(model: str, input_size: int, phi: float) -> ExportedModel:
+    """A randomly initialised reduced network, as `load_export` would return it. Not written
+    to disk: exporting (ONNX tracing) would dominate the peak memory measured here."""
+    spec = nar_reduce(original_spec(model, input_size), phi) if phi else original_spec(model, input_size)
+    return ExportedModel(Path("(in memory)"), spec, training_preprocessing(spec), spec.build().eval())
+
+
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory so far (of this process, or of its largest finished child), MiB."""
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=8192, help="slide width, level-0 px (e.g. 40000)")
+    parser.add_argument("--height", type=int, default=8192)
+    parser.add_argument("--mpp", type=float, default=0.5, help="µm per level-0 pixel of the synthetic slide")
+    parser.add_argument("--slides", type=Path, default=Path("outputs/bench-slides"), help="where synthetic slides are kept")
+    parser.add_argument("--model", type=Path, help="export folder (default: a random reduced network)")
+    parser.add_argument("--arch", default="resnetv2_50", help="timm model of the default network")
+    parser.add_argument("--input-size", type=int, default=100, help="base input side of the default network")
+    parser.add_argument("--phi", type=float, default=2.0, help="NAR ϕ of the default network")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--forward-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    slide = synthetic_slide(args.slides, args.width, args.height, args.mpp)
+    exported = load_export(args.model) if args.model else reduced_model(args.arch, args.input_size, args.phi)
+    predictor = SlidePredictor(exported, args.batch_size, args.workers, args.device, show_progress=False)
+    # Timed before and after: on a shared machine the load drifts while the slide is mapped.
+    forward_before = forward_throughput(predictor, args.forward_seconds / 2)
+    rss_before = peak_rss_mib()  # libraries and model: torch alone maps several hundred MiB
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        prediction = predictor.predict(slide)
+        write_outputs(prediction, Path(scratch))
+        seconds = time.perf_counter() - start
+    forward_after = forward_throughput(predictor, args.forward_seconds / 2)
+    forward = (forward_before + forward_after) / 2
+
+    patches = len(prediction.grid)
+    end_to_end, inference = patches / seconds, patches / prediction.inference_seconds
+    spec = exported.spec
+    print(f"model        {spec.model_name} ({spec.family}), input {spec.input_size} px, ϕ {spec.reduction.phi:g}")
+    print(f"slide        {args.width} x {args.height} px at {args.mpp:g} µm/px: {patches} tissue patches of {prediction.grid.patch_px} px")
+    print(f"setting      batch {args.batch_size}, {args.workers} workers, {predictor.device}, {torch.get_num_threads()} torch threads")
+    print(f"forward      {forward:8.1f} patches/s (network alone; {forward_before:.1f} before, {forward_after:.1f} after)")
+    print(f"end to end   {end_to_end:8.1f} patches/s ({seconds:.1f} s: tiling {prediction.tiling_seconds:.1f} s, "
+          f"inference {prediction.inference_seconds:.1f} s, writing {seconds - prediction.tiling_seconds - prediction.inference_seconds:.1f} s)")
+    print(f"inference    {inference:8.1f} patches/s (reading + forward, tiling excluded)")
+    print(f"ratio        {end_to_end / forward:.2f} end to end, {inference / forward:.2f} inference stage")
+    print(f"peak RSS     {peak_rss_mib():.0f} MiB main process ({rss_before:.0f} MiB before mapping the slide), "
+          f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB largest worker (pages shared with the main process included)")
+
+
+if __name__ == "__main__":
+    main()

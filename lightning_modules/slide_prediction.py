@@ -1,0 +1,314 @@
+"""TIL maps of whole slides: an exported classifier over every tissue patch of a slide, and
+the map written in the formats users already load.
+
+Patches stream through DataLoader workers (each opens the slide itself, reads rows of patches
+at the best pyramid level and resamples) as uint8 batches; normalisation and softmax run
+batched on the device. Memory stays bounded whatever the slide size: only a few batches are
+in flight.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from data.errors import DataError
+from data.slides import on_white, open_slide
+from data.sources import CLASS_NAMES, PATCH_UM
+from data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
+from lightning_modules.datamodule import PatchDataModule
+from models.errors import ModelError
+from models.export import ExportedModel, Preprocessing
+from models.spec import ArchSpec
+
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
+TIL_CLASS = "til-positive"
+TIL_THRESHOLD = 0.5
+CLASS_COLOURS = {"til-positive": (220, 30, 30), "til-negative": (40, 110, 220)}
+HEATMAP_OPACITY = 0.55
+
+
+def training_preprocessing(spec: ArchSpec) -> Preprocessing:
+    """What PatchDataModule fed the network in training: 50 µm patches at its input side,
+    normalised by the data module's mean and std, classes in label order."""
+    return Preprocessing(spec.input_size, tuple(PatchDataModule.mean), tuple(PatchDataModule.std), CLASS_NAMES, PATCH_UM)
+
+
+def find_slides(arguments: Sequence[str]) -> list[Path]:
+    """Slide files named directly, in folders (by suffix) or by glob patterns, each once.
+    Paths that do not exist are kept, so that they are reported with the other failures."""
+    slides: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            slides += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+        elif path.exists():
+            slides.append(path)
+        else:
+            slides += sorted(Path(match) for match in glob.glob(argument) if Path(match).is_file()) or [path]
+    slides = list(dict.fromkeys(slides))
+    if not slides:
+        raise DataError(f"no slides in {' '.join(arguments)}: give slide files ({', '.join(sorted(SLIDE_SUFFIXES))}), folders or globs")
+    by_name: dict[str, Path] = {}
+    for slide in slides:
+        if slide.stem in by_name:
+            raise DataError(
+                f"{by_name[slide.stem]} and {slide} share the name {slide.stem!r}, so their outputs would collide: predict them separately"
+            )
+        by_name[slide.stem] = slide
+    return slides
+
+
+class TilProbability(nn.Module):
+    """uint8 patches in, TIL-positive probabilities out: the export's normalisation and the
+    softmax folded around the network, so that workers ship compact uint8 batches."""
+
+    def __init__(self, exported: ExportedModel) -> None:
+        super().__init__()
+        names = exported.preprocessing.class_names
+        if TIL_CLASS not in names:
+            raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
+        self.til_index = names.index(TIL_CLASS)
+        self.network = exported.model
+        # (x / 255 - mean) / std, as one multiply-add on the uint8 values.
+        std = torch.tensor(exported.preprocessing.std).view(1, 3, 1, 1)
+        mean = torch.tensor(exported.preprocessing.mean).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1 / (255 * std))
+        self.register_buffer("shift", -mean / std)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        logits = self.network(patches.float() * self.scale + self.shift)
+        return logits.softmax(dim=1)[:, self.til_index]
+
+
+class SlideStripDataset(SlideTileDataset):
+    """SlideTileDataset whose batches (the DataLoader asks through __getitems__) read every run of
+    horizontally adjacent patches with one OpenSlide call at the pyramid level read_patch would
+    use, then cut and resample each patch as read_patch does: OpenSlide's cost per call, not
+    per pixel, dominates reading small patches."""
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        slide, step, side = self._handles(self.grid.slide), self.grid.patch_px, self.output_side
+        level = slide.get_best_level_for_downsample(step / side * (1 + 1e-3))  # read_patch's slack for 4.00012-like levels
+        downsample = slide.level_downsamples[level]
+        items = []
+        for run in _adjacent_runs(self.grid.coords, indices, step):
+            x, y = self.grid.coords[run[0]]
+            edges = [round(k * step / downsample) for k in range(len(run) + 1)]
+            strip = on_white(slide.read_region((int(x), int(y)), level, (edges[-1], edges[1])))
+            for k, index in enumerate(run):
+                patch = strip.crop((edges[k], 0, edges[k + 1], edges[1]))
+                if patch.size != (side, side):
+                    patch = patch.resize((side, side), Image.Resampling.LANCZOS)
+                items.append((torch.from_numpy(np.array(patch)).permute(2, 0, 1), index))
+        return items
+
+
+def _adjacent_runs(coords: np.ndarray, indices: list[int], step: int) -> list[list[int]]:
+    """The indices cut wherever a patch is not the right-hand neighbour of the one before."""
+    runs = [[indices[0]]]
+    for previous, index in zip(indices, indices[1:]):
+        if coords[index, 1] == coords[previous, 1] and coords[index, 0] == coords[previous, 0] + step:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
+
+
+class PatchBatch(NamedTuple):
+    patches: torch.Tensor  # uint8 N x 3 x side x side, near-blank patches left out
+    indices: torch.Tensor  # their indices into the grid
+    read: int  # patches read, near-blank ones included
+
+
+def collate_without_blanks(samples: list[tuple[torch.Tensor, int]]) -> PatchBatch:
+    """A batch of SlideTileDataset items without the near-blank patches (Stony Brook's rule, as
+    tile_slide applies it), judged in the worker on the patches as read for the network: one
+    read per patch instead of a separate pass over the slide."""
+    patches = torch.stack([patch for patch, _ in samples])
+    indices = torch.tensor([index for _, index in samples])
+    keep = patches.float().std(dim=(2, 3), correction=0).mean(dim=1) >= BLANK_STD
+    return PatchBatch(patches[keep], indices[keep], len(samples))
+
+
+@dataclass(frozen=True)
+class SlidePrediction:
+    grid: SlideGrid  # the patches mapped: tissue, not near-blank
+    dimensions: tuple[int, int]  # level-0 width and height
+    probabilities: np.ndarray  # TIL-positive probability of each grid patch
+    blank_patches: int  # tissue patches left out as near-blank
+    tiling_seconds: float
+    inference_seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.grid.slide.stem
+
+    def summary(self) -> dict[str, object]:
+        width, height = self.dimensions
+        seconds = self.tiling_seconds + self.inference_seconds
+        return {
+            "slide": str(self.grid.slide),
+            "mpp": self.grid.mpp,
+            "patch_px": self.grid.patch_px,
+            "patch_um": self.grid.patch_px * self.grid.mpp,
+            "patches": (width // self.grid.patch_px) * (height // self.grid.patch_px),
+            "tissue_patches": len(self.grid),
+            "blank_patches": self.blank_patches,
+            "til_positive_fraction": float(np.mean(self.probabilities >= TIL_THRESHOLD)) if len(self.grid) else 0.0,
+            "threshold": TIL_THRESHOLD,
+            "seconds": seconds,
+            "tiling_seconds": self.tiling_seconds,
+            "inference_seconds": self.inference_seconds,
+            "patches_per_second": len(self.grid) / seconds if seconds else 0.0,
+        }
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device} asked for but no CUDA GPU is available: use --device cpu")
+    return resolved
+
+
+class SlidePredictor:
+    """An exported TIL classifier, ready to map slide after slide."""
+
+    def __init__(
+        self, exported: ExportedModel, batch_size: int = 64, workers: int = 2, device: str = "auto", show_progress: bool = True
+    ) -> None:
+        self.exported, self.batch_size, self.workers, self.show_progress = exported, batch_size, workers, show_progress
+        self.device = resolve_device(device)
+        self.net = TilProbability(exported).to(self.device).eval()
+
+    @property
+    def input_size(self) -> int:
+        return self.exported.preprocessing.input_size
+
+    def predict(self, slide: Path, mpp: float | None = None) -> SlidePrediction:
+        """The TIL map of one slide; DataError if it is not a readable slide or has no MPP."""
+        start = time.perf_counter()
+        grid = tile_slide(slide, self.exported.preprocessing.patch_um, mpp, skip_blank=False)  # see collate_without_blanks
+        with open_slide(grid.slide) as handle:
+            dimensions = handle.dimensions
+        tiled = time.perf_counter()
+        probabilities = self.probabilities(grid)
+        mapped = ~np.isnan(probabilities)
+        return SlidePrediction(
+            replace(grid, coords=grid.coords[mapped]), dimensions, probabilities[mapped], int((~mapped).sum()),
+            tiled - start, time.perf_counter() - tiled,
+        )
+
+    def probabilities(self, grid: SlideGrid) -> np.ndarray:
+        """TIL-positive probability of each patch of the grid, in grid order; NaN if near-blank."""
+        probabilities = np.full(len(grid), np.nan, np.float32)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not self.show_progress, transient=True) as progress, torch.inference_mode():
+            task = progress.add_task(f"Mapping {grid.slide.name}", total=len(grid))
+            for batch in self.loader(grid):
+                if len(batch.indices):
+                    scores = self.net(batch.patches.to(self.device, non_blocking=True))
+                    probabilities[batch.indices.numpy()] = scores.float().cpu().numpy()
+                progress.advance(task, batch.read)
+        return probabilities
+
+    def loader(self, grid: SlideGrid) -> DataLoader:
+        workers = self.workers if len(grid) > self.batch_size else 0  # workers do not pay off for a batch or two
+        return DataLoader(
+            SlideStripDataset(grid, self.input_size),
+            batch_size=self.batch_size,
+            collate_fn=collate_without_blanks,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
+            pin_memory=self.device.type == "cuda",
+        )
+
+
+def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
+    """Write the slide's TIL map into out/<slide name>/, all files or none; returns that folder."""
+    folder = Path(out) / prediction.name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{prediction.name}.", dir=folder.parent))
+    try:
+        _write_stony_brook(prediction, staging / f"prediction-{prediction.name}")
+        _write_csv(prediction, staging / f"{prediction.name}.csv")
+        _write_geojson(prediction, staging / f"{prediction.name}.geojson")
+        heatmap(prediction).save(staging / f"{prediction.name}.heatmap.png")
+        (staging / "summary.json").write_text(json.dumps(prediction.summary(), indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _write_stony_brook(prediction: SlidePrediction, path: Path) -> None:
+    """Stony Brook's TIL map: `x y prob` per patch, x, y its centre in level-0 pixels."""
+    rows = np.column_stack([prediction.grid.centres, prediction.probabilities])
+    np.savetxt(path, rows, fmt=["%d", "%d", "%.6f"], delimiter=" ")
+
+
+def _write_csv(prediction: SlidePrediction, path: Path) -> None:
+    """WSInfer's table: the patch's box in level-0 pixels and its probability."""
+    grid = prediction.grid
+    side = np.full(len(grid), grid.patch_px)
+    rows = np.column_stack([grid.coords, side, side, prediction.probabilities])
+    np.savetxt(path, rows, fmt=["%d", "%d", "%d", "%d", "%.6f"], delimiter=",", header="minx,miny,width,height,prob_til_positive", comments="")
+
+
+def _write_geojson(prediction: SlidePrediction, path: Path) -> None:
+    """A QuPath FeatureCollection of tiles, streamed: a whole slide has ~10⁵ of them."""
+    side = prediction.grid.patch_px
+    classes = {
+        positive: json.dumps({"name": name, "color": list(CLASS_COLOURS[name])})
+        for positive, name in ((True, "til-positive"), (False, "til-negative"))
+    }
+    with path.open("w") as file:
+        file.write('{"type": "FeatureCollection", "features": [')
+        for i, ((x, y), p) in enumerate(zip(prediction.grid.coords.tolist(), prediction.probabilities.tolist())):
+            box = f"[[{x}, {y}], [{x + side}, {y}], [{x + side}, {y + side}], [{x}, {y + side}], [{x}, {y}]]"
+            file.write(
+                f'{"," if i else ""}\n{{"type": "Feature", "geometry": {{"type": "Polygon", "coordinates": [{box}]}}, '
+                f'"properties": {{"objectType": "tile", "classification": {classes[p >= TIL_THRESHOLD]}, '
+                f'"measurements": {{"prob_til_positive": {p:.6f}}}}}}}'
+            )
+        file.write("\n]}\n")
+
+
+def heatmap(prediction: SlidePrediction) -> Image.Image:
+    """The TIL probability (jet colour map, as Stony Brook's maps) over the slide thumbnail."""
+    grid = prediction.grid
+    thumbnail = Image.fromarray(grid.thumbnail).convert("RGBA")
+    cells = grid.coords // grid.patch_px
+    shape = (cells[:, 1].max() + 1, cells[:, 0].max() + 1) if len(grid) else (1, 1)
+    rgba = np.zeros((*shape, 4), np.uint8)
+    rgba[cells[:, 1], cells[:, 0]] = colormaps["jet"](prediction.probabilities, bytes=True)
+    rgba[cells[:, 1], cells[:, 0], 3] = round(255 * HEATMAP_OPACITY)
+    scale = grid.patch_px / grid.tissue_downsample  # thumbnail pixels per patch
+    overlay = Image.fromarray(rgba).resize((round(shape[1] * scale), round(shape[0] * scale)), Image.Resampling.NEAREST)
+    layer = Image.new("RGBA", thumbnail.size)
+    layer.paste(overlay, (0, 0))
+    return Image.alpha_composite(thumbnail, layer).convert("RGB")

@@ -1,0 +1,241 @@
+"""An exported model: one folder with what inference needs in the formats tools read.
+
+- `spec.json` + `model.safetensors`: rebuild the network without pickle (what `nar predict` loads);
+- `model.torchscript.pt` + `config.json`: a WSInfer model (TorchScript and its model config);
+- `model.onnx`: ONNX with a dynamic batch dimension, for ONNX Runtime and MLflow;
+- `preprocessing.json`: how patches become inputs; `metadata.json`: where the model came from.
+
+Every format is read back and compared with the PyTorch model before the folder appears;
+the folder is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Importing the families registers their specs, so that any exported spec.json loads.
+import models.registry  # noqa: F401
+import models.resrep  # noqa: F401
+from models.cost import spec_cost
+from models.errors import ModelError
+from models.spec import ArchSpec, spec_from_json
+from models.weights import build_with_weights, save_weights
+
+SPEC_FILE = "spec.json"
+WEIGHTS_FILE = "model.safetensors"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+ONNX_FILE = "model.onnx"
+PREPROCESSING_FILE = "preprocessing.json"
+METADATA_FILE = "metadata.json"
+WSINFER_CONFIG_FILE = "config.json"
+TOLERANCE = 1e-4  # largest difference of any output from PyTorch's, absolute and relative
+_TRACE_BATCH, _CHECK_BATCH = 2, 3  # checking at another batch size than traced proves the batch is dynamic
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a patch of `patch_um` micrometres becomes the network's input: resampled to
+    input_size pixels, scaled to [0, 1], normalised by mean and std per RGB channel."""
+
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    patch_um: float = 50.0
+
+    @property
+    def um_per_px(self) -> float:
+        return self.patch_um / self.input_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size, "patch_um": self.patch_um, "um_per_px": self.um_per_px,
+            "mean": list(self.mean), "std": list(self.std), "class_names": list(self.class_names),
+            "input": "float32 N x 3 x input_size x input_size, RGB scaled to [0, 1], then (x - mean) / std",
+            "output": "logits N x len(class_names); softmax gives the class probabilities",
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: Path) -> Preprocessing:
+        try:
+            return cls(
+                input_size=int(data["input_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
+                class_names=tuple(data["class_names"]), patch_um=float(data["patch_um"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"{origin} is not a valid preprocessing file ({type(error).__name__}: {error}): export the model again") from None
+
+
+def wsinfer_config(spec: ArchSpec, preprocessing: Preprocessing) -> dict[str, Any]:
+    """WSInfer's model config (spec 1.0) for the TorchScript model: WSInfer cuts patches of
+    patch_size_pixels at spacing_um_px, i.e. patch_um wide, and applies `transform`."""
+    return {
+        "spec_version": "1.0",
+        "architecture": spec.model_name,
+        "num_classes": spec.num_classes,
+        "class_names": list(preprocessing.class_names),
+        "patch_size_pixels": preprocessing.input_size,
+        "spacing_um_px": preprocessing.um_per_px,
+        "transform": [
+            {"name": "Resize", "arguments": {"size": preprocessing.input_size}},
+            {"name": "ToTensor"},
+            {"name": "Normalize", "arguments": {"mean": list(preprocessing.mean), "std": list(preprocessing.std)}},
+        ],
+    }
+
+
+def export_model(
+    model: nn.Module,
+    spec: ArchSpec,
+    preprocessing: Preprocessing,
+    out: Path,
+    about: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the export folder `out` for `model` (built from `spec`, moved to the CPU); `about`
+    (source, metrics) goes into metadata.json. Raises ModelError, leaving `out` untouched, if a
+    format cannot be written or its outputs differ from PyTorch's."""
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise ModelError(f"{out} already exists: choose another --out or pass --force to replace it")
+    if preprocessing.input_size != spec.input_size:
+        raise ModelError(f"preprocessing input side {preprocessing.input_size} px differs from the spec's {spec.input_size} px")
+    if len(preprocessing.class_names) != spec.num_classes:
+        raise ModelError(f"{len(preprocessing.class_names)} class names for a network with {spec.num_classes} outputs")
+    model = model.cpu().eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_formats(model, spec, preprocessing, about or {}, staging)
+        _check_round_trip(staging, model, spec.input_size)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_formats(model: nn.Module, spec: ArchSpec, preprocessing: Preprocessing, about: Mapping[str, Any], folder: Path) -> None:
+    save_weights(model, folder / WEIGHTS_FILE)
+    cost = spec_cost(spec)
+    files = {
+        SPEC_FILE: spec.to_dict(),
+        PREPROCESSING_FILE: preprocessing.to_dict(),
+        WSINFER_CONFIG_FILE: wsinfer_config(spec, preprocessing),
+        METADATA_FILE: {**about, "gflops": cost.gflops, "params": cost.params, "torch": torch.__version__},
+    }
+    for name, content in files.items():
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n")
+    example = torch.randn(_TRACE_BATCH, 3, spec.input_size, spec.input_size)
+    write_torchscript(model, example, folder / TORCHSCRIPT_FILE)
+    write_onnx(model, example, folder / ONNX_FILE)
+
+
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # Deprecated in favour of torch.export, but TorchScript is what WSInfer runs.
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(torch.jit.trace(model, example), str(path))
+    except Exception as error:
+        raise ModelError(f"cannot trace the model to TorchScript ({type(error).__name__}: {error})") from None
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    try:
+        torch.onnx.export(
+            model, (example,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False, verbose=False,
+        )
+    except Exception as error:
+        raise ModelError(f"cannot export the model to ONNX ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+
+
+def _check_round_trip(folder: Path, model: nn.Module, input_size: int) -> None:
+    """Read every format back from `folder` and compare its outputs on random patches with
+    the model's; ModelError names the first format that differs by more than TOLERANCE."""
+    import onnxruntime  # only exporting needs it, not loading an export for prediction
+
+    batch = torch.randn(_CHECK_BATCH, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+    def rebuilt() -> nn.Module:
+        return build_with_weights(spec_from_json((folder / SPEC_FILE).read_text()), folder / WEIGHTS_FILE)
+
+    readers = {
+        "spec + safetensors": lambda: _forward(rebuilt(), batch),
+        "TorchScript": lambda: _forward(_load_torchscript(folder / TORCHSCRIPT_FILE), batch),
+        "ONNX Runtime": lambda: torch.from_numpy(session.run(None, {"input": batch.numpy()})[0]),
+    }
+    expected = _forward(model, batch)
+    for name, read in readers.items():
+        actual = read()
+        if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=TOLERANCE, rtol=TOLERANCE):
+            difference = (actual - expected).abs().max().item() if actual.shape == expected.shape else float("nan")
+            raise ModelError(
+                f"the {name} export does not reproduce the PyTorch model (largest difference {difference:.3g}, "
+                f"tolerance {TOLERANCE:g}; shapes {tuple(actual.shape)} vs {tuple(expected.shape)}): nothing was written"
+            )
+
+
+def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # as when tracing: WSInfer needs TorchScript
+        return torch.jit.load(str(path))
+
+
+def _forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.eval()(batch)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Put the finished folder at `out`, replacing what was there only once it is complete."""
+    if out.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, previous / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(previous)
+    else:
+        os.replace(staging, out)
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    folder: Path
+    spec: ArchSpec
+    preprocessing: Preprocessing
+    model: nn.Module  # in eval mode, on the CPU
+
+
+def load_export(folder: Path) -> ExportedModel:
+    """The network of an export folder, rebuilt from spec.json and model.safetensors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"export folder {folder} not found: make one with `nar export ... --out {folder}`")
+    missing = [name for name in (SPEC_FILE, WEIGHTS_FILE, PREPROCESSING_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ModelError(f"{folder} is not a complete export ({', '.join(missing)} missing): export the model again")
+    spec = spec_from_json((folder / SPEC_FILE).read_text())
+    try:
+        preprocessing_data = json.loads((folder / PREPROCESSING_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{folder / PREPROCESSING_FILE} is not valid JSON ({error}): export the model again") from None
+    preprocessing = Preprocessing.from_dict(preprocessing_data, folder / PREPROCESSING_FILE)
+    if preprocessing.input_size != spec.input_size:
+        raise ModelError(
+            f"{folder}: preprocessing.json says {preprocessing.input_size} px inputs but spec.json {spec.input_size} px: "
+            "the files come from different exports"
+        )
+    return ExportedModel(folder, spec, preprocessing, build_with_weights(spec, folder / WEIGHTS_FILE))
+

@@ -1,0 +1,183 @@
+"""nar export (issue 7): a trained network from an MLflow run or a study trial into one folder
+whose every format gives the PyTorch outputs, a WSInfer config, and the Model Registry."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+
+import models.export
+from data.synth_patches import write_patches
+from lightning_modules.training import TrainingConfig
+from models.errors import ModelError
+from models.export import export_model, load_export
+from models.reduce import nar_reduce
+from models.registry import original_spec
+from models.spec import spec_from_json
+from search import cli
+from search.config import StudyConfigError
+from search.export_cli import find_source
+from search.tracking import Tracker
+from search.training_run import DataSettings, train_and_record
+
+FORMATS = {"model.safetensors", "spec.json", "model.torchscript.pt", "model.onnx", "preprocessing.json", "metadata.json", "config.json"}
+
+
+def run_cli(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(a) for a in args])
+    return exit_info.value.code or 0
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory) -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def trained(tracker, tmp_path_factory):
+    """A reduced resnet18 (35 px) trained for an epoch and recorded as an MLflow run."""
+    patches = tmp_path_factory.mktemp("patches")
+    write_patches(patches, n=64, seed=0)
+    spec = nar_reduce(original_spec("resnet18", 40), 1)
+    config = TrainingConfig(epochs=1, batch_size=16, patience=None, accelerator="cpu")
+    return train_and_record(tracker, "export-tests", "tiny", spec, DataSettings(patches), config, tmp_path_factory.mktemp("run"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tracker, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    arguments = ["--run-id", trained.run_id, "--tracking-uri", tracker.tracking_uri, "--out", out, "--register", "til", "--alias", "champion"]
+    assert run_cli("export", *arguments) == 0
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_every_format_reproduces_the_trained_network(exported, trained):
+    assert {p.name for p in exported.iterdir()} == FORMATS
+    side = trained.spec.input_size
+    batch = torch.randn(5, 3, side, side)  # not the traced batch size: the batch is dynamic
+    model = load_export(exported).model
+    with torch.inference_mode():
+        expected = model(batch)
+        torchscript = torch.jit.load(str(exported / "model.torchscript.pt"))(batch)
+    session = onnxruntime.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    from_onnx = torch.from_numpy(session.run(None, {"input": batch.numpy()})[0])
+    assert expected.shape == (5, 2)
+    assert torch.allclose(torchscript, expected, atol=1e-4) and torch.allclose(from_onnx, expected, atol=1e-4)
+    batch_dim = onnx.load(str(exported / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    single = session.run(None, {"input": batch[:1].numpy()})[0]
+    assert np.allclose(single, expected[:1].numpy(), atol=1e-4)
+
+
+def test_preprocessing_and_metadata_describe_the_model(exported, trained, tracker):
+    preprocessing = json.loads((exported / "preprocessing.json").read_text())
+    side = trained.spec.input_size
+    assert preprocessing["input_size"] == side and preprocessing["patch_um"] == 50
+    assert preprocessing["um_per_px"] == pytest.approx(50 / side)
+    assert preprocessing["class_names"] == ["til-negative", "til-positive"]
+    assert preprocessing["mean"] == pytest.approx([0.485, 0.456, 0.406]) and preprocessing["std"] == pytest.approx([0.229, 0.224, 0.225])
+    metadata = json.loads((exported / "metadata.json").read_text())
+    metrics = tracker.client.get_run(trained.run_id).data.metrics
+    assert metadata["source"]["mlflow_run_id"] == trained.run_id
+    assert metadata["val_auc"] == metrics["val_auc"] and metadata["test_auc"] == metrics["test_auc"]
+    assert metadata["gflops"] == pytest.approx(trained.gflops)
+    assert spec_from_json((exported / "spec.json").read_text()) == trained.spec
+
+
+def test_the_wsinfer_config_is_valid(exported):
+    """Checked against WSInfer's model-config schema (wsinfer-zoo, spec 1.0)."""
+    config = json.loads((exported / "config.json").read_text())
+    required = {"spec_version": str, "architecture": str, "num_classes": int, "patch_size_pixels": int,
+                "spacing_um_px": (int, float), "class_names": list, "transform": list}
+    for key, kind in required.items():
+        assert isinstance(config[key], kind), key
+    assert config["spec_version"] == "1.0" and config["num_classes"] == 2 >= 1 and config["patch_size_pixels"] >= 1
+    assert len(set(config["class_names"])) == len(config["class_names"]) == config["num_classes"]
+    assert all(isinstance(name, str) for name in config["class_names"])
+    assert config["patch_size_pixels"] * config["spacing_um_px"] == pytest.approx(50)
+    for step in config["transform"]:
+        assert set(step) <= {"name", "arguments"} and step["name"] in {"Resize", "ToTensor", "Normalize"}
+        assert isinstance(step.get("arguments", {}), dict)
+    assert [step["name"] for step in config["transform"]] == ["Resize", "ToTensor", "Normalize"]
+
+
+def test_the_export_is_registered_under_its_alias(exported, trained, tracker):
+    import mlflow
+
+    assert int(tracker.client.get_model_version_by_alias("til", "champion").version) == 1
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    registered = mlflow.pyfunc.load_model("models:/til@champion")
+    side = trained.spec.input_size
+    batch = np.random.default_rng(0).standard_normal((3, 3, side, side), dtype=np.float32)
+    model = load_export(exported).model
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(batch)).numpy()
+    assert np.allclose(registered.predict(batch)["logits"], expected, atol=1e-4)
+
+
+def test_a_study_trial_names_its_run(trained, tracker, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="tiny", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("config", {"tracking_uri": tracker.tracking_uri})
+    trained_attrs = {"spec": trained.spec.to_dict(), "mlflow_run_id": trained.run_id, "val_auc": trained.val_auc,
+                     "test_auc": trained.test_auc, "gflops": trained.gflops, "method": "nar"}
+    reused_attrs = {"method": "nar", "reused_from": 0, "mlflow_run_id": "a-run-without-artifacts", "val_auc": trained.val_auc}
+    for attrs in (trained_attrs, reused_attrs, {"method": "nar"}):
+        study.add_trial(optuna.trial.create_trial(
+            params={"phi": 1.0}, distributions={"phi": FloatDistribution(0, 3)}, values=[trained.val_auc, trained.gflops], user_attrs=attrs,
+        ))
+    source = find_source(study="tiny", trial=1, storage=storage)
+    assert (source.study, source.trial, source.run_id, source.tracking_uri) == ("tiny", 1, trained.run_id, tracker.tracking_uri)
+    with pytest.raises(StudyConfigError, match="holds no trained network"):
+        find_source(study="tiny", trial=2, storage=storage)
+    with pytest.raises(StudyConfigError, match="no trial 7"):
+        find_source(study="tiny", trial=7, storage=storage)
+
+
+def test_a_selection_file_names_the_run(tmp_path, tracker):
+    selection = tmp_path / "selection.json"
+    selection.write_text(json.dumps({"trial": 3, "method": "nar", "mlflow_run_id": "abc123", "gflops": 0.1}))
+    source = find_source(selection=selection, tracking_uri=tracker.tracking_uri)
+    assert (source.run_id, source.trial, source.tracking_uri) == ("abc123", 3, tracker.tracking_uri)
+    with pytest.raises(StudyConfigError, match="one model source"):
+        find_source(run_id="abc123", selection=selection)
+    selection.write_text("[]")
+    with pytest.raises(StudyConfigError, match="nar study select --json"):
+        find_source(selection=selection)
+
+
+def test_an_existing_folder_is_kept_without_force(exported, trained, tracker, capsys):
+    before = (exported / "model.safetensors").stat().st_mtime_ns
+    assert run_cli("export", "--run-id", trained.run_id, "--tracking-uri", tracker.tracking_uri, "--out", exported) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (exported / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_an_unknown_run_is_one_clear_line(tracker, tmp_path, capsys):
+    assert run_cli("export", "--run-id", "0" * 32, "--tracking-uri", tracker.tracking_uri, "--out", tmp_path / "x") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "cannot fetch the model" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_format_that_disagrees_fails_the_export_and_leaves_nothing(exported, tmp_path, monkeypatch):
+    good = load_export(exported)
+    write_torchscript = models.export.write_torchscript
+
+    def torchscript_of_other_weights(model, example, path):
+        write_torchscript(good.spec.build().eval(), example, path)  # freshly initialised: other weights
+
+    monkeypatch.setattr(models.export, "write_torchscript", torchscript_of_other_weights)
+    monkeypatch.setattr(models.export, "write_onnx", lambda model, example, path: shutil.copy(exported / "model.onnx", path))
+    with pytest.raises(ModelError, match="TorchScript export does not reproduce"):
+        export_model(good.model, good.spec, good.preprocessing, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

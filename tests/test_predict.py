@@ -1,0 +1,187 @@
+"""nar predict (issue 7): TIL maps of a synthetic slide from an export folder (the formats, the
+50 µm grid, agreement with the slide's ground truth) and bad input refused in one line."""
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from data.synth_slide import read_slide_truth
+from models.export import export_model
+from models.spec import ArchSpec, register_spec
+from search import cli
+from data.tiling import SlideTileDataset, tile_slide
+from lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
+
+DARK = 0.45  # brightness (0-1) below which a pixel is hematoxylin-dense, as lymphocyte nuclei are
+EVEN_SHARE = 0.04  # share of dark pixels at which a patch is as likely TIL-positive as not
+
+
+class DarkNuclei(nn.Module):
+    """A known TIL detector that needs no training: the share of very dark pixels in a patch."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.brightness = nn.Conv2d(3, 1, 1)
+        self.head = nn.Linear(1, num_classes)
+        with torch.no_grad():
+            # Undo the normalisation and average R, G and B.
+            self.brightness.weight.copy_(torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1) / 3)
+            self.brightness.bias.fill_(sum(IMAGENET_DEFAULT_MEAN) / 3)
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            self.head.weight[1] = 100.0
+            self.head.bias[1] = -100.0 * EVEN_SHARE
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        dark_share = torch.sigmoid(40 * (DARK - self.brightness(images))).mean((2, 3))
+        return self.head(dark_share)
+
+
+@register_spec
+@dataclass(frozen=True, kw_only=True)
+class DarkNucleiSpec(ArchSpec):
+    family: ClassVar[str] = "test-dark-nuclei"
+
+    def build(self) -> nn.Module:
+        return DarkNuclei(self.num_classes)
+
+
+def run_cli(*args) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(a) for a in args])
+    return exit_info.value.code or 0
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Path:
+    """The detector exported like any trained network (50 px inputs: 1 µm/px)."""
+    spec = DarkNucleiSpec(model_name="dark-nuclei", input_size=50)
+    return export_model(spec.build(), spec, training_preprocessing(spec), tmp_path_factory.mktemp("exports") / "dark-nuclei")
+
+
+@pytest.fixture(scope="module")
+def maps(detector, synthetic_slide, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("maps")
+    assert run_cli("predict", synthetic_slide, "--model", detector, "--out", out, "--batch-size", 32, "--workers", 2, "--device", "cpu") == 0
+    return out / synthetic_slide.stem
+
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with path.open() as file:
+        rows = list(csv.reader(file))
+    return rows[0], np.array(rows[1:], float).reshape(-1, len(rows[0]))
+
+
+def test_every_format_holds_the_same_patches(maps, synthetic_slide):
+    name = synthetic_slide.stem
+    assert {p.name for p in maps.iterdir()} == {f"prediction-{name}", f"{name}.csv", f"{name}.geojson", f"{name}.heatmap.png", "summary.json"}
+    header, boxes = read_csv(maps / f"{name}.csv")
+    assert header == ["minx", "miny", "width", "height", "prob_til_positive"]
+    stony_brook = np.loadtxt(maps / f"prediction-{name}", ndmin=2)
+    assert stony_brook.shape == (len(boxes), 3) and len(boxes) > 50
+    assert np.array_equal(stony_brook[:, :2], boxes[:, :2] + boxes[:, 2:4] / 2)  # patch centres
+    assert np.allclose(stony_brook[:, 2], boxes[:, 4]) and ((boxes[:, 4] >= 0) & (boxes[:, 4] <= 1)).all()
+
+    geojson = json.loads((maps / f"{name}.geojson").read_text())
+    assert geojson["type"] == "FeatureCollection" and len(geojson["features"]) == len(boxes)
+    for feature, (x, y, w, h, p) in zip(geojson["features"], boxes):
+        assert feature["geometry"] == {"type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]}
+        properties = feature["properties"]
+        assert properties["objectType"] == "tile"
+        assert properties["classification"]["name"] == ("til-positive" if p >= 0.5 else "til-negative")
+        assert len(properties["classification"]["color"]) == 3
+        assert properties["measurements"] == {"prob_til_positive": pytest.approx(p, abs=1e-6)}
+
+    heatmap = Image.open(maps / f"{name}.heatmap.png")
+    assert heatmap.mode == "RGB" and heatmap.width / heatmap.height == pytest.approx(2048 / 1536, rel=0.02)
+    summary = json.loads((maps / "summary.json").read_text())
+    assert summary["patches"] == 20 * 15 and summary["tissue_patches"] == len(boxes) and summary["blank_patches"] >= 0
+    assert summary["til_positive_fraction"] == pytest.approx(np.mean(boxes[:, 4] >= 0.5))
+    assert summary["seconds"] > 0 and summary["patches_per_second"] > 0
+
+
+@pytest.mark.parametrize("side", [35, 50, 100])  # resampled from level 1, level 1 as it is, level 0 as it is
+def test_patches_read_by_rows_equal_patches_read_one_by_one(synthetic_slide, side):
+    grid = tile_slide(synthetic_slide, skip_blank=False)
+    one_by_one, by_rows = SlideTileDataset(grid, side), SlideStripDataset(grid, side)
+    indices = list(range(10, 50))
+    for (patch, index), expected in zip(by_rows.__getitems__(indices), indices):
+        assert index == expected and torch.equal(patch, one_by_one[index][0])
+
+
+def test_near_blank_patches_are_left_out_as_they_are_read():
+    glass = torch.full((3, 50, 50), 235, dtype=torch.uint8)
+    tissue = torch.randint(60, 220, (3, 50, 50), dtype=torch.uint8)
+    batch = collate_without_blanks([(glass, 0), (tissue, 1), (glass + 5, 2)])
+    assert batch.indices.tolist() == [1] and batch.patches.shape == (1, 3, 50, 50) and batch.read == 3
+
+
+def test_patches_are_50_um_at_the_slides_mpp(maps, synthetic_slide, detector, tmp_path):
+    _, boxes = read_csv(maps / f"{synthetic_slide.stem}.csv")
+    patch_px = 50 / 0.5  # the slide records 0.5 µm/px
+    assert (boxes[:, 2:4] == patch_px).all() and (boxes[:, :2] % patch_px == 0).all()
+    assert json.loads((maps / "summary.json").read_text())["patch_um"] == 50
+    # Told it is a 40x slide, the same slide is cut into 200 px patches.
+    assert run_cli("predict", synthetic_slide, "--model", detector, "--out", tmp_path, "--mpp", 0.25, "--workers", 0) == 0
+    _, boxes = read_csv(tmp_path / synthetic_slide.stem / f"{synthetic_slide.stem}.csv")
+    assert len(boxes) and (boxes[:, 2:4] == 200).all() and (boxes[:, :2] % 200 == 0).all()
+
+
+def test_the_til_map_agrees_with_the_ground_truth(maps, synthetic_slide):
+    _, boxes = read_csv(maps / f"{synthetic_slide.stem}.csv")
+    truth = read_slide_truth(synthetic_slide)
+    centres = ((boxes[:, :2] + boxes[:, 2:4] / 2) // truth.downsample).astype(int)
+    in_til_region = truth.til_region[centres[:, 1], centres[:, 0]]
+    assert truth.tissue[centres[:, 1], centres[:, 0]].mean() > 0.9  # the map covers tissue
+    assert 0 < in_til_region.sum() < len(boxes)
+    assert roc_auc_score(in_til_region, boxes[:, 4]) > 0.9
+    assert np.mean((boxes[:, 4] >= 0.5) == in_til_region) > 0.8
+
+
+def test_an_unreadable_slide_is_reported_and_the_others_mapped(detector, synthetic_slide, tmp_path, capsys):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    (slides / "good.tiff").symlink_to(synthetic_slide)
+    (slides / "broken.svs").write_text("not a slide")
+    (slides / "notes.txt").write_text("not a slide suffix: not picked up from a folder")
+    assert run_cli("predict", slides, "--model", detector, "--out", tmp_path / "maps", "--workers", 0) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error:") and "broken.svs" in errors[0]
+    assert (tmp_path / "maps" / "good" / "summary.json").is_file() and not (tmp_path / "maps" / "broken").exists()
+
+
+def test_a_slide_without_mpp_needs_mpp(detector, slide_without_mpp, tmp_path, capsys):
+    assert run_cli("predict", slide_without_mpp, "--model", detector, "--out", tmp_path) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "--mpp" in error and len(error.splitlines()) == 1
+    assert run_cli("predict", slide_without_mpp, "--model", detector, "--out", tmp_path, "--mpp", 0.5) == 0
+    summary = json.loads((tmp_path / slide_without_mpp.stem / "summary.json").read_text())
+    assert (summary["mpp"], summary["tissue_patches"]) == (0.5, 0)  # plain grey: no tissue, empty maps
+
+
+@pytest.mark.parametrize("problem", ["missing export", "spec and weights disagree", "not a slide"])
+def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_path, capsys):
+    model, slide = detector, synthetic_slide
+    if problem == "missing export":
+        model, expected = tmp_path / "no-such-export", "not found"
+    elif problem == "spec and weights disagree":
+        model, expected = shutil.copytree(detector, tmp_path / "mixed"), "do not fit"
+        spec = json.loads((model / "spec.json").read_text())
+        (model / "spec.json").write_text(json.dumps(spec | {"num_classes": 3}))
+    else:
+        slide, expected = tmp_path / "slide.svs", "is not a whole-slide image"
+        slide.write_bytes(b"II*\x00 not really a TIFF")
+    assert run_cli("predict", slide, "--model", model, "--out", tmp_path / "maps") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1
