@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.errors import DataError
-from data.slides import on_white, open_slide
+from data.slides import best_level, on_white, open_slide
 from data.sources import CLASS_NAMES, PATCH_UM
 from data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
 from lightning_modules.datamodule import PatchDataModule
@@ -105,7 +105,7 @@ class SlideStripDataset(SlideTileDataset):
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         slide, step, side = self._handles(self.grid.slide), self.grid.patch_px, self.output_side
-        level = slide.get_best_level_for_downsample(step / side * (1 + 1e-3))  # read_patch's slack for 4.00012-like levels
+        level = best_level(slide, step / side)
         downsample = slide.level_downsamples[level]
         items = []
         for run in _adjacent_runs(self.grid.coords, indices, step):
