@@ -3,6 +3,7 @@ import timm
 import torch
 from torch import nn
 
+from models.cost import count_gflops, spec_cost
 from models.inception_resnet_v2 import InceptionResNetV2Spec
 from models.inception_v4 import InceptionV4Spec
 from models.reduce import nar_reduce
@@ -68,15 +69,27 @@ def test_original_size_is_exactly_timms_network(model_name):
 
 
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_original_size_costs_timms_flops_and_runs_at_full_size(model_name):
+    spec = original(model_name)
+    with torch.device("meta"):
+        reference = timm.create_model(model_name, num_classes=2)
+    assert spec_cost(spec).gflops == pytest.approx(count_gflops(reference, 299), rel=1e-9)
+    with torch.no_grad():
+        assert spec.build().eval()(image(299)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_nar_reductions_build_run_and_shrink(model_name):
-    counts = []
+    counts, flops = [], []
     for phi in range(6):
         spec = reduced(model_name, phi)
         counts.append(parameter_count(shapes_only(spec)))
+        flops.append(spec_cost(spec).gflops)
         if phi > 0:
             with torch.no_grad():
                 assert spec.build().eval()(image(96)).shape == (1, 2)
     assert all(bigger > smaller for bigger, smaller in zip(counts, counts[1:])), counts
+    assert all(bigger > smaller for bigger, smaller in zip(flops, flops[1:])), flops
 
 
 def test_inception_v4_repeats_and_widths_follow_the_paper_rounding():
