@@ -31,15 +31,20 @@ class TrialRow:
 
 
 def trained(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed, feasible trials that hold a trained (or reused) network."""
+    """Completed trials that hold a trained (or reused) network."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "gflops" in t.user_attrs]
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    return all(value <= 0 for value in (trial.constraints or {}).values())
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """Optuna's own front for a two-objective study; the non-dominated trials otherwise."""
     if len(study.directions) == 2:
         return sorted(study.best_trials, key=lambda t: t.user_attrs["gflops"])
-    candidates = trained(study)
+    candidates = [t for t in trained(study) if feasible(t)]
+
     def dominated(t: FrozenTrial) -> bool:
         a, g = t.user_attrs["val_auc"], t.user_attrs["gflops"]
         return any(

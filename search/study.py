@@ -27,6 +27,7 @@ from search.training_run import DataSettings, ResRepSettings, train_and_record
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
 REQUEUED_ATTR = "requeued_trials"
+BUDGET_CONSTRAINT = "gflops_over_budget"
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -142,10 +143,8 @@ class StudyRunner:
             return self._values(0.0, self.original_gflops)
         spec = candidate.spec
         self._describe(trial, candidate.method, spec, candidate.flops_target)
-        gflops = spec_cost(spec).gflops * (candidate.flops_target or 1.0)  # ResRep aims at a fraction
-        if self.config.objective == "budget" and gflops > self.config.gflops_budget:
-            trial.set_user_attr("over_budget", gflops)
-            raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
+        if self.config.objective == "budget":
+            self._check_budget(trial, spec_cost(spec).gflops * (candidate.flops_target or 1.0))  # ResRep aims at a fraction
         key = architecture_key(spec) + (f"-resrep{candidate.flops_target:g}" if candidate.method == "resrep" else "")
         trial.set_user_attr("architecture", key)
         twin = self._trained_twin(key, trial.number)
@@ -163,6 +162,14 @@ class StudyRunner:
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds"):
             trial.set_user_attr(name, getattr(outcome, name))
         return self._values(outcome.val_auc, outcome.gflops)
+
+    def _check_budget(self, trial: optuna.Trial, gflops: float) -> None:
+        """Over-budget networks are infeasible; all but the baseline (the AUC reference) are
+        pruned before they train."""
+        over = gflops - self.config.gflops_budget
+        trial.set_constraint(BUDGET_CONSTRAINT, over)
+        if over > 0 and not trial.user_attrs.get("baseline"):
+            raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
 
     def _resrep(self, candidate: space.Candidate) -> ResRepSettings | None:
         if candidate.method != "resrep":

@@ -195,3 +195,23 @@ def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
     assert resrep["flops_target"] == 0.5 and resrep["gflops"] < baseline["gflops"]
     study = load(config)
     assert {r["trial"] for r in rows if r["pareto"]} == {t.number for t in study.best_trials}
+
+
+def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(workdir, patches, capsys):
+    from models.cost import spec_cost
+    from models.reduce import nar_reduce
+    from models.registry import original_spec
+
+    budget = spec_cost(nar_reduce(original_spec("resnet18", 48), 1)).gflops * 1.01  # ϕ = 1 fits, ϕ = 0 does not
+    config = study_file(workdir, patches, name="budget", objective="budget", gflops_budget=budget, pruner="median",
+                        search={"space": "paper", "phi_values": [0, 1, 2]}, sampler="grid", n_trials=3)
+    assert run_cli("study", "run", str(config)) == 0
+    study = load(config)
+    baseline = study.trials[0]
+    assert baseline.user_attrs["baseline"] and baseline.state == TrialState.COMPLETE
+    assert baseline.constraints["gflops_over_budget"] > 0  # over the budget: trained as the reference, never on the front
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    capsys.readouterr()
+    assert run_cli("study", "pareto", str(config), "--json") == 0
+    front = json.loads(capsys.readouterr().out)
+    assert front and all(row["gflops"] <= budget for row in front)
