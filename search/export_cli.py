@@ -29,8 +29,8 @@ from models.spec import ArchSpec, spec_from_json
 from models.weights import build_with_weights
 from search.config import StudyConfigError
 from search.console import console, errors
-from search.study_cli import _load
-from search.tracking import Tracker, hide_password
+from search.study_cli import load_study
+from search.tracking import PARENT_TAG, Tracker, hide_password
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
 def _study_trial(config_file: Path | None, name: str | None, number: int | None, storage: str | None, tracking_uri: str | None) -> ModelSource:
     if number is None:
         raise StudyConfigError("which trial? add --trial N (`nar study select` names the cheapest good one)")
-    config, study = _load(config_file, name, storage)
+    config, study = load_study(config_file, name, storage)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise StudyConfigError(f"study {study.study_name} has no trial {number}: it has trials 0 to {len(trials) - 1}")
@@ -137,7 +137,7 @@ def register_export(folder: Path, source: ModelSource, name: str, alias: str | N
     mlflow.set_tracking_uri(source.tracking_uri)
     try:
         experiment_id = client.get_run(source.run_id).info.experiment_id
-        tags = {"nar.role": "export", "mlflow.parentRunId": source.run_id}
+        tags = {"nar.role": "export", PARENT_TAG: source.run_id}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"export {name}", tags=tags):
             info = mlflow.onnx.log_model(
                 onnx.load(str(folder / ONNX_FILE)), name="model", registered_model_name=name, signature=signature,

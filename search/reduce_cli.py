@@ -22,7 +22,9 @@ def parse_phis(text: str) -> list[float]:
     try:
         if ":" in text:
             parts = [float(p) for p in text.split(":")]
-            start, stop, step = (parts + [1.0])[:3] if len(parts) in (2, 3) else (0, -1, 0)
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop, step = parts if len(parts) == 3 else (*parts, 1.0)
             if step <= 0 or stop < start:
                 raise ValueError
             count = int(round((stop - start) / step)) + 1

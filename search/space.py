@@ -68,10 +68,9 @@ def suggest(trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Cand
     if method == "ir":
         return Candidate("ir", input_reduce(original, phi, PAPER_COEFFICIENTS[2]))
     alpha, beta, gamma = _suggest_coefficients(trial, space)
-    if gamma < 1:
-        trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
-        return Candidate("nar", None)
     trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
+    if gamma < 1:
+        return Candidate("nar", None)
     coefficients = NARCoefficients(alpha, beta, gamma, tolerance=space.tolerance)
     return Candidate("nar", nar_reduce(original, phi, coefficients, space.rounding))
 

@@ -135,7 +135,7 @@ def worker_command(
     StudyRunner(config, study, Tracker(config.tracking_uri)).optimize()
 
 
-def _load(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
+def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
     if config_file is not None:
         config = load_study_config(config_file, {"name": name, "storage": storage})
         name, url = config.name, config.storage_url
@@ -158,7 +158,7 @@ Storage = Annotated[str | None, typer.Option(help="storage URL (default sqlite:/
 @study_app.command("status")
 def status_command(config_file: ConfigFile = None, name: Name = None, storage: Storage = None) -> None:
     """Trials done, running, failed, pruned; the best so far."""
-    _, study = _load(config_file, name, storage)
+    _, study = load_study(config_file, name, storage)
     states = [t.state for t in study.trials]
     table = Table(title=f"study {study.study_name}", show_header=False)
     for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
@@ -200,7 +200,7 @@ def pareto_command(
     every_trial: Annotated[bool, typer.Option("--all", help="every trained trial, the front marked")] = False,
 ) -> None:
     """The Pareto front: trial, method, α, β, γ, ϕ, input side, GFLOPs, reduction, val and test AUC."""
-    _, study = _load(config_file, name, storage)
+    _, study = load_study(config_file, name, storage)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in pareto.pareto_rows(study, every_trial)], indent=2))
     else:
@@ -214,7 +214,7 @@ def select_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
-    _, study = _load(config_file, name, storage)
+    _, study = load_study(config_file, name, storage)
     chosen = pareto.select(study, max_auc_drop)
     if chosen is None:
         raise StudyConfigError(f"study {study.study_name} has no trained baseline yet: run it first")

@@ -13,6 +13,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
@@ -36,7 +37,7 @@ def hide_password(url: str) -> str:
     """A database URL safe to print or log: the password is masked."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a database URL (a path, an http URI): nothing to hide
+    except ArgumentError:  # not a database URL (a path, an http URI): nothing to hide
         return url
 
 
