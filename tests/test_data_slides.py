@@ -5,11 +5,12 @@ import openslide
 import pytest
 import torch
 from PIL import Image
+from skimage.color import rgb2hsv
 
 from data.errors import DataError
 from data.slides import SlideHandles, open_slide, read_patch, slide_mpp
 from data.synth_slide import read_slide_truth
-from data.tiling import SlideTileDataset, detect_tissue, tile_slide
+from data.tiling import SlideTileDataset, detect_tissue, hsv_saturation, tile_slide
 
 
 def test_synthetic_slide_opens_with_its_mpp_and_pyramid(synthetic_slide: Path):
@@ -102,3 +103,10 @@ def test_slide_handles_are_per_process(synthetic_slide: Path):
 
     copy = pickle.loads(pickle.dumps(handles))
     assert copy(synthetic_slide) is not first
+
+
+def test_saturation_is_skimages_hsv_saturation():
+    rgb = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    rgb[:8] = 0  # black: no hue, saturation 0
+    rgb[8:16] = 200  # grey
+    assert np.array_equal(hsv_saturation(rgb), (rgb2hsv(rgb)[..., 1] * 255).astype(np.uint8))
