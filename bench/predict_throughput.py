@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=100, help="base input side of the default network")
     parser.add_argument("--phi", type=float, default=2.0, help="NAR ϕ of the default network")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="patch-reading workers (default: nar predict's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--forward-seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -104,7 +104,7 @@ def main() -> None:
     spec = exported.spec
     print(f"model        {spec.model_name} ({spec.family}), input {spec.input_size} px, ϕ {spec.reduction.phi:g}")
     print(f"slide        {args.width} x {args.height} px at {args.mpp:g} µm/px: {patches} tissue patches of {prediction.grid.patch_px} px")
-    print(f"setting      batch {args.batch_size}, {args.workers} workers, {predictor.device}, {torch.get_num_threads()} torch threads")
+    print(f"setting      batch {args.batch_size}, {predictor.workers} workers, {predictor.device}, {torch.get_num_threads()} torch threads")
     print(f"forward      {forward:8.1f} patches/s (network alone; {forward_before:.1f} before, {forward_after:.1f} after)")
     print(f"end to end   {end_to_end:8.1f} patches/s ({seconds:.1f} s: tiling {prediction.tiling_seconds:.1f} s, "
           f"inference {prediction.inference_seconds:.1f} s, writing {seconds - prediction.tiling_seconds - prediction.inference_seconds:.1f} s)")

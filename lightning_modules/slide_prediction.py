@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.errors import DataError
-from data.slides import best_level, on_white, open_slide
+from data.slides import best_level, on_white, open_slide, resample
 from data.sources import CLASS_NAMES, PATCH_UM
 from data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
 from lightning_modules.datamodule import PatchDataModule
@@ -42,6 +42,7 @@ TIL_CLASS = "til-positive"
 TIL_THRESHOLD = 0.5
 CLASS_COLOURS = {"til-positive": (220, 30, 30), "til-negative": (40, 110, 220)}
 HEATMAP_OPACITY = 0.55
+BAND_PX = 4096  # width of the bands patches are read in, in pixels of the level read
 
 
 def training_preprocessing(spec: ArchSpec) -> Preprocessing:
@@ -103,19 +104,31 @@ class SlideStripDataset(SlideTileDataset):
     use, then cut and resample each patch as read_patch does: OpenSlide's cost per call, not
     per pixel, dominates reading small patches."""
 
+    def reading_level(self) -> tuple[int, float]:
+        """The pyramid level the patches are read from (read_patch's choice) and its downsample."""
+        slide = self._handles(self.grid.slide)
+        level = best_level(slide, self.grid.patch_px / self.output_side)
+        return level, slide.level_downsamples[level]
+
+    def band_order(self) -> list[int]:
+        """The grid's indices band by band, row by row within a band (bands BAND_PX wide at the
+        level read). OpenSlide decodes whole tiles and caches 32 MB of them per handle: enough
+        for a row of tiles across a band, too little across a slide 40k pixels wide, where
+        reading whole rows of patches would decode each tile once per row of patches in it."""
+        x, y = self.grid.coords.T
+        band = x // round(BAND_PX * self.reading_level()[1])
+        return np.lexsort((x, y, band)).tolist()
+
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         slide, step, side = self._handles(self.grid.slide), self.grid.patch_px, self.output_side
-        level = best_level(slide, step / side)
-        downsample = slide.level_downsamples[level]
+        level, downsample = self.reading_level()
         items = []
         for run in _adjacent_runs(self.grid.coords, indices, step):
             x, y = self.grid.coords[run[0]]
             edges = [round(k * step / downsample) for k in range(len(run) + 1)]
             strip = on_white(slide.read_region((int(x), int(y)), level, (edges[-1], edges[1])))
             for k, index in enumerate(run):
-                patch = strip.crop((edges[k], 0, edges[k + 1], edges[1]))
-                if patch.size != (side, side):
-                    patch = patch.resize((side, side), Image.Resampling.LANCZOS)
+                patch = resample(strip.crop((edges[k], 0, edges[k + 1], edges[1])), side)
                 items.append((torch.from_numpy(np.array(patch)).permute(2, 0, 1), index))
         return items
 
@@ -143,7 +156,9 @@ def collate_without_blanks(samples: list[tuple[torch.Tensor, int]]) -> PatchBatc
     read per patch instead of a separate pass over the slide."""
     patches = torch.stack([patch for patch, _ in samples])
     indices = torch.tensor([index for _, index in samples])
-    keep = patches.float().std(dim=(2, 3), correction=0).mean(dim=1) >= BLANK_STD
+    # numpy's std is ~10x faster than torch's on these small single-threaded reductions.
+    pixels = patches.numpy().reshape(len(samples), 3, -1).astype(np.float32)
+    keep = torch.from_numpy(pixels.std(axis=2).mean(axis=1) >= BLANK_STD)
     return PatchBatch(patches[keep], indices[keep], len(samples))
 
 
@@ -192,14 +207,27 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def default_workers(device: torch.device) -> int:
+    """Patch-reading workers: on a CPU one, as every core a reader takes is one torch's threads
+    lose, and one reads several times faster than a reduced network classifies (see
+    bench/README.md); on a GPU, every core the main process leaves free, up to 8."""
+    return 1 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 class SlidePredictor:
     """An exported TIL classifier, ready to map slide after slide."""
 
     def __init__(
-        self, exported: ExportedModel, batch_size: int = 64, workers: int = 2, device: str = "auto", show_progress: bool = True
+        self,
+        exported: ExportedModel,
+        batch_size: int = 64,
+        workers: int | None = None,
+        device: str = "auto",
+        show_progress: bool = True,
     ) -> None:
-        self.exported, self.batch_size, self.workers, self.show_progress = exported, batch_size, workers, show_progress
+        self.exported, self.batch_size, self.show_progress = exported, batch_size, show_progress
         self.device = resolve_device(device)
+        self.workers = default_workers(self.device) if workers is None else workers
         self.net = TilProbability(exported).to(self.device).eval()
 
     @property
@@ -235,9 +263,11 @@ class SlidePredictor:
 
     def loader(self, grid: SlideGrid) -> DataLoader:
         workers = self.workers if len(grid) > self.batch_size else 0  # workers do not pay off for a batch or two
+        dataset = SlideStripDataset(grid, self.input_size)
         return DataLoader(
-            SlideStripDataset(grid, self.input_size),
+            dataset,
             batch_size=self.batch_size,
+            sampler=dataset.band_order(),
             collate_fn=collate_without_blanks,
             num_workers=workers,
             prefetch_factor=4 if workers else None,

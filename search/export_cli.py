@@ -185,7 +185,7 @@ def predict_command(
     out: Annotated[Path, typer.Option(help="output folder: one sub-folder of TIL maps per slide")],
     mpp: Annotated[float | None, typer.Option(help="µm per pixel for slides that do not record it")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers reading patches")] = 2,
+    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers reading patches [default: 1 on CPU, more on GPU]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
 ) -> None:
     """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide."""

@@ -21,6 +21,7 @@ from models.export import export_model
 from models.spec import ArchSpec, register_spec
 from search import cli
 from data.tiling import SlideTileDataset, tile_slide
+from lightning_modules import slide_prediction
 from lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
 
 DARK = 0.45  # brightness (0-1) below which a pixel is hematoxylin-dense, as lymphocyte nuclei are
@@ -118,6 +119,20 @@ def test_patches_read_by_rows_equal_patches_read_one_by_one(synthetic_slide, sid
     indices = list(range(10, 50))
     for (patch, index), expected in zip(by_rows.__getitems__(indices), indices):
         assert index == expected and torch.equal(patch, one_by_one[index][0])
+
+
+@pytest.mark.parametrize("side, downsample", [(100, 1), (50, 2)])  # read from level 0, level 1
+def test_patches_are_read_band_by_band_row_by_row(synthetic_slide, monkeypatch, side, downsample):
+    monkeypatch.setattr(slide_prediction, "BAND_PX", 256)
+    grid = tile_slide(synthetic_slide, skip_blank=False)
+    order = SlideStripDataset(grid, side).band_order()
+    assert sorted(order) == list(range(len(grid)))
+    x, y = grid.coords[order].T
+    band = x // (256 * downsample)
+    assert len(np.unique(band)) == 2048 // (256 * downsample) and (np.diff(band) >= 0).all()
+    within_band = np.diff(band) == 0
+    assert (np.diff(y)[within_band] >= 0).all()
+    assert (np.diff(x)[within_band & (np.diff(y) == 0)] > 0).all()
 
 
 def test_near_blank_patches_are_left_out_as_they_are_read():
