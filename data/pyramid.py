@@ -2,8 +2,10 @@
 
 Level 0 comes from a tile function; each further level averages 2 × 2 blocks of the level
 above and is written as a reduced-resolution directory (subfiletype 1) in the main chain,
-with the resolution in pixels per centimetre so that OpenSlide reports the MPP. Only the
-level being built is kept, in a memory-mapped scratch file beside the output.
+with the resolution in pixels per centimetre so that OpenSlide reports the MPP. Tiles are
+JPEG in YCbCr, as scanners store them (Aperio's SVS), so that reading a synthetic slide costs
+what reading a real one does. Only the level being built is kept, in a memory-mapped scratch
+file beside the output.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.progress import Progress
 
 from data.errors import DataError
 
+JPEG_QUALITY = 90
 TileSource = Callable[[int, int], np.ndarray]  # (x, y) -> tile × tile × 3 uint8
 
 
@@ -83,7 +86,8 @@ def write_pyramid(
                 dtype=np.uint8,
                 tile=(tile, tile),
                 photometric="rgb",
-                compression="zlib",
+                compression="jpeg",
+                compressionargs={"level": JPEG_QUALITY},
                 subfiletype=1 if level else 0,
                 resolution=(pixels_per_cm, pixels_per_cm),
                 resolutionunit="CENTIMETER",
