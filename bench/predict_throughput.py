@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import search.cli  # noqa: E402, F401  (first: the process set-up of `nar`, OpenMP's wait policy before torch loads)
+import torch  # noqa: E402
 
 from data.synth_slide import write_synthetic_slide  # noqa: E402
 from lightning_modules.slide_prediction import SlidePredictor, training_preprocessing, write_outputs  # noqa: E402

@@ -1,10 +1,10 @@
 """TIL maps of whole slides: an exported classifier over every tissue patch of a slide, and
 the map written in the formats users already load.
 
-Patches stream through DataLoader workers (each opens the slide itself, reads rows of patches
-at the best pyramid level and resamples) as uint8 batches; normalisation and softmax run
-batched on the device. Memory stays bounded whatever the slide size: only a few batches are
-in flight.
+Patches stream through DataLoader workers (each opens the slide itself, reads runs of patches
+band by band at the best pyramid level and resamples) as uint8 batches; normalisation and
+softmax run batched on the device. Memory stays bounded whatever the slide size: only a few
+batches are in flight.
 """
 
 from __future__ import annotations

@@ -4,22 +4,29 @@ and turns user errors into one clear line and a non-zero exit."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
-import typer
-from search.console import errors
+# OpenMP threads that spin after each parallel region (libgomp's default) keep every core busy
+# between a network's layers, so the DataLoader workers that read patches fight them for the CPU
+# and stall the network; passive threads sleep and leave the readers the gaps (bench/README.md).
+# libgomp reads this once, when torch loads it: before any import below pulls torch in.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from data.errors import DataError
-from lightning_modules.errors import TrainingError
-from models.errors import ModelError
-from search.config import StudyConfigError
-from search.data_cli import data_app
-from search.demo_cli import demo_command
-from search.export_cli import export_command, predict_command
-from search.reduce_cli import reduce_command
-from search.study_cli import dashboard_command, study_app
-from search.train_cli import train_command
+import typer  # noqa: E402
+from search.console import errors  # noqa: E402
+
+from data.errors import DataError  # noqa: E402
+from lightning_modules.errors import TrainingError  # noqa: E402
+from models.errors import ModelError  # noqa: E402
+from search.config import StudyConfigError  # noqa: E402
+from search.data_cli import data_app  # noqa: E402
+from search.demo_cli import demo_command  # noqa: E402
+from search.export_cli import export_command, predict_command  # noqa: E402
+from search.reduce_cli import reduce_command  # noqa: E402
+from search.study_cli import dashboard_command, study_app  # noqa: E402
+from search.train_cli import train_command  # noqa: E402
 
 app = typer.Typer(
     name="nar",

@@ -3,7 +3,11 @@
 
 import csv
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -200,3 +204,16 @@ def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_pat
     assert run_cli("predict", slide, "--model", model, "--out", tmp_path / "maps") == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("asked, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_nar_makes_openmp_threads_sleep_unless_told_otherwise(asked, expected):
+    """Spinning OpenMP threads starve the patch readers (bench/README.md); the policy must be set
+    before torch loads libgomp, which reports what it read when OMP_DISPLAY_ENV is set."""
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    env |= {"OMP_DISPLAY_ENV": "true"} | ({"OMP_WAIT_POLICY": asked} if asked else {})
+    result = subprocess.run(
+        [sys.executable, "-c", "import search.cli, torch; torch.ones(8, 8) @ torch.ones(8, 8)"],
+        capture_output=True, text=True, env=env, check=True,
+    )
+    assert re.search(rf"OMP_WAIT_POLICY\s*=\s*'{expected}'", result.stderr), result.stderr[-2000:]
