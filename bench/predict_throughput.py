@@ -1,9 +1,10 @@
 """Whole-slide prediction throughput against the model's pure forward throughput.
 
-One run: the network's forward pass alone on random batches, then `nar predict`'s pipeline
-end to end (tissue detection and tiling, patch reading in DataLoader workers, inference, all
-output files) on a synthetic slide, at the same batch size and device. Prints both figures
-in patches per second, their ratio and the peak resident memory.
+One run of a few rounds, each: the network's forward pass alone on a uint8 batch, `nar
+predict`'s pipeline end to end (tissue detection and tiling, patch reading in DataLoader
+workers, inference, all output files) on a synthetic slide, and the forward pass alone again,
+at the same batch size and device. Prints both figures in patches per second and their ratio
+for every round, the median ratio, and the peak resident memory.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/predict_throughput.py --width 8192 --height 8192
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import search.cli  # noqa: E402, F401  (first: the process set-up of `nar`, OpenMP's wait policy before torch loads)
+from search.openmp import let_openmp_threads_sleep  # noqa: E402
+
+let_openmp_threads_sleep()  # as `nar predict` does, before torch loads
+
 import torch  # noqa: E402
 
 from data.synth_slide import write_synthetic_slide  # noqa: E402
@@ -83,34 +88,42 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, help="patch-reading workers (default: nar predict's)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--forward-seconds", type=float, default=10.0)
+    parser.add_argument("--forward-seconds", type=float, default=10.0, help="network-alone timing per round")
+    parser.add_argument("--rounds", type=int, default=3, help="slide mappings, each between two timings of the network alone")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     slide = synthetic_slide(args.slides, args.width, args.height, args.mpp)
     exported = load_export(args.model) if args.model else reduced_model(args.arch, args.input_size, args.phi)
     predictor = SlidePredictor(exported, args.batch_size, args.workers, args.device, show_progress=False)
-    # Timed before and after: on a shared machine the load drifts while the slide is mapped.
-    forward_before = forward_throughput(predictor, args.forward_seconds / 2)
+    forward_throughput(predictor, 1.0)  # warm-up: the first batches pay for oneDNN's kernel selection
     rss_before = peak_rss_mib()  # libraries and model: torch alone maps several hundred MiB
-    with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
-        prediction = predictor.predict(slide)
-        write_outputs(prediction, Path(scratch))
-        seconds = time.perf_counter() - start
-    forward_after = forward_throughput(predictor, args.forward_seconds / 2)
-    forward = (forward_before + forward_after) / 2
 
-    patches = len(prediction.grid)
-    end_to_end, inference = patches / seconds, patches / prediction.inference_seconds
     spec = exported.spec
     print(f"model        {spec.model_name} ({spec.family}), input {spec.input_size} px, ϕ {spec.reduction.phi:g}")
-    print(f"slide        {args.width} x {args.height} px at {args.mpp:g} µm/px: {patches} tissue patches of {prediction.grid.patch_px} px")
     print(f"setting      batch {args.batch_size}, {predictor.workers} workers, {predictor.device}, {torch.get_num_threads()} torch threads")
-    print(f"forward      {forward:8.1f} patches/s (network alone; {forward_before:.1f} before, {forward_after:.1f} after)")
-    print(f"end to end   {end_to_end:8.1f} patches/s ({seconds:.1f} s: tiling {prediction.tiling_seconds:.1f} s, "
-          f"inference {prediction.inference_seconds:.1f} s, writing {seconds - prediction.tiling_seconds - prediction.inference_seconds:.1f} s)")
-    print(f"inference    {inference:8.1f} patches/s (reading + forward, tiling excluded)")
-    print(f"ratio        {end_to_end / forward:.2f} end to end, {inference / forward:.2f} inference stage")
+    ratios = []
+    for round_ in range(1, args.rounds + 1):
+        # The network alone is timed just before and just after: on a shared machine the speed
+        # of both drifts by several per cent within a minute.
+        forward_before = forward_throughput(predictor, args.forward_seconds / 2)
+        with tempfile.TemporaryDirectory() as scratch:
+            start = time.perf_counter()
+            prediction = predictor.predict(slide)
+            write_outputs(prediction, Path(scratch))
+            seconds = time.perf_counter() - start
+        forward = (forward_before + forward_throughput(predictor, args.forward_seconds / 2)) / 2
+        patches = len(prediction.grid)
+        end_to_end, inference = patches / seconds, patches / prediction.inference_seconds
+        ratios.append(end_to_end / forward)
+        if round_ == 1:
+            print(f"slide        {args.width} x {args.height} px at {args.mpp:g} µm/px: {patches} tissue patches of {prediction.grid.patch_px} px")
+        print(f"round {round_}      forward {forward:6.1f}/s, end to end {end_to_end:6.1f}/s ({seconds:.1f} s: tiling "
+              f"{prediction.tiling_seconds:.1f}, inference {prediction.inference_seconds:.1f} at {inference:.1f}/s, writing "
+              f"{seconds - prediction.tiling_seconds - prediction.inference_seconds:.1f}), ratio {ratios[-1]:.2f} "
+              f"(inference stage {inference / forward:.2f})")
+    print(f"ratio        {statistics.median(ratios):.2f} end to end (median of {len(ratios)} rounds; {min(ratios):.2f} to {max(ratios):.2f})")
     print(f"peak RSS     {peak_rss_mib():.0f} MiB main process ({rss_before:.0f} MiB before mapping the slide), "
           f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB largest worker (pages shared with the main process included)")
 

@@ -4,15 +4,13 @@ and turns user errors into one clear line and a non-zero exit."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
-# OpenMP threads that spin after each parallel region (libgomp's default) keep every core busy
-# between a network's layers, so the DataLoader workers that read patches fight them for the CPU
-# and stall the network; passive threads sleep and leave the readers the gaps (bench/README.md).
-# libgomp reads this once, when torch loads it: before any import below pulls torch in.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from search.openmp import let_openmp_threads_sleep
+
+if sys.argv[1:2] == ["predict"]:
+    let_openmp_threads_sleep()  # before any import below pulls torch in
 
 import typer  # noqa: E402
 from search.console import errors  # noqa: E402
