@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
+from lightning_modules.distillation import distillation_loss
 from lightning_modules.errors import TrainingError
 from models.resrep import param_groups
 from models.spec import spec_from_dict
@@ -21,6 +22,8 @@ class PatchClassifier(pl.LightningModule):
 
     Defaults are the paper's: Adam, learning rate 5e-4, weight decay 5e-4. `step` is the
     paper's ResRep schedule (StepLR, step 5, γ 0.5); `cosine` anneals over `max_epochs`.
+    Training batches that carry a teacher's logits (image, label, logits) are learnt with
+    `distill_weight` of the distillation loss at `distill_temperature`.
     """
 
     def __init__(
@@ -32,22 +35,26 @@ class PatchClassifier(pl.LightningModule):
         step_size: int = 5,
         step_gamma: float = 0.5,
         max_epochs: int = 50,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.spec = spec_from_dict(spec)
         self.model = self.spec.build()
-        self.loss = nn.CrossEntropyLoss()
         self.train_auc, self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC(), BinaryAUROC()
         self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, auc: BinaryAUROC) -> torch.Tensor:
-        images, labels = batch
+    def _step(self, batch: tuple[torch.Tensor, ...], stage: str, auc: BinaryAUROC) -> torch.Tensor:
+        images, labels, *teacher = batch
         logits = self(images)
-        loss = self.loss(logits, labels)
+        if teacher:
+            loss = distillation_loss(logits, teacher[0], labels, self.hparams.distill_weight, self.hparams.distill_temperature)
+        else:
+            loss = nn.functional.cross_entropy(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}: lower the learning rate "
@@ -61,7 +68,7 @@ class PatchClassifier(pl.LightningModule):
         self.log(f"{stage}_auc", auc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_auc)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

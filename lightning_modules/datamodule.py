@@ -50,19 +50,26 @@ def train_transform(
 
 
 class TransformedSubset(Dataset):
-    """Some patches of a dataset, with a transform applied to the images."""
+    """Some patches of a dataset, with a transform applied to the images, and with each
+    patch's soft target (a teacher's logits) when given."""
 
     def __init__(
-        self, dataset: PatchDataset, indices: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        dataset: PatchDataset,
+        indices: np.ndarray,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        soft_targets: torch.Tensor | None = None,
     ) -> None:
-        self.dataset, self.indices, self.transform = dataset, indices, transform
+        self.dataset, self.indices, self.transform, self.soft_targets = dataset, indices, transform, soft_targets
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image, label = self.dataset[int(self.indices[index])]
-        return self.transform(image), label
+        if self.soft_targets is None:
+            return self.transform(image), label
+        return self.transform(image), label, self.soft_targets[index]
 
 
 class PatchDataModule(pl.LightningDataModule):
@@ -98,6 +105,8 @@ class PatchDataModule(pl.LightningDataModule):
         self.source_options = {"mpp": mpp, "class_dirs": class_dirs, "patch_um": patch_um}
         self.dataset: PatchDataset | None = None
         self.splits: dict[str, np.ndarray] = {}
+        # A teacher's logits per training patch, in split order (set by distillation).
+        self.soft_targets: torch.Tensor | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
@@ -131,11 +140,22 @@ class PatchDataModule(pl.LightningDataModule):
     def num_test(self) -> int:
         return len(self.splits["test"])
 
+    def train_key(self) -> tuple:
+        """Equal for data modules whose training split holds the same patches in the same order."""
+        return (str(self.source), self.source_options["mpp"], self.splits["train"].tobytes())
+
+    def train_patches_at(self, input_size: int, batch_size: int) -> DataLoader:
+        """The training split in order, un-augmented, at another input side (a teacher's)."""
+        # Opened anew: patches read from slides are read at the side asked for.
+        source = open_patch_source(self.source, patch_side=input_size, **self.source_options)
+        dataset = TransformedSubset(source, self.splits["train"], eval_transform(input_size, self.mean, self.std))
+        return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers)
+
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
         make_transform = train_transform if train and self.augment else eval_transform
         transform = make_transform(self.input_size, self.mean, self.std)
         return DataLoader(
-            TransformedSubset(self._dataset, indices, transform),
+            TransformedSubset(self._dataset, indices, transform, self.soft_targets if train else None),
             batch_size=self.batch_size,
             shuffle=train,
             num_workers=self.num_workers,

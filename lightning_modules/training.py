@@ -11,9 +11,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch import nn
 
 from lightning_modules.classifier import PatchClassifier, Scheduler
+from lightning_modules.distillation import DistillSettings, TeacherTargets
+from lightning_modules.errors import TrainingError
+from models.base_network import BaseNetwork
+from models.init_modes import get_init_mode
 from models.spec import ArchSpec
 
 
@@ -31,6 +34,8 @@ class TrainingConfig:
     accelerator: str = "auto"
     num_workers: int = 0
     deterministic: bool = True
+    init: str = "scratch"  # how weights start: a name of models.init_modes
+    distill: DistillSettings | None = None  # learn from the base network as teacher too
 
 
 @dataclass
@@ -101,27 +106,35 @@ def train_spec(
     config: TrainingConfig,
     run_dir: Path,
     callbacks: Sequence[Callback] = (),
-    initialise: Callable[[nn.Module], None] | None = None,
+    base: BaseNetwork | None = None,
     progress: bool = True,
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
+    teacher: TeacherTargets | None = None,
 ) -> TrainingResult:
-    """Trains `spec` once per seed; `initialise` may load inherited weights into each fresh model.
+    """Trains `spec` once per seed, each fresh model started as `config.init` says (from
+    `base`, the trained original network, when inheriting), and distilled from `base` when
+    `config.distill` is set (`teacher` may bring its logits, cached across calls).
 
     Without `finalize` the best checkpoint by val AUC is evaluated. With it, the network that
     `finalize` makes of the final weights is (ResRep: the converted thinner network, whose
     masks reach the FLOPs target only at the end)."""
+    init_mode = get_init_mode(config.init)
+    if config.distill is not None and teacher is None:
+        if base is None:
+            raise TrainingError("distillation needs a base network as teacher: give one, or train without distill")
+        teacher = TeacherTargets(base.build(), base.spec.input_size)
+    distill = config.distill or DistillSettings(weight=0.0)
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
         pl.seed_everything(seed, workers=True, verbose=False)
         classifier = PatchClassifier(
-            spec.to_dict(), lr=config.lr, weight_decay=config.weight_decay,
-            scheduler=config.scheduler, max_epochs=config.epochs,
+            spec.to_dict(), lr=config.lr, weight_decay=config.weight_decay, scheduler=config.scheduler,
+            max_epochs=config.epochs, distill_weight=distill.weight, distill_temperature=distill.temperature,
         )
-        if initialise:
-            initialise(classifier.model)
+        init_mode.initialise(classifier.model, spec, base)
         history = EpochHistory()
         best = ModelCheckpoint(dirpath=run_dir / f"seed{seed}", filename="best", monitor="val_auc", mode="max", save_weights_only=True)
-        seed_callbacks = [history, best, *callbacks]
+        seed_callbacks = [history, best, *callbacks, *([teacher] if config.distill is not None else [])]
         if config.patience is not None:
             seed_callbacks.append(EarlyStopping(monitor="val_auc", mode="max", patience=config.patience))
         trainer = make_trainer(config, run_dir, seed_callbacks, progress)
@@ -140,3 +153,21 @@ def train_spec(
             epochs=len(history.epochs), seconds=seconds, history=history.epochs, classifier=classifier,
         ))
     return TrainingResult(runs=runs)
+
+
+def evaluate_base(
+    base: BaseNetwork, datamodule: pl.LightningDataModule, config: TrainingConfig, run_dir: Path, progress: bool = True
+) -> TrainingResult:
+    """The trained base network evaluated as it is, as a result of zero epochs: the reference
+    a study compares its candidates with, without training it again."""
+    classifier = PatchClassifier(base.spec.to_dict(), lr=config.lr, weight_decay=config.weight_decay)
+    classifier.model.load_state_dict(base.state, strict=True)
+    trainer = make_trainer(config, run_dir, [], progress)
+    start = time.perf_counter()
+    val_auc = trainer.validate(classifier, datamodule=datamodule, verbose=False)[0]["val_auc"]
+    test_auc = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]["test_auc"]
+    run = SeedRun(
+        seed=config.seed, val_auc=float(val_auc), test_auc=float(test_auc), epochs=0,
+        seconds=time.perf_counter() - start, history=[], classifier=classifier,
+    )
+    return TrainingResult(runs=[run])

@@ -30,10 +30,7 @@ import models.resrep  # noqa: F401
 from models.cost import spec_cost
 from models.errors import ModelError
 from models.spec import ArchSpec, spec_from_json
-from models.weights import build_with_weights, save_weights
-
-SPEC_FILE = "spec.json"
-WEIGHTS_FILE = "model.safetensors"
+from models.weights import SPEC_FILE, WEIGHTS_FILE, build_with_weights, save_weights
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
 PREPROCESSING_FILE = "preprocessing.json"

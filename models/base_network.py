@@ -1,0 +1,71 @@
+"""The base network: the user's trained original (ϕ = 0) network that a study reduces.
+
+It is given as what `nar train` or `nar export` wrote (a folder with `spec.json` and
+`model.safetensors`), or as a plain state dict of the same timm architecture (safetensors,
+or `.pt`/`.pth` read without pickle). Either way it is checked against the original spec of
+the model being reduced before anything trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.errors import ModelError
+from models.registry import original_spec
+from models.spec import ArchSpec, spec_from_json
+from models.weights import SPEC_FILE, WEIGHTS_FILE, check_state, read_state
+
+
+@dataclass(frozen=True)
+class BaseNetwork:
+    spec: ArchSpec
+    state: dict[str, torch.Tensor]
+    origin: str
+
+    def build(self) -> nn.Module:
+        """The base network with its trained weights, in eval mode."""
+        model = self.spec.build()
+        model.load_state_dict(self.state, strict=True)
+        return model.eval()
+
+
+def load_base(path: Path, model_name: str, input_size: int | None = None, num_classes: int = 2) -> BaseNetwork:
+    """Reads the base at `path` and checks it is the original `model_name` (unreduced, at
+    `input_size` when given, else at the side its spec names or timm's default) with weights
+    that fit; every mismatch is one line saying what to change."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"base network {path} not found: give the folder `nar train` or `nar export` wrote, or a weights file")
+    if path.is_dir():
+        spec = _folder_spec(path, model_name, input_size)
+        weights = path / WEIGHTS_FILE
+    else:
+        spec, weights = original_spec(model_name, input_size, num_classes), path
+    state = read_state(weights)
+    check_state(spec.build(), state, weights)
+    return BaseNetwork(spec, state, str(path))
+
+
+def _folder_spec(folder: Path, model_name: str, input_size: int | None) -> ArchSpec:
+    missing = [name for name in (SPEC_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ModelError(
+            f"base network folder {folder} has no {' or '.join(missing)}: give a folder that `nar train` or "
+            "`nar export` wrote, or the weights file itself"
+        )
+    spec = spec_from_json((folder / SPEC_FILE).read_text())
+    if spec.model_name != model_name:
+        raise ModelError(f"base network {folder} is a {spec.model_name}, not a {model_name}: set the model to {spec.model_name}")
+    if spec.reduction.method != "none":
+        raise ModelError(f"base network {folder} is already reduced ({spec.reduction.method}): give the original (ϕ = 0) network")
+    if input_size is not None and spec.input_size != input_size:
+        raise ModelError(
+            f"base network {folder} takes {spec.input_size} px inputs, not {input_size} px: "
+            f"set the input size to {spec.input_size} or leave it out"
+        )
+    if spec != original_spec(model_name, spec.input_size, spec.num_classes):
+        raise ModelError(f"base network {folder} is not shaped as the original {model_name}: give the original network")
+    return spec

@@ -1,0 +1,23 @@
+"""`inherit`: start from the base network's weights, cut to the candidate's depths and widths
+through the dependency graph (an unchanged shape, as for IR and ResRep, takes them whole)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from models.base_network import BaseNetwork
+from models.errors import ModelError
+from models.inherit import inherit_weights
+from models.init_modes.base import InitMode, register_init_mode
+from models.spec import ArchSpec
+
+
+@register_init_mode
+class Inherit(InitMode):
+    name = "inherit"
+    needs_base = True
+
+    def initialise(self, model: nn.Module, spec: ArchSpec, base: BaseNetwork | None) -> None:
+        if base is None:
+            raise ModelError("init 'inherit' needs a base network: give one (base: / --base) or use init 'scratch'")
+        inherit_weights(model, spec, base.build())

@@ -1,0 +1,86 @@
+"""The base network a study reduces: an export or training folder, or a plain timm state dict,
+checked against the original spec with one clear line when it does not fit."""
+
+import timm
+import torch
+from safetensors.torch import save_file
+
+import pytest
+
+from models.base_network import load_base
+from models.errors import ModelError
+from models.init_modes import INIT_MODES, get_init_mode
+from models.reduce import nar_reduce
+from models.registry import original_spec
+from models.weights import save_network
+
+
+def timm_state(name: str) -> dict[str, torch.Tensor]:
+    return {k: v.contiguous() for k, v in timm.create_model(name, num_classes=2).state_dict().items()}
+
+
+def test_a_plain_timm_state_dict_as_safetensors_and_as_pt(tmp_path):
+    state = timm_state("resnet18")
+    save_file(state, tmp_path / "base.safetensors")
+    torch.save(state, tmp_path / "base.pt")
+    for path in (tmp_path / "base.safetensors", tmp_path / "base.pt"):
+        base = load_base(path, "resnet18", 40)
+        assert base.spec == original_spec("resnet18", 40)
+        assert torch.equal(base.build().state_dict()["fc.weight"], state["fc.weight"])
+
+
+def test_a_lightning_checkpoint_gives_its_network(tmp_path):
+    state = timm_state("resnet18")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "best.ckpt.pt")
+    base = load_base(tmp_path / "best.ckpt.pt", "resnet18", 40)
+    assert torch.equal(base.state["conv1.weight"], state["conv1.weight"])
+
+
+def test_a_folder_with_spec_and_weights_sets_the_input_side(tmp_path):
+    spec = original_spec("resnet18", 44)
+    save_network(spec.build(), spec, tmp_path / "trained")
+    base = load_base(tmp_path / "trained", "resnet18")
+    assert base.spec.input_size == 44
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: save_file(timm_state("resnet34"), p / "w.safetensors") or p / "w.safetensors", "do not fit the architecture spec"),
+        (lambda p: torch.save(torch.nn.Linear(2, 2), p / "model.pt") or p / "model.pt", "not a plain PyTorch state dict"),
+        (lambda p: p / "missing.safetensors", "not found"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "has no spec.json or model.safetensors"),
+    ],
+)
+def test_a_base_that_does_not_fit_is_one_clear_line(tmp_path, make, message):
+    with pytest.raises(ModelError, match=message) as error:
+        load_base(make(tmp_path), "resnet18", 40)
+    assert "\n" not in str(error.value)
+
+
+def test_a_reduced_or_other_side_folder_is_refused(tmp_path):
+    original = original_spec("resnet18", 40)
+    reduced = nar_reduce(original, 1)
+    save_network(reduced.build(), reduced, tmp_path / "reduced")
+    with pytest.raises(ModelError, match="already reduced"):
+        load_base(tmp_path / "reduced", "resnet18")
+    save_network(original.build(), original, tmp_path / "full")
+    with pytest.raises(ModelError, match="set the input size to 40"):
+        load_base(tmp_path / "full", "resnet18", 48)
+    with pytest.raises(ModelError, match="set the model to resnet18"):
+        load_base(tmp_path / "full", "resnet34")
+
+
+def test_init_modes_registry_and_inherit_from_a_base(tmp_path):
+    assert set(INIT_MODES) == {"scratch", "inherit"}
+    original = original_spec("resnet18", 40)
+    save_network(original.build(), original, tmp_path / "full")
+    base = load_base(tmp_path / "full", "resnet18")
+    spec = nar_reduce(original, 1)
+    model = spec.build()
+    get_init_mode("inherit").initialise(model, spec, base)
+    assert torch.equal(model.conv1.weight, base.state["conv1.weight"][: model.conv1.out_channels])
+    with pytest.raises(ModelError, match="needs a base network"):
+        get_init_mode("inherit").initialise(spec.build(), spec, None)
+    with pytest.raises(ModelError, match="unknown init mode"):
+        get_init_mode("pretrained")
