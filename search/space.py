@@ -1,98 +1,48 @@
-"""Search spaces: how a trial's parameters become a reduced architecture.
+"""The study's search space across its methods: which methods it mixes, the trial's method,
+and what the grid sampler and the baseline trial get from each method.
 
-`paper` fixes α, β, γ at 1.2, 1.1, 1.15 and walks ϕ; `grid` crosses every admissible
-(α, β, γ) with ϕ; `bayes` samples α and β and derives γ so that α·β²·γ² = 2 exactly (a
-derived γ < 1 is infeasible, recorded as an Optuna constraint, never clipped); `ir`
-shrinks the input only. Studies may mix methods (nar, ir, resrep) through `methods`.
+Studies may mix methods (nar, ir, resrep) through `methods`; each method suggests its own
+parameters (see search/methods/).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
+from search.methods import METHODS, ReductionMethod, get_method
 
-from models.reduce import PAPER_COEFFICIENTS, NARCoefficients, input_reduce, nar_reduce
-from models.spec import ArchSpec
-from search.config import SearchSpace
+if TYPE_CHECKING:
+    import optuna
 
-GAMMA_CONSTRAINT = "gamma_below_one"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    method: str
-    spec: ArchSpec | None  # None: infeasible, nothing to build
-    flops_target: float | None = None
+    from search.config import SearchSpace
 
 
 def methods(space: SearchSpace) -> list[str]:
-    return ["ir"] if space.space == "ir" else list(space.methods)
+    # A space named after a method (`space: ir`) searches that method alone.
+    return [space.space] if space.space in METHODS else list(space.methods)
+
+
+def suggest_method(trial: optuna.Trial, space: SearchSpace) -> ReductionMethod:
+    """The trial's method: a categorical `method` parameter when the study mixes several."""
+    names = methods(space)
+    return get_method(trial.suggest_categorical("method", names) if len(names) > 1 else names[0])
 
 
 def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     """The GridSampler's space for the discrete spaces (paper, grid, ir)."""
-    # ϕ = 0 is the enqueued baseline, which the GridSampler does not count as visited.
-    grid: dict[str, list[Any]] = {"phi": [v for v in space.phi_values if v > 0] or [0.0]}
-    if space.space == "grid":
-        grid["coefficients"] = [_key(c) for c in space.admissible_coefficients()]
+    grid: dict[str, list[Any]] = {}
+    for name in methods(space):
+        grid |= get_method(name).grid(space)
     if len(methods(space)) > 1:
         grid["method"] = methods(space)
-    if "resrep" in methods(space):
-        grid["flops_target"] = list(space.flops_target_values)
     return grid
 
 
 def baseline_params(space: SearchSpace) -> dict[str, Any]:
     """Parameters of the ϕ = 0 trial, enqueued first: the original network, the AUC reference."""
-    params: dict[str, Any] = {"phi": 0.0}
+    params: dict[str, Any] = {}
+    for name in methods(space):
+        params |= get_method(name).baseline_params(space)
     if len(methods(space)) > 1:
         params["method"] = methods(space)[0]
-    if space.space == "grid":
-        params["coefficients"] = _key(space.admissible_coefficients()[0])
-    if space.space == "bayes":
-        params.update(alpha=PAPER_COEFFICIENTS[0], beta=PAPER_COEFFICIENTS[1])
     return params
-
-
-def suggest(trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate:
-    method = methods(space)[0]
-    if len(methods(space)) > 1:
-        method = trial.suggest_categorical("method", methods(space))
-    if method == "resrep":
-        target = trial.suggest_categorical("flops_target", space.flops_target_values)
-        return Candidate("resrep", original, flops_target=target)
-    phi = _suggest_phi(trial, space)
-    if method == "ir":
-        return Candidate("ir", input_reduce(original, phi, PAPER_COEFFICIENTS[2]))
-    alpha, beta, gamma = _suggest_coefficients(trial, space)
-    trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
-    if gamma < 1:
-        return Candidate("nar", None)
-    coefficients = NARCoefficients(alpha, beta, gamma, tolerance=space.tolerance)
-    return Candidate("nar", nar_reduce(original, phi, coefficients, space.rounding))
-
-
-def _suggest_phi(trial: optuna.Trial, space: SearchSpace) -> float:
-    if space.space == "bayes":
-        return trial.suggest_float("phi", space.phi.low, space.phi.high, step=space.phi.step)
-    return float(trial.suggest_categorical("phi", space.phi_values))
-
-
-def _suggest_coefficients(trial: optuna.Trial, space: SearchSpace) -> tuple[float, float, float]:
-    if space.space == "paper":
-        return PAPER_COEFFICIENTS
-    if space.space == "grid":
-        key = trial.suggest_categorical("coefficients", [_key(c) for c in space.admissible_coefficients()])
-        return tuple(float(v) for v in key.split(","))  # type: ignore[return-value]
-    alpha = trial.suggest_float("alpha", space.alpha.low, space.alpha.high)
-    beta = trial.suggest_float("beta", space.beta.low, space.beta.high)
-    gamma = math.sqrt(2 / (alpha * beta**2))
-    trial.set_user_attr("gamma", gamma)
-    return alpha, beta, gamma
-
-
-def _key(coefficients: tuple[float, float, float]) -> str:
-    return ",".join(f"{v:g}" for v in coefficients)

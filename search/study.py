@@ -19,10 +19,11 @@ from models.registry import original_spec
 from models.spec import ArchSpec, Reduction
 from search import pareto, space
 from search.config import StudyConfig, StudyConfigError
+from search.methods import Candidate, ReductionMethod
 from search.plots import pareto_html, pareto_png
 from search.storage import check_parallel, open_storage
 from search.tracking import Tracker, hide_password
-from search.training_run import DataSettings, ResRepSettings, train_and_record
+from search.training_run import DataSettings, train_and_record
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
@@ -137,26 +138,27 @@ class StudyRunner:
         return run_id
 
     def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        candidate = space.suggest(trial, self.config.search, self.original)
-        trial.set_user_attr("method", candidate.method)
-        if candidate.spec is None:  # infeasible: recorded by its constraint, nothing to train
+        method = space.suggest_method(trial, self.config.search)
+        candidate = method.suggest(trial, self.config.search, self.original)
+        trial.set_user_attr("method", method.name)
+        if candidate is None:  # infeasible: recorded by its constraint, nothing to train
             return self._values(0.0, self.original_gflops)
-        spec = candidate.spec
-        self._describe(trial, candidate.method, spec, candidate.flops_target)
+        self._describe(trial, method, candidate)
         if self.config.objective == "budget":
-            self._check_budget(trial, spec_cost(spec).gflops * (candidate.flops_target or 1.0))  # ResRep aims at a fraction
-        key = architecture_key(spec) + (f"-resrep{candidate.flops_target:g}" if candidate.method == "resrep" else "")
+            self._check_budget(trial, method.expected_gflops(candidate))
+        key = architecture_key(candidate.spec) + method.key_suffix(candidate)
         trial.set_user_attr("architecture", key)
         twin = self._trained_twin(key, trial.number)
         if twin is not None:
             return self._reuse(trial, twin)
+        training = method.training(candidate)
         outcome = train_and_record(
-            self.tracker, self.config.name, f"trial-{trial.number}", spec,
+            self.tracker, self.config.name, f"trial-{trial.number}", training.spec,
             DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config(),
             Path("runs") / self.config.name / f"trial-{trial.number}",
-            parent_run_id=self.parent_run_id, tags=self._tags(trial, candidate.method),
-            callbacks=self._pruning_callbacks(trial), progress=self.progress, resrep=self._resrep(candidate),
-            on_run_created=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+            parent_run_id=self.parent_run_id, tags=self._tags(trial, method.name),
+            callbacks=[*self._pruning_callbacks(trial), *training.callbacks], finalize=training.finalize,
+            progress=self.progress, on_run_created=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         )
         trial.set_user_attr("spec", outcome.spec.to_dict())
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds"):
@@ -171,27 +173,14 @@ class StudyRunner:
         if over > 0 and not trial.user_attrs.get("baseline"):
             raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
 
-    def _resrep(self, candidate: space.Candidate) -> ResRepSettings | None:
-        if candidate.method != "resrep":
-            return None
-        search = self.config.search
-        return ResRepSettings(candidate.flops_target, search.resrep_mask_interval, search.resrep_warmup_epochs)
-
     def _values(self, auc: float, gflops: float) -> float | tuple[float, float]:
         return (auc, gflops) if self.config.objective == "pareto" else auc
 
-    def _describe(self, trial: optuna.Trial, method: str, spec: ArchSpec, flops_target: float | None) -> None:
-        reduction = spec.reduction
-        if method == "nar":
-            trial.set_user_attr("alpha", reduction.alpha)
-            trial.set_user_attr("beta", reduction.beta)
-            trial.set_user_attr("gamma", reduction.gamma)
-        if method in ("nar", "ir"):
-            trial.set_user_attr("phi", reduction.phi)
-        if flops_target is not None:
-            trial.set_user_attr("flops_target", flops_target)
-        trial.set_user_attr("input_size", spec.input_size)
-        trial.set_user_attr("spec", spec.to_dict())
+    def _describe(self, trial: optuna.Trial, method: ReductionMethod, candidate: Candidate) -> None:
+        for name, value in method.describe(candidate).items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr("input_size", candidate.spec.input_size)
+        trial.set_user_attr("spec", candidate.spec.to_dict())
 
     def _tags(self, trial: optuna.Trial, method: str) -> dict[str, str]:
         return {"optuna.study": self.config.name, "optuna.trial_number": str(trial.number), "method": method, "pareto": "false"}

@@ -11,11 +11,12 @@ from search.console import console
 from rich.table import Table
 
 from lightning_modules.training import TrainingConfig
-from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS, NARCoefficients
+from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from models.registry import original_spec
-from search.reduce_cli import parse_phis, reduce_spec
+from search.methods import METHODS, ReductionOptions, get_method, method_help
+from search.reduce_cli import parse_phis
 from search.tracking import Tracker, hide_password
-from search.training_run import DataSettings, ResRepSettings, train_and_record
+from search.training_run import DataSettings, train_and_record
 
 
 def train_command(
@@ -23,7 +24,7 @@ def train_command(
     model: Annotated[str, typer.Option(help="timm model name")] = "resnetv2_50",
     input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
     phi: Annotated[str, typer.Option(help="ϕ (0 = the original network)")] = "0",
-    method: Annotated[Literal["nar", "ir", "resrep"], typer.Option(help="nar: compound scaling; ir: input side only; resrep: channel pruning")] = "nar",
+    method: Annotated[str, typer.Option(help=method_help(METHODS.values()))] = "nar",
     flops_target: Annotated[float, typer.Option(min=0.01, max=0.99, help="resrep: FLOPs to keep, as a fraction of the original")] = 0.5,
     mask_interval: Annotated[int, typer.Option(min=1, help="resrep: optimiser steps between mask updates")] = 200,
     warmup_epochs: Annotated[int, typer.Option(min=0, help="resrep: epochs before the first mask update")] = 5,
@@ -50,24 +51,26 @@ def train_command(
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
 ) -> None:
     """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
+    strategy = get_method(method)
     values = parse_phis(phi)
     if len(values) != 1:
         raise typer.BadParameter("train takes a single ϕ; run a study to compare several", param_hint="--phi")
-    original = original_spec(model, input_size)
-    resrep = None
-    if method == "resrep":
-        spec, resrep = original, ResRepSettings(flops_target, mask_interval, warmup_epochs)
-    else:
-        spec = reduce_spec(original, values[0], method, NARCoefficients(alpha, beta, gamma, tolerance), rounding)
+    options = ReductionOptions(
+        phi=values[0], alpha=alpha, beta=beta, gamma=gamma, tolerance=tolerance, rounding=rounding,
+        flops_target=flops_target, mask_interval=mask_interval, warmup_epochs=warmup_epochs,
+    )
+    candidate = strategy.from_options(original_spec(model, input_size), options)
+    training = strategy.training(candidate)
     config = TrainingConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
         patience=patience or None, seeds=seeds, seed=seed, precision=precision, accelerator=accelerator, num_workers=workers,
     )
-    run_name = f"{model}-resrep-{flops_target:g}" if resrep else f"{model}-{method}-phi{values[0]:g}"
+    run_name = f"{model}-{strategy.slug(candidate)}"
     run_dir = run_dir or Path("runs") / experiment / f"{run_name}-{datetime.now():%Y%m%d-%H%M%S}"
     tracker = Tracker(tracking_uri)
     outcome = train_and_record(
-        tracker, experiment, run_name, spec, DataSettings(data, mpp), config, run_dir, init_from=init_from, resrep=resrep,
+        tracker, experiment, run_name, training.spec, DataSettings(data, mpp), config, run_dir,
+        callbacks=training.callbacks, init_from=init_from, finalize=training.finalize,
     )
     spec = outcome.spec
     table = Table(title=f"{run_name} · input {spec.input_size} px", show_header=False)

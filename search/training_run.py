@@ -11,13 +11,13 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from lightning_modules.classifier import PatchClassifier
 from lightning_modules.datamodule import PatchDataModule
-from lightning_modules.resrep import resrep_training
 from lightning_modules.training import TrainingConfig, TrainingResult, train_spec
 from models.cost import measure_latency, spec_cost
 from models.inherit import inherit_weights
 from models.registry import original_spec
-from models.spec import ArchSpec, Reduction
+from models.spec import ArchSpec
 from models.weights import build_with_weights, save_weights
 from search.plots import roc_png
 from search.tracking import Tracker
@@ -35,13 +35,6 @@ class DataSettings:
             str(self.source), input_size=input_size, batch_size=config.batch_size, num_workers=config.num_workers,
             seed=config.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction, mpp=self.mpp,
         )
-
-
-@dataclass(frozen=True)
-class ResRepSettings:
-    flops_target: float  # fraction of the original network's FLOPs (the paper's ϵ knob)
-    mask_interval: int = 200
-    warmup_epochs: int = 5
 
 
 @dataclass(frozen=True)
@@ -85,16 +78,12 @@ def train_and_record(
     callbacks: Sequence[Callback] = (),
     init_from: Path | None = None,
     progress: bool = True,
-    resrep: ResRepSettings | None = None,
+    finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
     on_run_created: Callable[[str], None] | None = None,
 ) -> CandidateOutcome:
     """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts.
-    With `resrep`, the network is pruned by ResRep towards its FLOPs target while it trains."""
-    finalize = None
-    if resrep is not None:
-        resrep_callbacks, finalize = resrep_training(resrep.flops_target, resrep.mask_interval, resrep.warmup_epochs)
-        callbacks = [*callbacks, *resrep_callbacks]
-        spec = spec.replace(reduction=Reduction(method="resrep", flops_target=resrep.flops_target))
+    A method's `TrainingHooks` give `spec`, its `callbacks` and `finalize` (e.g. ResRep's
+    pruning, and its conversion to the thinner network that is evaluated and recorded)."""
     with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
         if on_run_created:
             on_run_created(run_id)

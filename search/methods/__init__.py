@@ -1,0 +1,24 @@
+"""Reduction methods, one module each, registered by name in `METHODS` as they are imported.
+
+A new method is one module with a `@register`ed `ReductionMethod` and one import line here.
+"""
+
+# Importing a method registers it; this order is the order --method's help lists them in.
+from search.methods import nar  # noqa: F401
+from search.methods import ir  # noqa: F401
+from search.methods import resrep  # noqa: F401
+from search.methods.base import (
+    METHODS,
+    Candidate,
+    ReductionMethod,
+    ReductionOptions,
+    TrainingHooks,
+    get_method,
+    method_help,
+    register,
+)
+
+__all__ = [
+    "METHODS", "Candidate", "ReductionMethod", "ReductionOptions", "TrainingHooks",
+    "get_method", "method_help", "register",
+]
