@@ -11,10 +11,10 @@ from rich.table import Table
 
 from models.cost import measure_latency, spec_cost
 from models.errors import ModelError
-from models.reduce import NARCoefficients, PAPER_COEFFICIENTS, DEFAULT_TOLERANCE, input_reduce, nar_reduce
+from models.reduce import PAPER_COEFFICIENTS, DEFAULT_TOLERANCE
 from models.registry import original_spec
-from models.rounding import Rounding
 from models.spec import ArchSpec
+from search.methods import METHODS, ReductionOptions, get_method, method_help
 
 
 def parse_phis(text: str) -> list[float]:
@@ -34,10 +34,7 @@ def parse_phis(text: str) -> list[float]:
         raise ModelError(f"--phi {text!r} is not a ϕ value, a list (0,1.5,3) or a range (0:5 or 0:3:0.5)") from None
 
 
-def reduce_spec(original: ArchSpec, phi: float, method: str, coefficients: NARCoefficients, rounding: Rounding) -> ArchSpec:
-    if method == "ir":
-        return input_reduce(original, phi, coefficients.gamma)
-    return nar_reduce(original, phi, coefficients, rounding)
+REDUCE_METHODS_HELP = method_help(m for m in METHODS.values() if not m.reduces_in_training)
 
 
 def reduce_command(
@@ -48,18 +45,22 @@ def reduce_command(
     beta: Annotated[float, typer.Option(help="width coefficient β")] = PAPER_COEFFICIENTS[1],
     gamma: Annotated[float, typer.Option(help="resolution coefficient γ")] = PAPER_COEFFICIENTS[2],
     tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
-    method: Annotated[Literal["nar", "ir"], typer.Option(help="nar: compound scaling; ir: input side only")] = "nar",
+    method: Annotated[str, typer.Option(help=REDUCE_METHODS_HELP)] = "nar",
     rounding: Annotated[Literal["paper", "divisible8"], typer.Option(help="integer rounding of widths and depths")] = "paper",
     latency: Annotated[bool, typer.Option(help="also measure CPU latency (batch 16)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print specs and costs as JSON")] = False,
 ) -> None:
     """Show the reduced architecture and its cost at one ϕ or a sweep of ϕ."""
-    coefficients = NARCoefficients(alpha, beta, gamma, tolerance)
+    strategy = get_method(method)
+    if strategy.reduces_in_training:
+        raise ModelError(f"{method} reduces a network while it trains: nothing to show before; try `nar train --method {method}`")
     original = original_spec(model, input_size)
     base_cost = spec_cost(original)
     records = []
     for value in parse_phis(phi):
-        spec = reduce_spec(original, value, method, coefficients, rounding)
+        options = ReductionOptions(phi=value, alpha=alpha, beta=beta, gamma=gamma, tolerance=tolerance, rounding=rounding)
+        candidate = strategy.from_options(original, options)
+        spec = candidate.spec
         cost = spec_cost(spec)
         record = {
             "phi": value,
@@ -75,15 +76,12 @@ def reduce_command(
     if as_json:
         typer.echo(json.dumps([record for _, record in records], indent=2))
     else:
-        console.print(_table(records, method, coefficients))
+        console.print(_table(records, strategy.heading(candidate)))  # every ϕ of the sweep shares the heading
 
 
-def _table(records: list[tuple[ArchSpec, dict]], method: str, coefficients: NARCoefficients) -> Table:
+def _table(records: list[tuple[ArchSpec, dict]], heading: str) -> Table:
     first = records[0][0]
-    title = f"{first.model_name} · {method.upper()}"
-    if method == "nar":
-        title += f" α={coefficients.alpha} β={coefficients.beta} γ={coefficients.gamma} ({first.reduction.rounding} rounding)"
-    table = Table(title=title, caption="cells: blocks × widths")
+    table = Table(title=f"{first.model_name} · {heading}", caption="cells: blocks × widths")
     table.add_column("ϕ", justify="right")
     for stage in first.stages():
         table.add_column(stage.name, justify="center")
