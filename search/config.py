@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lightning_modules.training import TrainingConfig
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from search.methods import get_method
 
 
 class StudyConfigError(ValueError):
@@ -64,7 +65,7 @@ class SearchSpace(_Strict):
     reduction over `phi_values`. `methods` adds other methods' trials to the same study."""
 
     space: Literal["paper", "grid", "bayes", "ir"] = "paper"
-    methods: list[Literal["nar", "ir", "resrep"]] = Field(default_factory=lambda: ["nar"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["nar"], min_length=1)
     flops_target_values: list[float] = Field(default_factory=lambda: [0.75, 0.5, 0.3])
     resrep_mask_interval: int = Field(default=200, ge=1)
     resrep_warmup_epochs: int = Field(default=5, ge=0)
@@ -77,6 +78,13 @@ class SearchSpace(_Strict):
     beta: Range = Range(low=1.0, high=1.3)
     tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0, lt=1)
     rounding: Literal["paper", "divisible8"] = "paper"
+
+    @field_validator("methods")
+    @classmethod
+    def _registered(cls, names: list[str]) -> list[str]:
+        for name in names:
+            get_method(name)  # the registry as it is now: methods registered after import count too
+        return names
 
     @model_validator(mode="after")
     def _valid_values(self) -> SearchSpace:
