@@ -74,7 +74,8 @@ def converted_classifier(classifier: PatchClassifier, flops_target: float, drop_
 
 def resrep_training(
     flops_target: float, mask_interval: int = 200, warmup_epochs: int = 5, lasso_strength: float = LASSO_STRENGTH,
+    max_new: int = 4,
 ) -> tuple[list[Callback], Callable[[PatchClassifier], PatchClassifier]]:
     """The callbacks and the end-of-training conversion that make `train_spec` run ResRep."""
-    callback = ResRepCallback(flops_target, lasso_strength, mask_interval, warmup_epochs)
+    callback = ResRepCallback(flops_target, lasso_strength, mask_interval, warmup_epochs, max_new)
     return [callback], partial(converted_classifier, flops_target=flops_target)

@@ -59,13 +59,15 @@ def _folder_spec(folder: Path, model_name: str, input_size: int | None) -> ArchS
     spec = spec_from_json((folder / SPEC_FILE).read_text())
     if spec.model_name != model_name:
         raise ModelError(f"base network {folder} is a {spec.model_name}, not a {model_name}: set the model to {spec.model_name}")
-    if spec.reduction.method != "none":
-        raise ModelError(f"base network {folder} is already reduced ({spec.reduction.method}): give the original (ϕ = 0) network")
     if input_size is not None and spec.input_size != input_size:
         raise ModelError(
             f"base network {folder} takes {spec.input_size} px inputs, not {input_size} px: "
             f"set the input size to {spec.input_size} or leave it out"
         )
-    if spec != original_spec(model_name, spec.input_size, spec.num_classes):
-        raise ModelError(f"base network {folder} is not shaped as the original {model_name}: give the original network")
-    return spec
+    original = original_spec(model_name, spec.input_size, spec.num_classes)
+    if spec.replace(reduction=original.reduction) != original:  # a ϕ = 0 trial's spec is the original network
+        raise ModelError(
+            f"base network {folder} is already reduced ({spec.reduction.method} ϕ {spec.reduction.phi:g}): "
+            "give the original (ϕ = 0) network"
+        )
+    return original

@@ -9,7 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lightning_modules.distillation import DistillSettings
 from lightning_modules.training import TrainingConfig
+from models.init_modes import get_init_mode
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from search.methods import get_method
 
@@ -29,6 +31,13 @@ class DataConfig(_Strict):
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
 
 
+class DistillConfig(_Strict):
+    """Learning from the base network as teacher (Hinton-style, on logits)."""
+
+    weight: float = Field(default=DistillSettings.weight, ge=0, le=1)
+    temperature: float = Field(default=DistillSettings.temperature, gt=0)
+
+
 class TrainingSettings(_Strict):
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -41,9 +50,19 @@ class TrainingSettings(_Strict):
     precision: str = "32-true"
     accelerator: str = "auto"
     num_workers: int = Field(default=0, ge=0)
+    # Every study has a base (given, or its trained baseline): candidates start from it and
+    # learn from it by default; `init: scratch` and `distill: null` are the paper's protocol.
+    init: str = "inherit"
+    distill: DistillConfig | None = DistillConfig()
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, value: str) -> str:
+        return get_init_mode(value).name
 
     def to_training_config(self) -> TrainingConfig:
-        return TrainingConfig(**self.model_dump())
+        distill = DistillSettings(**self.distill.model_dump()) if self.distill and self.distill.weight > 0 else None
+        return TrainingConfig(**self.model_dump(exclude={"distill"}), distill=distill)
 
 
 class Range(_Strict):
@@ -69,6 +88,9 @@ class SearchSpace(_Strict):
     flops_target_values: list[float] = Field(default_factory=lambda: [0.75, 0.5, 0.3])
     resrep_mask_interval: int = Field(default=200, ge=1)
     resrep_warmup_epochs: int = Field(default=5, ge=0)
+    # Channels masked at most per update (the reference's 4 suits ImageNet's ~10⁶ steps; a short
+    # run needs more to reach its target).
+    resrep_max_new: int = Field(default=4, ge=1)
     phi_values: list[float] = Field(default_factory=lambda: [0, 1, 2, 3])
     phi: Range = Range(low=0, high=3)
     alpha_values: list[float] = Field(default_factory=lambda: [1.1, 1.2, 1.3])
@@ -114,6 +136,9 @@ class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     model: str = "resnetv2_50"
     input_size: int | None = Field(default=None, ge=8)
+    # The user's trained original network (a folder of `nar train`/`nar export`, or weights);
+    # without one, the baseline trial trains it first.
+    base: Path | None = None
     data: DataConfig
     training: TrainingSettings = TrainingSettings()
     search: SearchSpace = SearchSpace()

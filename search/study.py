@@ -3,8 +3,10 @@ recorded as a child MLflow run of the study's parent run, the Pareto front kept 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_modules.distillation import TeacherTargets
+from lightning_modules.errors import TrainingError
+from lightning_modules.training import TrainingConfig
+from models.base_network import BaseNetwork, load_base
 from models.cost import spec_cost
 from models.errors import ModelError
 from models.reduce import PAPER_COEFFICIENTS, input_reduce
@@ -23,11 +29,13 @@ from search.methods import Candidate, ReductionMethod
 from search.plots import pareto_html, pareto_png
 from search.storage import check_parallel, open_storage
 from search.tracking import Tracker, hide_password
-from search.training_run import DataSettings, train_and_record
+from search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
 REQUEUED_ATTR = "requeued_trials"
+BASE_ATTR = "base_network"  # where the trained baseline's network lies, once it is trained
+BASE_POLL_SECONDS = 2.0
 BUDGET_CONSTRAINT = "gflops_over_budget"
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -70,20 +78,30 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
 
 
-def check_largest_phi(config: StudyConfig) -> None:
+def given_base(config: StudyConfig) -> BaseNetwork | None:
+    """The study file's base network, read and checked before anything is written."""
+    return load_base(config.base, config.model, config.input_size) if config.base else None
+
+
+def original_network(config: StudyConfig, base: BaseNetwork | None) -> ArchSpec:
+    """The network the study reduces: the given base's, else the model at the study's input side."""
+    return base.spec if base else original_spec(config.model, config.input_size)
+
+
+def check_largest_phi(config: StudyConfig, original: ArchSpec) -> None:
     """A ϕ that collapses the input would fail its trials one by one: refuse it up front."""
     search = config.search
     largest = search.phi.high if search.space == "bayes" else max(search.phi_values)
     try:
-        input_reduce(original_spec(config.model, config.input_size), largest, PAPER_COEFFICIENTS[2])
+        input_reduce(original, largest, PAPER_COEFFICIENTS[2])
     except ModelError as error:
         raise StudyConfigError(f"search.phi: the largest ϕ ({largest:g}) is too large: {error}") from None
 
 
-def open_study(config: StudyConfig) -> optuna.Study:
+def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.Study:
     """Creates the study, or loads it to resume; a new study gets the ϕ = 0 baseline first."""
     check_parallel(config.storage_url, config.workers)
-    check_largest_phi(config)
+    check_largest_phi(config, original_network(config, base))
     directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     study = optuna.create_study(
         study_name=config.name, storage=open_storage(config.storage_url), sampler=make_sampler(config),
@@ -110,17 +128,22 @@ def requeue_failed(study: optuna.Study) -> int:
 
 @dataclass
 class StudyRunner:
-    """What each trial needs: the config, the original network, tracking and the parent run."""
+    """What each trial needs: the config, the base network (given, or trained by the baseline
+    trial), tracking and the parent run."""
 
     config: StudyConfig
     study: optuna.Study
     tracker: Tracker
     progress: bool = False
+    base: BaseNetwork | None = None  # the study file's base; else the baseline's, once trained
 
     def __post_init__(self) -> None:
-        self.original = original_spec(self.config.model, self.config.input_size)
+        self.given = self.base is not None
+        self.original = original_network(self.config, self.base)
         self.original_gflops = spec_cost(self.original).gflops
         self.parent_run_id = self._parent_run()
+        self.base = self.base or self._stored_base()
+        self._teacher: TeacherTargets | None = None
 
     def _parent_run(self) -> str:
         run_id = self.study.user_attrs.get(PARENT_RUN_ATTR)
@@ -152,18 +175,70 @@ class StudyRunner:
         if twin is not None:
             return self._reuse(trial, twin)
         training = method.training(candidate)
-        outcome = train_and_record(
-            self.tracker, self.config.name, f"trial-{trial.number}", training.spec,
-            DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config(),
-            Path("runs") / self.config.name / f"trial-{trial.number}",
-            parent_run_id=self.parent_run_id, tags=self._tags(trial, method.name),
-            callbacks=[*self._pruning_callbacks(trial), *training.callbacks], finalize=training.finalize,
-            progress=self.progress, on_run_created=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-        )
+        run_name, run_dir = f"trial-{trial.number}", Path("runs") / self.config.name / f"trial-{trial.number}"
+        record = {
+            "parent_run_id": self.parent_run_id, "tags": self._tags(trial, method.name), "progress": self.progress,
+            "on_run_created": lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+        }
+        data, config = DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config()
+        if trial.user_attrs.get("baseline"):
+            outcome = self._establish_base(run_name, training.spec, data, config, run_dir, record)
+        else:
+            base = self._await_base()
+            outcome = train_and_record(
+                self.tracker, self.config.name, run_name, training.spec, data, config, run_dir,
+                callbacks=[*self._pruning_callbacks(trial), *training.callbacks], finalize=training.finalize,
+                base=base, teacher=self._teacher_of(base, config), **record,
+            )
         trial.set_user_attr("spec", outcome.spec.to_dict())
-        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds"):
+        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds", "epochs"):
             trial.set_user_attr(name, getattr(outcome, name))
         return self._values(outcome.val_auc, outcome.gflops)
+
+    def _establish_base(
+        self, run_name: str, spec: ArchSpec, data: DataSettings, config: TrainingConfig, run_dir: Path, record: dict
+    ) -> CandidateOutcome:
+        """The baseline trial: the given base evaluated as it is, or, without one, the original
+        network trained from scratch and kept as the base of every later trial."""
+        if self.given:
+            return evaluate_and_record(self.tracker, self.config.name, run_name, self.base, data, config, run_dir, **record)
+        config = dataclasses.replace(config, init="scratch", distill=None)
+        outcome = train_and_record(self.tracker, self.config.name, run_name, spec, data, config, run_dir, **record)
+        self.base = load_base(run_dir, self.config.model, self.original.input_size)
+        self.study.set_user_attr(BASE_ATTR, str(run_dir))
+        return outcome
+
+    def _stored_base(self) -> BaseNetwork | None:
+        """The base a baseline trial of this study trained, here or on another worker."""
+        path = self.study.user_attrs.get(BASE_ATTR)
+        if path is None:
+            return None
+        if not Path(path).is_dir():
+            raise TrainingError(
+                f"the study's base network, trained by its baseline, is not at {path}: run this worker "
+                "where that folder is (or shared), or give the study a base: file"
+            )
+        return load_base(Path(path), self.config.model, self.original.input_size)
+
+    def _await_base(self) -> BaseNetwork:
+        """Later trials start from the base: wait while another worker's baseline trains it."""
+        while self.base is None:
+            self.base = self._stored_base()
+            if self.base is not None:
+                break
+            baselines = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+            if not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in baselines):
+                raise TrainingError("the study has no trained baseline to start from: run the study again to retry it")
+            time.sleep(BASE_POLL_SECONDS)
+        return self.base
+
+    def _teacher_of(self, base: BaseNetwork, config: TrainingConfig) -> TeacherTargets | None:
+        """One teacher per base for the whole process: its logits are computed once per split."""
+        if config.distill is None:
+            return None
+        if self._teacher is None:
+            self._teacher = TeacherTargets(base.build(), base.spec.input_size)
+        return self._teacher
 
     def _check_budget(self, trial: optuna.Trial, gflops: float) -> None:
         """Over-budget networks are infeasible; all but the baseline (the AUC reference) are

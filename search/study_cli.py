@@ -20,7 +20,7 @@ from rich.table import Table
 
 from search import pareto
 from search.config import StudyConfig, StudyConfigError, load_study_config
-from search.study import COUNTED_STATES, StudyRunner, open_study, requeue_failed
+from search.study import COUNTED_STATES, StudyRunner, given_base, open_study, requeue_failed
 from search.tracking import Tracker, default_artifact_root, default_tracking_uri, hide_password, mlflow_home
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
@@ -78,8 +78,9 @@ def run_command(
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
     config = _config(config_file, name, model, data, trials, sampler, space_, storage, tracking_uri, workers, epochs, input_size)
-    study = open_study(config)
-    runner = StudyRunner(config, study, Tracker(config.tracking_uri))
+    base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
+    study = open_study(config, base)
+    runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
     runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
     if retried := requeue_failed(study):
         console.print(f"resuming: {retried} failed trial(s) queued again")
@@ -131,8 +132,9 @@ def worker_command(
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done."""
     config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
-    study = open_study(config)
-    StudyRunner(config, study, Tracker(config.tracking_uri)).optimize()
+    base = given_base(config)
+    study = open_study(config, base)
+    StudyRunner(config, study, Tracker(config.tracking_uri), base=base).optimize()
 
 
 def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:

@@ -10,7 +10,10 @@ import typer
 from search.console import console
 from rich.table import Table
 
+from lightning_modules.distillation import DistillSettings
 from lightning_modules.training import TrainingConfig
+from models.base_network import load_base
+from models.init_modes import get_init_mode
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from models.registry import original_spec
 from search.methods import METHODS, ReductionOptions, get_method, method_help
@@ -28,6 +31,7 @@ def train_command(
     flops_target: Annotated[float, typer.Option(min=0.01, max=0.99, help="resrep: FLOPs to keep, as a fraction of the original")] = 0.5,
     mask_interval: Annotated[int, typer.Option(min=1, help="resrep: optimiser steps between mask updates")] = 200,
     warmup_epochs: Annotated[int, typer.Option(min=0, help="resrep: epochs before the first mask update")] = 5,
+    max_new: Annotated[int, typer.Option(min=1, help="resrep: channels masked at most per update")] = 4,
     alpha: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[0],
     beta: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[1],
     gamma: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[2],
@@ -45,7 +49,10 @@ def train_command(
     precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = "32-true",
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
     mpp: Annotated[float | None, typer.Option(help="µm/px for slides without MPP")] = None,
-    init_from: Annotated[Path | None, typer.Option(help="safetensors of the trained full (ϕ = 0) model to inherit")] = None,
+    base: Annotated[Path | None, typer.Option(help="the trained original (ϕ = 0) network: a folder of `nar train`/`nar export`, or its weights (.safetensors, .pt)")] = None,
+    init: Annotated[str | None, typer.Option(help="scratch or inherit (the base's kept blocks and channels); default: inherit with --base")] = None,
+    distill_weight: Annotated[float | None, typer.Option(min=0, max=1, help="share of the loss learnt from the base as teacher; default: 0.5 with --base, else 0")] = None,
+    distill_temperature: Annotated[float, typer.Option(min=0.01, help="softmax temperature of distillation")] = DistillSettings.temperature,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the local store under mlflow/)")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "nar-train",
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
@@ -57,20 +64,24 @@ def train_command(
         raise typer.BadParameter("train takes a single ϕ; run a study to compare several", param_hint="--phi")
     options = ReductionOptions(
         phi=values[0], alpha=alpha, beta=beta, gamma=gamma, tolerance=tolerance, rounding=rounding,
-        flops_target=flops_target, mask_interval=mask_interval, warmup_epochs=warmup_epochs,
+        flops_target=flops_target, mask_interval=mask_interval, warmup_epochs=warmup_epochs, max_new=max_new,
     )
-    candidate = strategy.from_options(original_spec(model, input_size), options)
+    given = load_base(base, model, input_size) if base else None
+    candidate = strategy.from_options(given.spec if given else original_spec(model, input_size), options)
     training = strategy.training(candidate)
+    weight = (DistillSettings.weight if given else 0.0) if distill_weight is None else distill_weight
     config = TrainingConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
         patience=patience or None, seeds=seeds, seed=seed, precision=precision, accelerator=accelerator, num_workers=workers,
+        init=get_init_mode(init or ("inherit" if given else "scratch")).name,
+        distill=DistillSettings(weight, distill_temperature) if weight > 0 else None,
     )
     run_name = f"{model}-{strategy.slug(candidate)}"
     run_dir = run_dir or Path("runs") / experiment / f"{run_name}-{datetime.now():%Y%m%d-%H%M%S}"
     tracker = Tracker(tracking_uri)
     outcome = train_and_record(
         tracker, experiment, run_name, training.spec, DataSettings(data, mpp), config, run_dir,
-        callbacks=training.callbacks, init_from=init_from, finalize=training.finalize,
+        callbacks=training.callbacks, base=given, finalize=training.finalize,
     )
     spec = outcome.spec
     table = Table(title=f"{run_name} · input {spec.input_size} px", show_header=False)
@@ -79,7 +90,7 @@ def train_command(
     table.add_row("GFLOPs", f"{outcome.gflops:.3f}")
     table.add_row("params", f"{outcome.params / 1e6:.2f} M")
     table.add_row("latency", f"{outcome.latency_ms:.2f} ms/patch (batch 8)")
-    table.add_row("training", f"{outcome.seconds:.0f} s")
+    table.add_row("training", f"{outcome.epochs} epochs in {outcome.seconds:.0f} s (init {config.init}, distill {weight:g})")
     table.add_row("MLflow run", f"{outcome.run_id} at {hide_password(tracker.tracking_uri)}")
-    table.add_row("weights", str(run_dir / "model.safetensors"))
+    table.add_row("network", f"{run_dir} (spec.json + model.safetensors, usable as --base)")
     console.print(table)

@@ -13,12 +13,12 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_modules.classifier import PatchClassifier
 from lightning_modules.datamodule import PatchDataModule
-from lightning_modules.training import TrainingConfig, TrainingResult, train_spec
+from lightning_modules.distillation import TeacherTargets
+from lightning_modules.training import TrainingConfig, TrainingResult, evaluate_base, train_spec
+from models.base_network import BaseNetwork
 from models.cost import measure_latency, spec_cost
-from models.inherit import inherit_weights
-from models.registry import original_spec
 from models.spec import ArchSpec
-from models.weights import build_with_weights, save_weights
+from models.weights import WEIGHTS_FILE, save_network
 from search.plots import roc_png
 from search.tracking import Tracker
 
@@ -49,9 +49,12 @@ class CandidateOutcome:
     test_auc_std: float
     latency_ms: float
     seconds: float
+    epochs: int  # trained, summed over seeds (0 for a base that was only evaluated)
 
 
-def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings) -> dict[str, Any]:
+def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings, init: str | None = None) -> dict[str, Any]:
+    """What a run records of its network, its training and its data; `init` overrides how the
+    weights started (`base`: the given base network, evaluated as it is)."""
     reduction = asdict(spec.reduction)
     shape = {k: v for k, v in spec.to_dict().items() if k not in {"reduction", "model_name", "family"}}
     return {
@@ -59,6 +62,8 @@ def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings) -> di
         "family": spec.family,
         **reduction,
         **shape,
+        "init": init or config.init,
+        "distill": asdict(config.distill) if config.distill else "none",
         "train": asdict(config),
         "data": {"source": str(data.source), "mpp": data.mpp, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction},
     }
@@ -76,38 +81,83 @@ def train_and_record(
     parent_run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
     callbacks: Sequence[Callback] = (),
-    init_from: Path | None = None,
+    base: BaseNetwork | None = None,
+    teacher: TeacherTargets | None = None,
     progress: bool = True,
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
     on_run_created: Callable[[str], None] | None = None,
 ) -> CandidateOutcome:
     """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts.
     A method's `TrainingHooks` give `spec`, its `callbacks` and `finalize` (e.g. ResRep's
-    pruning, and its conversion to the thinner network that is evaluated and recorded)."""
+    pruning, and its conversion to the thinner network that is evaluated and recorded).
+    `base` is the trained original network that `config.init` and `config.distill` start
+    from and learn from."""
+    def train(datamodule: PatchDataModule) -> TrainingResult:
+        return train_spec(spec, datamodule, config, run_dir, callbacks, base, progress, finalize, teacher)
+
+    return _record(tracker, experiment, run_name, spec, data, config, run_dir, train, parent_run_id, tags, on_run_created)
+
+
+def evaluate_and_record(
+    tracker: Tracker,
+    experiment: str,
+    run_name: str,
+    base: BaseNetwork,
+    data: DataSettings,
+    config: TrainingConfig,
+    run_dir: Path,
+    *,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    progress: bool = True,
+    on_run_created: Callable[[str], None] | None = None,
+) -> CandidateOutcome:
+    """The given base network evaluated, not trained, and recorded as a run like any other."""
+    def evaluate(datamodule: PatchDataModule) -> TrainingResult:
+        return evaluate_base(base, datamodule, config, run_dir, progress)
+
+    return _record(
+        tracker, experiment, run_name, base.spec, data, config, run_dir, evaluate, parent_run_id, tags, on_run_created,
+        init="base",
+    )
+
+
+def _record(
+    tracker: Tracker,
+    experiment: str,
+    run_name: str,
+    spec: ArchSpec,
+    data: DataSettings,
+    config: TrainingConfig,
+    run_dir: Path,
+    obtain: Callable[[PatchDataModule], TrainingResult],
+    parent_run_id: str | None,
+    tags: Mapping[str, str] | None,
+    on_run_created: Callable[[str], None] | None,
+    init: str | None = None,
+) -> CandidateOutcome:
     with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
         if on_run_created:
             on_run_created(run_id)
-        tracker.log_params(run_id, run_params(spec, config, data))
-        initialise = None
-        if init_from is not None:
-            donor = build_with_weights(original_spec(spec.model_name, spec.input_size, spec.num_classes), init_from)
-            initialise = lambda model: inherit_weights(model, spec, donor)  # noqa: E731
-        result = train_spec(spec, data.datamodule(spec.input_size, config), config, run_dir, callbacks, initialise, progress, finalize)
+        tracker.log_params(run_id, run_params(spec, config, data, init))
+        result = obtain(data.datamodule(spec.input_size, config))
         trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
         cost = spec_cost(trained)
         # A quick probe, not a benchmark: `nar reduce --latency` and bench/ measure properly.
-        latency = measure_latency(result.best.classifier.model, spec.input_size, batch_size=8, warmup=1, repeats=3)
+        latency = measure_latency(result.best.classifier.model, trained.input_size, batch_size=8, warmup=1, repeats=3)
         (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
         tracker.log_metrics(run_id, {
             "val_auc": val_auc, "val_auc_std": val_std, "test_auc": test_auc, "test_auc_std": test_std,
             "gflops": cost.gflops, "params": cost.params, "latency_ms_per_patch": latency.ms_per_patch,
             "throughput_patches_per_s": latency.throughput, "train_seconds": result.seconds,
+            "epochs_trained": sum(run.epochs for run in result.runs),
         })
         tracker.log_metric_series(run_id, _curves(result))
         _log_model_artifacts(tracker, run_id, result, run_dir)
     return CandidateOutcome(
         run_id=run_id, spec=trained, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
         test_auc=test_auc, test_auc_std=test_std, latency_ms=latency.ms_per_patch, seconds=result.seconds,
+        epochs=sum(run.epochs for run in result.runs),
     )
 
 
@@ -124,10 +174,9 @@ def _curves(result: TrainingResult) -> list[tuple[str, float, int]]:
 def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, run_dir: Path) -> None:
     best = result.best
     spec = best.classifier.spec
-    run_dir.mkdir(parents=True, exist_ok=True)
-    weights = run_dir / "model.safetensors"
-    save_weights(best.classifier.model, weights)
-    tracker.log_artifact(run_id, weights)
+    # spec.json + model.safetensors: the run folder is a network a study can take as its base.
+    save_network(best.classifier.model, spec, run_dir)
+    tracker.log_artifact(run_id, run_dir / WEIGHTS_FILE)
     scores, labels = best.classifier.test_predictions()
     per_seed = [{"seed": r.seed, "val_auc": r.val_auc, "test_auc": r.test_auc, "epochs": r.epochs} for r in result.runs]
     tracker.log_files(run_id, {

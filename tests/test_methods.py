@@ -69,12 +69,13 @@ def test_resrep_trains_the_original_network_with_its_pruning_hooks(resnet):
     from lightning_modules.resrep import ResRepCallback
 
     resrep = get_method("resrep")
-    candidate = build("resrep", resnet, flops_target=0.3, mask_interval=7, warmup_epochs=1)
+    candidate = build("resrep", resnet, flops_target=0.3, mask_interval=7, warmup_epochs=1, max_new=9)
     assert candidate.spec == resnet
     hooks = resrep.training(candidate)
     assert hooks.spec.reduction.method == "resrep" and hooks.spec.reduction.flops_target == 0.3
     (callback,) = hooks.callbacks
     assert isinstance(callback, ResRepCallback) and hooks.finalize is not None
+    assert (callback.mask_interval, callback.warmup_epochs, callback.max_new) == (7, 1, 9)
     assert resrep.expected_gflops(candidate) == pytest.approx(0.3 * get_method("nar").expected_gflops(candidate))
     for name in ("nar", "ir"):
         plain = build(name, resnet, phi=1)

@@ -48,6 +48,7 @@ class ReductionOptions:
     flops_target: float = 0.5
     mask_interval: int = 200
     warmup_epochs: int = 5
+    max_new: int = 4
 
 
 @dataclass(frozen=True)

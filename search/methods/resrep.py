@@ -22,19 +22,21 @@ class ResRep(ReductionMethod):
 
     def suggest(self, trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate:
         target = trial.suggest_categorical("flops_target", space.flops_target_values)
-        return _candidate(original, target, space.resrep_mask_interval, space.resrep_warmup_epochs)
+        return _candidate(original, target, space.resrep_mask_interval, space.resrep_warmup_epochs, space.resrep_max_new)
 
     def grid(self, space: SearchSpace) -> dict[str, list[Any]]:
         return {"flops_target": list(space.flops_target_values)}
 
     def from_options(self, original: ArchSpec, options: ReductionOptions) -> Candidate:
-        return _candidate(original, options.flops_target, options.mask_interval, options.warmup_epochs)
+        return _candidate(original, options.flops_target, options.mask_interval, options.warmup_epochs, options.max_new)
 
     def training(self, candidate: Candidate) -> TrainingHooks:
         from lightning_modules.resrep import resrep_training  # Lightning is loaded only to train
 
         settings = candidate.settings
-        callbacks, finalize = resrep_training(_target(candidate), settings["mask_interval"], settings["warmup_epochs"])
+        callbacks, finalize = resrep_training(
+            _target(candidate), settings["mask_interval"], settings["warmup_epochs"], max_new=settings["max_new"]
+        )
         spec = candidate.spec.replace(reduction=Reduction(method=self.name, flops_target=_target(candidate)))
         return TrainingHooks(spec, callbacks, finalize)
 
@@ -55,8 +57,9 @@ class ResRep(ReductionMethod):
         return f"{self.name}-{_target(candidate):g}"
 
 
-def _candidate(original: ArchSpec, target: float, mask_interval: int, warmup_epochs: int) -> Candidate:
-    return Candidate(original, {"flops_target": target, "mask_interval": mask_interval, "warmup_epochs": warmup_epochs})
+def _candidate(original: ArchSpec, target: float, mask_interval: int, warmup_epochs: int, max_new: int) -> Candidate:
+    settings = {"flops_target": target, "mask_interval": mask_interval, "warmup_epochs": warmup_epochs, "max_new": max_new}
+    return Candidate(original, settings)
 
 
 def _target(candidate: Candidate) -> float:
