@@ -1,0 +1,398 @@
+"""What a study achieves, against the paper's own method: a CPU-sized replication of the
+protocol of Meirelles et al.'s Table 3 on synthetic TIL patches.
+
+    .venv/bin/python bench/search_quality.py                  # the CPU profile (the reference)
+    .venv/bin/python bench/search_quality.py --profile paper  # 240 px, 50 epochs: for a GPU
+    .venv/bin/python bench/search_quality.py --profile smoke  # a few minutes: does it run?
+
+Data: patches of the generator's `default` difficulty, frozen (never tuned for this
+benchmark): training, validation and test patches come from disjoint synthetic slides
+(seeds 0, 1, 2). Network: resnetv2_50 at the profile's base side. Rows, each over the
+profile's seeds: the full network (trained from scratch; its best seed by val AUC becomes the
+base); NAR with the paper's α, β, γ from scratch (the paper's method); NAR inheriting from the
+base and distilled from it; input reduction (IR) from scratch; ResRep from the base; and the
+front of a `bayes` study over α, β, ϕ that starts from the base, its points trained again
+over the seeds. Headline per method: the GFLOPs reduction at iso-AUC, the cheapest row whose
+mean test AUC is at least the full network's mean minus 0.005 (and, second, minus one seed
+std of the full network), and the training compute spent (epochs × training patches).
+
+Independent trainings run in parallel processes of one thread each (`--workers`), the study
+through its own parallel workers; every finished training is kept under `--work`, so a run
+that stops resumes where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "resnetv2_50"
+ISO_AUC_MARGIN = 0.005
+BOOTSTRAP_RESAMPLES = 200
+
+
+@dataclass(frozen=True)
+class Profile:
+    base_side: int
+    patches: dict[str, int]  # per split
+    full_epochs: int  # the full network and every from-scratch row: the paper gives all one budget
+    tuned_epochs: int  # rows that start from the base (inherit + distill, ResRep) and the study's trials
+    seeds: int
+    phis: tuple[float, ...]
+    resrep_targets: tuple[float, ...]
+    resrep_schedule: dict[str, int]  # mask interval (steps), warm-up epochs, channels per update
+    study_trials: int  # the baseline's evaluation included
+    confirm: int  # front points of the study trained again over the seeds
+    batch_size: int = 32
+    scheduler: str = "cosine"
+    workers: int = 2
+    accelerator: str = "cpu"
+
+
+PROFILES = {
+    # 48 px keeps ϕ = 1, 2, 3 above the 32 px minimum (48 / 1.15³ = 31.6 → 32); at 64 px the
+    # generator's task depends little on resolution and every row lands within noise.
+    "cpu": Profile(
+        base_side=48, patches={"train": 1200, "val": 480, "test": 3000}, full_epochs=10, tuned_epochs=5, seeds=3,
+        phis=(1, 2, 3), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 2, "warmup_epochs": 1, "max_new": 48},
+        study_trials=12, confirm=3,
+    ),
+    "paper": Profile(
+        base_side=240, patches={"train": 4300, "val": 1000, "test": 15000}, full_epochs=50, tuned_epochs=15, seeds=3,
+        phis=(1, 2, 3, 4, 5), resrep_targets=(0.75, 0.5), resrep_schedule={"mask_interval": 20, "warmup_epochs": 3, "max_new": 16},
+        study_trials=30, confirm=3, scheduler="none", workers=1, accelerator="gpu",
+    ),
+    "smoke": Profile(
+        base_side=40, patches={"train": 96, "val": 48, "test": 96}, full_epochs=1, tuned_epochs=1, seeds=1,
+        phis=(1,), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 1, "warmup_epochs": 0, "max_new": 64},
+        study_trials=3, confirm=1,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One network trained with one seed: a row's share of work, done in a worker process."""
+
+    row: str
+    method: str
+    options: dict[str, float]
+    init: str
+    distill: bool
+    epochs: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The row and seed as a file name."""
+        name = self.row.translate(str.maketrans({"α": "a", "β": "b", "γ": "g", "ϕ": "phi", "ε": "eps"}))
+        slug = "".join(c if c.isascii() and c.isalnum() or c == "." else "-" for c in name)
+        return f"{'-'.join(filter(None, slug.split('-')))}-seed{self.seed}"
+
+
+@dataclass
+class Row:
+    name: str
+    group: str
+    jobs: list[dict] = field(default_factory=list)
+
+    def mean_std(self, name: str) -> tuple[float, float]:
+        values = [job[name] for job in self.jobs]
+        return statistics.fmean(values), statistics.pstdev(values)
+
+    @property
+    def gflops(self) -> float:
+        return statistics.fmean(job["gflops"] for job in self.jobs)
+
+    @property
+    def epochs(self) -> int:
+        return sum(job["epochs"] for job in self.jobs)
+
+    @property
+    def seconds(self) -> float:
+        return sum(job["seconds"] for job in self.jobs)
+
+
+def write_data(folder: Path, patches: dict[str, int]) -> Path:
+    """Train, val and test patches from disjoint synthetic slides, in one manifest with fixed splits."""
+    from data.synth_patches import write_patches
+
+    manifest = folder / "manifest.csv"
+    if manifest.exists():
+        return manifest
+    rows = []
+    for seed, (split, count) in enumerate(patches.items()):
+        for entry in csv.DictReader(write_patches(folder / split, n=count, seed=seed).open()):
+            rows.append([f"{split}/{entry['path']}", entry["label"], f"{split}-{entry['slide']}", split])
+    staging = manifest.with_suffix(".partial")
+    with staging.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "slide", "split"])
+        writer.writerows(rows)
+    staging.rename(manifest)
+    return manifest
+
+
+def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: Path | None) -> dict:
+    """Trains one seed of one row and returns its figures, test predictions included."""
+    import torch
+
+    from lightning_modules.datamodule import PatchDataModule
+    from lightning_modules.distillation import DistillSettings
+    from lightning_modules.training import TrainingConfig, train_spec
+    from models.base_network import load_base
+    from models.cost import spec_cost
+    from models.registry import original_spec
+    from models.weights import save_network
+    from search.methods import ReductionOptions, get_method
+
+    torch.set_num_threads(1 if profile.workers > 1 else torch.get_num_threads())
+    method = get_method(job.method)
+    given = load_base(base, MODEL, profile.base_side) if base else None
+    candidate = method.from_options(original_spec(MODEL, profile.base_side), ReductionOptions(**job.options))
+    hooks = method.training(candidate)
+    config = TrainingConfig(
+        epochs=job.epochs, batch_size=profile.batch_size, scheduler=profile.scheduler, patience=None, seed=job.seed,
+        accelerator=profile.accelerator, init=job.init, distill=DistillSettings() if job.distill else None,
+    )
+    datamodule = PatchDataModule(str(manifest), hooks.spec.input_size, profile.batch_size, seed=job.seed)
+    run_dir = work / "runs" / job.key
+    result = train_spec(hooks.spec, datamodule, config, run_dir, hooks.callbacks, given, False, hooks.finalize)
+    run = result.runs[0]
+    spec = run.classifier.spec
+    save_network(run.classifier.model, spec, run_dir / "network")
+    scores, labels = run.classifier.test_predictions()
+    return {
+        "row": job.row, "seed": job.seed, "gflops": spec_cost(spec).gflops, "input_size": spec.input_size,
+        "val_auc": run.val_auc, "test_auc": run.test_auc, "epochs": run.epochs, "seconds": run.seconds,
+        "network": str(run_dir / "network"), "scores": scores.tolist(), "labels": labels.tolist(),
+    }
+
+
+class Runner:
+    """Runs jobs in worker processes, keeping each finished job's figures as a file."""
+
+    def __init__(self, profile: Profile, manifest: Path, work: Path) -> None:
+        self.profile, self.manifest, self.work = profile, manifest, work
+        (work / "jobs").mkdir(parents=True, exist_ok=True)
+        self.pool = ProcessPoolExecutor(max_workers=profile.workers, mp_context=get_context("spawn"))
+
+    def submit(self, job: Job, base: Path | None = None) -> Future:
+        done = self.work / "jobs" / f"{job.key}.json"
+        if done.exists():
+            future: Future = Future()
+            future.set_result(json.loads(done.read_text()))
+            return future
+        future = self.pool.submit(run_job, job, self.profile, self.manifest, self.work, base)
+        future.add_done_callback(lambda f: self._keep(f, done))
+        return future
+
+    def _keep(self, future: Future, path: Path) -> None:
+        if future.exception() is None:
+            staging = path.with_suffix(".partial")
+            staging.write_text(json.dumps(future.result()))
+            staging.rename(path)
+            print(f"  {path.stem}: test AUC {future.result()['test_auc']:.4f} in {future.result()['seconds']:.0f} s", flush=True)
+
+
+def rows_of(futures: dict[str, tuple[str, list[Future]]]) -> list[Row]:
+    return [Row(name, group, [f.result() for f in jobs]) for name, (group, jobs) in futures.items()]
+
+
+def run_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple[list[dict], int]:
+    """A `bayes` study over α, β and ϕ from the base, through `nar study run` as a user runs it;
+    returns the front's points (the base excluded) and the epochs its trials trained."""
+    import optuna
+
+    from search import pareto
+    from search.storage import open_storage
+
+    config = {
+        "name": "search-quality-bayes", "model": MODEL, "input_size": profile.base_side, "base": str(base),
+        "data": {"source": str(manifest)},
+        "training": {
+            "epochs": profile.tuned_epochs, "batch_size": profile.batch_size, "patience": None,
+            "scheduler": profile.scheduler, "accelerator": profile.accelerator, "init": "inherit",
+            "distill": {"weight": 0.5, "temperature": 2.0},
+        },
+        "search": {"space": "bayes", "phi": {"low": 0.5, "high": max(profile.phis)}, "alpha": {"low": 1.0, "high": 1.6},
+                   "beta": {"low": 1.0, "high": 1.3}},
+        "sampler": "gp", "n_trials": profile.study_trials, "objective": "pareto",
+        "storage": f"journal:{work / 'study.journal'}", "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        "workers": profile.workers,
+    }
+    path = work / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    threads = {"OMP_NUM_THREADS": "1"} if profile.workers > 1 else {}
+    subprocess.run([sys.executable, "-m", "search.cli", "study", "run", str(path)], cwd=work, check=True,
+                   env={**os.environ, **threads})
+    study = optuna.load_study(study_name=config["name"], storage=open_storage(config["storage"]))
+    epochs = sum(t.user_attrs.get("epochs", 0) for t in study.trials)
+    front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline")]
+    front.sort(key=lambda t: t.user_attrs["gflops"])
+    points = [{k: t.user_attrs[k] for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc")} | {"trial": t.number}
+              for t in front]
+    return points, epochs
+
+
+def bootstrap_interval(row: Row, rng: np.random.Generator) -> tuple[float, float]:
+    """95% interval of the row's mean test AUC over resampled test slides (patches of one slide
+    are not independent, so slides are what is resampled)."""
+    from sklearn.metrics import roc_auc_score
+
+    slides = np.array(row.jobs[0]["slides"])
+    by_slide = [np.flatnonzero(slides == s) for s in np.unique(slides)]
+    means = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        index = np.concatenate([by_slide[i] for i in rng.integers(0, len(by_slide), len(by_slide))])
+        labels = np.array(row.jobs[0]["labels"])[index]
+        if labels.min() == labels.max():
+            continue
+        means.append(statistics.fmean(roc_auc_score(labels, np.array(job["scores"])[index]) for job in row.jobs))
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def iso_auc(rows: list[Row], full: Row, threshold: float) -> Row | None:
+    """The cheapest row that keeps the full network's AUC to `threshold`."""
+    kept = [row for row in rows if row.mean_std("test_auc")[0] >= threshold]
+    return min(kept, key=lambda row: row.gflops, default=None)
+
+
+def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple[str, dict]:
+    full = next(row for row in rows if row.group == "full")
+    full_auc, full_std = full.mean_std("test_auc")
+    train = profile.patches["train"]
+    rng = np.random.default_rng(0)
+    lines = [
+        f"| row | input | GFLOPs | cost ÷ | val AUC | test AUC | test 95% CI (slides) | epochs | compute (epochs × patches) | wall |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    table = []
+    for row in rows:
+        (val, val_std), (test, test_std) = row.mean_std("val_auc"), row.mean_std("test_auc")
+        low, high = bootstrap_interval(row, rng)
+        entry = {
+            "row": row.name, "group": row.group, "input_size": row.jobs[0]["input_size"], "gflops": row.gflops,
+            "reduction": full.gflops / row.gflops, "val_auc": val, "val_auc_std": val_std, "test_auc": test,
+            "test_auc_std": test_std, "test_auc_ci95": [low, high], "epochs": row.epochs, "compute": row.epochs * train,
+            "seconds": row.seconds, "seeds": [{k: j[k] for k in ("seed", "val_auc", "test_auc", "epochs")} for j in row.jobs],
+        }
+        table.append(entry)
+        lines.append(
+            f"| {row.name} | {entry['input_size']} | {row.gflops:.3f} | {entry['reduction']:.2f}× | {val:.4f} ± {val_std:.4f} "
+            f"| {test:.4f} ± {test_std:.4f} | {low:.3f}–{high:.3f} | {row.epochs} | {entry['compute']:,} | {row.seconds:.0f} s |"
+        )
+    groups = {}
+    for group in dict.fromkeys(row.group for row in rows if row.group != "full"):
+        members = [row for row in rows if row.group == group]
+        compute = sum(row.epochs for row in members) * train + (study["epochs"] * train if group == "bayes study" else 0)
+        strict = iso_auc([full, *members], full, full_auc - ISO_AUC_MARGIN)
+        loose = iso_auc([full, *members], full, full_auc - full_std)
+        groups[group] = {
+            "iso_auc_row": strict.name if strict else None, "iso_auc_reduction": full.gflops / strict.gflops if strict else None,
+            "within_one_std_row": loose.name if loose else None,
+            "within_one_std_reduction": full.gflops / loose.gflops if loose else None, "compute": compute,
+        }
+    most_reduced = max((row for row in rows if row.group == "nar scratch"), key=lambda row: full.gflops / row.gflops)
+    gap = full_auc - most_reduced.mean_std("test_auc")[0]
+    overlap = min(j["test_auc"] for j in full.jobs) <= max(j["test_auc"] for j in most_reduced.jobs)
+    lines += [
+        "",
+        f"Discriminative? full network {full_auc:.4f} ± {full_std:.4f} against {most_reduced.name} "
+        f"{most_reduced.mean_std('test_auc')[0]:.4f}: a gap of {gap:.3f} AUC, seed ranges "
+        f"{'overlap' if overlap else 'do not overlap'}.",
+        "",
+        f"| method | iso-AUC (full − {ISO_AUC_MARGIN}) | reduction | within one seed std (full − {full_std:.4f}) | reduction "
+        "| compute (epochs × patches) |",
+        "|---|---|--:|---|--:|--:|",
+    ]
+    for group, figures in groups.items():
+        strict = f"{figures['iso_auc_reduction']:.2f}×" if figures["iso_auc_reduction"] else "–"
+        loose = f"{figures['within_one_std_reduction']:.2f}×" if figures["within_one_std_reduction"] else "–"
+        lines.append(f"| {group} | {figures['iso_auc_row'] or 'none'} | {strict} | {figures['within_one_std_row'] or 'none'} "
+                     f"| {loose} | {figures['compute']:,} |")
+    lines += ["", f"Wall time: {wall / 60:.1f} min. Bayes study: {study['trials']} trials, front {study['front']}."]
+    results = {"profile": asdict(profile), "rows": table, "methods": groups, "discriminative": {
+        "gap": gap, "seed_ranges_overlap": overlap, "most_reduced": most_reduced.name}, "study": study, "wall_seconds": wall}
+    return "\n".join(lines), results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--work", type=Path, default=None, help="where data, runs and results go (default: runs/search-quality-PROFILE)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    if args.workers:
+        profile = replace(profile, workers=args.workers)
+    work = (args.work or ROOT / "runs" / f"search-quality-{args.profile}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    print(f"search-quality ({args.profile} profile) in {work}", flush=True)
+    manifest = write_data(work / "data", profile.patches)
+    runner = Runner(profile, manifest, work)
+    seeds = range(profile.seeds)
+
+    def row(name: str, group: str, method: str, options: dict, init: str, distill: bool, epochs: int,
+            base: Path | None = None) -> tuple[str, tuple[str, list[Future]]]:
+        jobs = [runner.submit(Job(name, method, options, init, distill, epochs, seed), base) for seed in seeds]
+        return name, (group, jobs)
+
+    full_epochs, tuned_epochs = profile.full_epochs, profile.tuned_epochs
+    futures = dict([row("full (ϕ 0)", "full", "nar", {"phi": 0}, "scratch", False, full_epochs)])
+    for phi in profile.phis:
+        futures.update([row(f"NAR ϕ{phi:g} scratch", "nar scratch", "nar", {"phi": phi}, "scratch", False, full_epochs)])
+    for phi in profile.phis:
+        futures.update([row(f"IR ϕ{phi:g}", "ir", "ir", {"phi": phi}, "scratch", False, full_epochs)])
+    full = rows_of({"full (ϕ 0)": futures["full (ϕ 0)"]})[0]
+    base = Path(max(full.jobs, key=lambda job: job["val_auc"])["network"])
+    print(f"base: {base} (the full network's best seed by val AUC)", flush=True)
+    for phi in profile.phis:
+        futures.update([row(f"NAR ϕ{phi:g} inherit+distill", "nar inherit+distill", "nar", {"phi": phi}, "inherit", True,
+                            tuned_epochs, base)])
+    for target in profile.resrep_targets:
+        futures.update([row(f"ResRep ε{target:g} from base", "resrep", "resrep", {"flops_target": target, **profile.resrep_schedule},
+                            "inherit", False, tuned_epochs, base)])
+    rows = rows_of(futures)  # waits: the study wants both cores
+    points, study_epochs = run_study(profile, manifest, work, base)
+    confirmed = {}
+    for point in points[: profile.confirm]:
+        options = {k: point[k] for k in ("alpha", "beta", "gamma", "phi")}
+        name = f"bayes trial {point['trial']}: α{point['alpha']:.2f} β{point['beta']:.2f} γ{point['gamma']:.2f} ϕ{point['phi']:.2f}"
+        confirmed.update([row(name, "bayes study", "nar", options, "inherit", True, tuned_epochs, base)])
+    rows += rows_of(confirmed)
+    runner.pool.shutdown()
+    slides = _test_slides(manifest)
+    for each in rows:
+        for job in each.jobs:
+            job["slides"] = slides
+    study = {"trials": profile.study_trials, "epochs": study_epochs, "front": [p["trial"] for p in points]}
+    text, results = report(rows, profile, study, time.perf_counter() - start)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    (work / "results.md").write_text(text + "\n")
+    print(text)
+
+
+def _test_slides(manifest: Path) -> list[str]:
+    """The test patches' slides, in the order the test loader gives them (the manifest's)."""
+    with manifest.open() as handle:
+        return [entry["slide"] for entry in csv.DictReader(handle) if entry["split"] == "test"]
+
+
+if __name__ == "__main__":
+    main()
