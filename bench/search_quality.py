@@ -65,11 +65,13 @@ class Profile:
 
 PROFILES = {
     # 48 px keeps ϕ = 1, 2, 3 above the 32 px minimum (48 / 1.15³ = 31.6 → 32); at 64 px the
-    # generator's task depends little on resolution and every row lands within noise.
+    # generator's task depends little on resolution and every row lands within noise. The
+    # paper's constant learning rate: a cosine schedule over 10 epochs left the full network at
+    # a val AUC of 0.84, against 0.92 after 12 epochs at a constant rate.
     "cpu": Profile(
-        base_side=48, patches={"train": 1200, "val": 480, "test": 3000}, full_epochs=10, tuned_epochs=5, seeds=3,
-        phis=(1, 2, 3), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 2, "warmup_epochs": 1, "max_new": 48},
-        study_trials=12, confirm=3,
+        base_side=48, patches={"train": 1500, "val": 600, "test": 3000}, full_epochs=12, tuned_epochs=4, seeds=3,
+        phis=(1, 2, 3), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 2, "warmup_epochs": 1, "max_new": 64},
+        study_trials=10, confirm=3, scheduler="none",
     ),
     "paper": Profile(
         base_side=240, patches={"train": 4300, "val": 1000, "test": 15000}, full_epochs=50, tuned_epochs=15, seeds=3,
