@@ -8,11 +8,13 @@ protocol of Meirelles et al.'s Table 3 on synthetic TIL patches.
 Data: patches of the generator's `default` difficulty, frozen (never tuned for this
 benchmark): training, validation and test patches come from disjoint synthetic slides
 (seeds 0, 1, 2). Network: resnetv2_50 at the profile's base side. Rows, each over the
-profile's seeds: the full network (trained from scratch; its best seed by val AUC becomes the
-base); NAR with the paper's α, β, γ from scratch (the paper's method); NAR inheriting from the
-base and distilled from it; input reduction (IR) from scratch; ResRep from the base; and the
-front of a `bayes` study over α, β, ϕ that starts from the base, its points trained again
-over the seeds. Headline per method: the GFLOPs reduction at iso-AUC, the cheapest row whose
+profile's seeds: the full network (trained from scratch); NAR with the paper's α, β, γ from
+scratch (the paper's method); NAR inheriting from the full network and distilled from it;
+input reduction (IR) from scratch; ResRep from the full network; and the front of a `bayes`
+study over α, β, ϕ, its points trained again over the seeds. A row's seed k starts from the
+full network's seed k, so that rows from the base are held to the same reference as the
+others; the study, as a user's, searches from one base (the full network's best seed by val
+AUC). Headline per method: the GFLOPs reduction at iso-AUC, the cheapest row whose
 mean test AUC is at least the full network's mean minus 0.005 (and, second, minus one seed
 std of the full network), and the training compute spent (epochs × training patches).
 
@@ -27,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -149,7 +152,7 @@ def write_data(folder: Path, patches: dict[str, int]) -> Path:
     return manifest
 
 
-def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: Path | None) -> dict:
+def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: str | None) -> dict:
     """Trains one seed of one row and returns its figures, test predictions included."""
     import torch
 
@@ -193,7 +196,7 @@ class Runner:
         (work / "jobs").mkdir(parents=True, exist_ok=True)
         self.pool = ProcessPoolExecutor(max_workers=profile.workers, mp_context=get_context("spawn"))
 
-    def submit(self, job: Job, base: Path | None = None) -> Future:
+    def submit(self, job: Job, base: str | None = None) -> Future:
         done = self.work / "jobs" / f"{job.key}.json"
         if done.exists():
             future: Future = Future()
@@ -202,6 +205,12 @@ class Runner:
         future = self.pool.submit(run_job, job, self.profile, self.manifest, self.work, base)
         future.add_done_callback(lambda f: self._keep(f, done))
         return future
+
+    def close(self) -> None:
+        """Ends the worker processes, also those still training (Lightning only notes a SIGTERM)."""
+        for process in list(self.pool._processes.values()):
+            process.kill()
+        self.pool.shutdown(cancel_futures=True)
 
     def _keep(self, future: Future, path: Path) -> None:
         if future.exception() is None:
@@ -251,24 +260,31 @@ def run_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple
     return points, epochs
 
 
-def bootstrap_interval(row: Row, rng: np.random.Generator) -> tuple[float, float]:
-    """95% interval of the row's mean test AUC over resampled test slides (patches of one slide
-    are not independent, so slides are what is resampled)."""
+def slide_resamples(slides: list[str], labels: list[int]) -> list[np.ndarray]:
+    """Test patches resampled by slide (patches of one slide are not independent), the same
+    resamples for every row, so that rows' intervals compare."""
+    rng = np.random.default_rng(0)
+    slides_, labels_ = np.array(slides), np.array(labels)
+    by_slide = [np.flatnonzero(slides_ == s) for s in np.unique(slides_)]
+    resamples = []
+    while len(resamples) < BOOTSTRAP_RESAMPLES:
+        index = np.concatenate([by_slide[i] for i in rng.integers(0, len(by_slide), len(by_slide))])
+        if labels_[index].min() != labels_[index].max():
+            resamples.append(index)
+    return resamples
+
+
+def bootstrap_interval(row: Row, resamples: list[np.ndarray]) -> tuple[float, float]:
+    """95% interval of the row's mean test AUC over the slide resamples."""
     from sklearn.metrics import roc_auc_score
 
-    slides = np.array(row.jobs[0]["slides"])
-    by_slide = [np.flatnonzero(slides == s) for s in np.unique(slides)]
-    means = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        index = np.concatenate([by_slide[i] for i in rng.integers(0, len(by_slide), len(by_slide))])
-        labels = np.array(row.jobs[0]["labels"])[index]
-        if labels.min() == labels.max():
-            continue
-        means.append(statistics.fmean(roc_auc_score(labels, np.array(job["scores"])[index]) for job in row.jobs))
+    labels = np.array(row.jobs[0]["labels"])
+    scores = [np.array(job["scores"]) for job in row.jobs]
+    means = [statistics.fmean(roc_auc_score(labels[index], s[index]) for s in scores) for index in resamples]
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def iso_auc(rows: list[Row], full: Row, threshold: float) -> Row | None:
+def iso_auc(rows: list[Row], threshold: float) -> Row | None:
     """The cheapest row that keeps the full network's AUC to `threshold`."""
     kept = [row for row in rows if row.mean_std("test_auc")[0] >= threshold]
     return min(kept, key=lambda row: row.gflops, default=None)
@@ -278,15 +294,15 @@ def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple
     full = next(row for row in rows if row.group == "full")
     full_auc, full_std = full.mean_std("test_auc")
     train = profile.patches["train"]
-    rng = np.random.default_rng(0)
+    resamples = slide_resamples(full.jobs[0]["slides"], full.jobs[0]["labels"])
     lines = [
-        f"| row | input | GFLOPs | cost ÷ | val AUC | test AUC | test 95% CI (slides) | epochs | compute (epochs × patches) | wall |",
+        "| row | input | GFLOPs | cost ÷ | val AUC | test AUC | test 95% CI (slides) | epochs | compute (epochs × patches) | wall |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     table = []
     for row in rows:
         (val, val_std), (test, test_std) = row.mean_std("val_auc"), row.mean_std("test_auc")
-        low, high = bootstrap_interval(row, rng)
+        low, high = bootstrap_interval(row, resamples)
         entry = {
             "row": row.name, "group": row.group, "input_size": row.jobs[0]["input_size"], "gflops": row.gflops,
             "reduction": full.gflops / row.gflops, "val_auc": val, "val_auc_std": val_std, "test_auc": test,
@@ -302,8 +318,8 @@ def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple
     for group in dict.fromkeys(row.group for row in rows if row.group != "full"):
         members = [row for row in rows if row.group == group]
         compute = sum(row.epochs for row in members) * train + (study["epochs"] * train if group == "bayes study" else 0)
-        strict = iso_auc([full, *members], full, full_auc - ISO_AUC_MARGIN)
-        loose = iso_auc([full, *members], full, full_auc - full_std)
+        strict = iso_auc([full, *members], full_auc - ISO_AUC_MARGIN)
+        loose = iso_auc([full, *members], full_auc - full_std)
         groups[group] = {
             "iso_auc_row": strict.name if strict else None, "iso_auc_reduction": full.gflops / strict.gflops if strict else None,
             "within_one_std_row": loose.name if loose else None,
@@ -347,12 +363,27 @@ def main() -> None:
     start = time.perf_counter()
     print(f"search-quality ({args.profile} profile) in {work}", flush=True)
     manifest = write_data(work / "data", profile.patches)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` ends the workers
     runner = Runner(profile, manifest, work)
+    try:
+        rows, study = measure(profile, runner, manifest, work)
+    finally:
+        runner.close()
+    text, results = report(rows, profile, study, time.perf_counter() - start)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    (work / "results.md").write_text(text + "\n")
+    print(text)
+
+
+def measure(profile: Profile, runner: Runner, manifest: Path, work: Path) -> tuple[list[Row], dict]:
+    """Every row's trainings and the study; finished trainings are kept, so this resumes."""
     seeds = range(profile.seeds)
 
     def row(name: str, group: str, method: str, options: dict, init: str, distill: bool, epochs: int,
-            base: Path | None = None) -> tuple[str, tuple[str, list[Future]]]:
-        jobs = [runner.submit(Job(name, method, options, init, distill, epochs, seed), base) for seed in seeds]
+            bases: list[str] | None = None) -> tuple[str, tuple[str, list[Future]]]:
+        """A row's jobs, one per seed; seed k starts from `bases[k]` when given."""
+        jobs = [runner.submit(Job(name, method, options, init, distill, epochs, seed), bases[seed] if bases else None)
+                for seed in seeds]
         return name, (group, jobs)
 
     full_epochs, tuned_epochs = profile.full_epochs, profile.tuned_epochs
@@ -362,32 +393,28 @@ def main() -> None:
     for phi in profile.phis:
         futures.update([row(f"IR ϕ{phi:g}", "ir", "ir", {"phi": phi}, "scratch", False, full_epochs)])
     full = rows_of({"full (ϕ 0)": futures["full (ϕ 0)"]})[0]
-    base = Path(max(full.jobs, key=lambda job: job["val_auc"])["network"])
-    print(f"base: {base} (the full network's best seed by val AUC)", flush=True)
+    bases = [job["network"] for job in full.jobs]  # seed k of a row from the base starts from full seed k
     for phi in profile.phis:
         futures.update([row(f"NAR ϕ{phi:g} inherit+distill", "nar inherit+distill", "nar", {"phi": phi}, "inherit", True,
-                            tuned_epochs, base)])
+                            tuned_epochs, bases)])
     for target in profile.resrep_targets:
         futures.update([row(f"ResRep ε{target:g} from base", "resrep", "resrep", {"flops_target": target, **profile.resrep_schedule},
-                            "inherit", False, tuned_epochs, base)])
+                            "inherit", False, tuned_epochs, bases)])
     rows = rows_of(futures)  # waits: the study wants both cores
+    base = Path(max(full.jobs, key=lambda job: job["val_auc"])["network"])
+    print(f"study base: {base} (the full network's best seed by val AUC)", flush=True)
     points, study_epochs = run_study(profile, manifest, work, base)
     confirmed = {}
     for point in points[: profile.confirm]:
         options = {k: point[k] for k in ("alpha", "beta", "gamma", "phi")}
         name = f"bayes trial {point['trial']}: α{point['alpha']:.2f} β{point['beta']:.2f} γ{point['gamma']:.2f} ϕ{point['phi']:.2f}"
-        confirmed.update([row(name, "bayes study", "nar", options, "inherit", True, tuned_epochs, base)])
+        confirmed.update([row(name, "bayes study", "nar", options, "inherit", True, tuned_epochs, bases)])
     rows += rows_of(confirmed)
-    runner.pool.shutdown()
     slides = _test_slides(manifest)
     for each in rows:
         for job in each.jobs:
             job["slides"] = slides
-    study = {"trials": profile.study_trials, "epochs": study_epochs, "front": [p["trial"] for p in points]}
-    text, results = report(rows, profile, study, time.perf_counter() - start)
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    (work / "results.md").write_text(text + "\n")
-    print(text)
+    return rows, {"trials": profile.study_trials, "epochs": study_epochs, "front": [p["trial"] for p in points]}
 
 
 def _test_slides(manifest: Path) -> list[str]:

@@ -40,7 +40,7 @@ def load_base(path: Path, model_name: str, input_size: int | None = None, num_cl
     if not path.exists():
         raise ModelError(f"base network {path} not found: give the folder `nar train` or `nar export` wrote, or a weights file")
     if path.is_dir():
-        spec = _folder_spec(path, model_name, input_size)
+        spec = _folder_spec(path, model_name, input_size, num_classes)
         weights = path / WEIGHTS_FILE
     else:
         spec, weights = original_spec(model_name, input_size, num_classes), path
@@ -49,7 +49,9 @@ def load_base(path: Path, model_name: str, input_size: int | None = None, num_cl
     return BaseNetwork(spec, state, str(path))
 
 
-def _folder_spec(folder: Path, model_name: str, input_size: int | None) -> ArchSpec:
+def _folder_spec(folder: Path, model_name: str, input_size: int | None, num_classes: int) -> ArchSpec:
+    """The original spec that the folder's spec.json describes (a ϕ = 0 trial's spec, with
+    its method and rounding recorded, is the original network)."""
     missing = [name for name in (SPEC_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
     if missing:
         raise ModelError(
@@ -59,15 +61,23 @@ def _folder_spec(folder: Path, model_name: str, input_size: int | None) -> ArchS
     spec = spec_from_json((folder / SPEC_FILE).read_text())
     if spec.model_name != model_name:
         raise ModelError(f"base network {folder} is a {spec.model_name}, not a {model_name}: set the model to {spec.model_name}")
+    reduction = spec.reduction
+    if reduction.method == "resrep" or reduction.phi != 0:
+        how = reduction.method if reduction.method == "resrep" else f"{reduction.method} ϕ {reduction.phi:g}"
+        raise ModelError(f"base network {folder} is already reduced ({how}): give the original (ϕ = 0) network")
+    if spec.num_classes != num_classes:
+        raise ModelError(f"base network {folder} has {spec.num_classes} classes, not {num_classes}: give a {num_classes}-class network")
     if input_size is not None and spec.input_size != input_size:
         raise ModelError(
             f"base network {folder} takes {spec.input_size} px inputs, not {input_size} px: "
             f"set the input size to {spec.input_size} or leave it out"
         )
-    original = original_spec(model_name, spec.input_size, spec.num_classes)
-    if spec.replace(reduction=original.reduction) != original:  # a ϕ = 0 trial's spec is the original network
-        raise ModelError(
-            f"base network {folder} is already reduced ({spec.reduction.method} ϕ {spec.reduction.phi:g}): "
-            "give the original (ϕ = 0) network"
-        )
+    original = original_spec(model_name, spec.input_size, num_classes)
+    if _shapes(spec) != _shapes(original):
+        raise ModelError(f"base network {folder} is not shaped as the original {model_name}: give the original network")
     return original
+
+
+def _shapes(spec: ArchSpec) -> dict[str, torch.Size]:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return {name: tensor.shape for name, tensor in spec.build().state_dict().items()}

@@ -50,6 +50,10 @@ def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A trial stopped by Ctrl-C or SIGTERM is reported in one line, not with Optuna's traceback.
+    logging.getLogger("optuna.study._optimize").addFilter(
+        lambda record: not (record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt))
+    )
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

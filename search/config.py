@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lightning_modules.distillation import DistillSettings
 from lightning_modules.training import TrainingConfig
 from models.init_modes import get_init_mode
-from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from models.reduce import DEFAULT_TOLERANCE
 from search.methods import get_method
+from search.urls import hide_password
 
 
 class StudyConfigError(ValueError):
@@ -163,6 +165,15 @@ class StudyConfig(_Strict):
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///studies/{self.name}.db"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as stored beside the study (Optuna attributes, MLflow artifacts):
+        passwords in the storage and tracking URLs masked."""
+        settings = json.loads(self.model_dump_json())
+        for key in ("storage", "tracking_uri"):
+            if settings[key]:
+                settings[key] = hide_password(settings[key])
+        return settings
 
 
 def _one_line(error: ValidationError, origin: str) -> str:

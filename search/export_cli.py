@@ -30,7 +30,8 @@ from models.weights import build_with_weights
 from search.config import StudyConfigError
 from search.console import console, errors
 from search.study_cli import load_study
-from search.tracking import PARENT_TAG, Tracker, hide_password
+from search.tracking import PARENT_TAG, Tracker
+from search.urls import hide_password
 
 
 @dataclass(frozen=True)

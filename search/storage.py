@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import SQLAlchemyError
 
 from search.config import StudyConfigError
-from search.tracking import hide_password
+from search.recovery import requeue
+from search.urls import hide_password
 
 JOURNAL_PREFIX = "journal:"
 HEARTBEAT_SECONDS = 30
@@ -30,24 +31,36 @@ def check_parallel(url: str, workers: int) -> None:
         )
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
+    """The storage at `url`; without `create`, a SQLite or journal file that does not exist is
+    refused rather than made (read-only commands create nothing)."""
+    path = _local_file(url)
+    if path is not None and not create and not path.exists():
+        raise StudyConfigError(f"no study storage at {path}: run `nar study run` first, or give --storage")
     if url.startswith(JOURNAL_PREFIX):
-        path = Path(url.removeprefix(JOURNAL_PREFIX))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, not psycopg2
     try:
         if is_sqlite(url):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             return RDBStorage(url)
         return RDBStorage(
             url,
             heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            heartbeat_stale_trial_callback=requeue,
             engine_kwargs={"pool_pre_ping": True},
         )
     except (SQLAlchemyError, ImportError, ValueError) as error:
         reason = str(error).splitlines()[0][:200]
         raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}") from None
+
+
+def _local_file(url: str) -> Path | None:
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url.removeprefix(JOURNAL_PREFIX))
+    if is_sqlite(url):
+        return Path(url.removeprefix("sqlite:///"))
+    return None

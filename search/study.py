@@ -3,11 +3,10 @@ recorded as a child MLflow run of the study's parent run, the Pareto front kept 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -20,20 +19,23 @@ from lightning_modules.training import TrainingConfig
 from models.base_network import BaseNetwork, load_base
 from models.cost import spec_cost
 from models.errors import ModelError
+from models.init_modes import get_init_mode
 from models.reduce import PAPER_COEFFICIENTS, input_reduce
 from models.registry import original_spec
 from models.spec import ArchSpec, Reduction
 from search import pareto, space
 from search.config import StudyConfig, StudyConfigError
 from search.methods import Candidate, ReductionMethod
+from search.interrupts import Interrupted
 from search.plots import pareto_html, pareto_png
+from search.recovery import OWNER_ATTR, requeue, this_worker, worker_gone
 from search.storage import check_parallel, open_storage
-from search.tracking import Tracker, hide_password
+from search.tracking import Tracker
+from search.urls import hide_password
 from search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
-REQUEUED_ATTR = "requeued_trials"
 BASE_ATTR = "base_network"  # where the trained baseline's network lies, once it is trained
 BASE_POLL_SECONDS = 2.0
 BUDGET_CONSTRAINT = "gflops_over_budget"
@@ -109,21 +111,12 @@ def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.S
     )
     if not study.trials:
         study.enqueue_trial(space.baseline_params(config.search), user_attrs={"baseline": True})
-        study.set_user_attr("config", json.loads(config.model_dump_json()))
+        study.set_user_attr("config", config.masked())
     return study
 
 
-def requeue_failed(study: optuna.Study) -> int:
-    """On resume, a trial that failed (Ctrl-C, a crash) is queued again with its parameters,
-    once: samplers such as the grid count failed points as visited."""
-    requeued = set(study.user_attrs.get(REQUEUED_ATTR, []))
-    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in requeued and t.params]
-    for trial in failed:
-        carried = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
-        study.enqueue_trial(trial.params, user_attrs=carried | {"retry_of": trial.number}, skip_if_exists=False)
-    if failed:
-        study.set_user_attr(REQUEUED_ATTR, sorted(requeued | {t.number for t in failed}))
-    return len(failed)
+def _needs_base(config: TrainingConfig) -> bool:
+    return get_init_mode(config.init).needs_base or config.distill is not None
 
 
 @dataclass
@@ -138,7 +131,6 @@ class StudyRunner:
     base: BaseNetwork | None = None  # the study file's base; else the baseline's, once trained
 
     def __post_init__(self) -> None:
-        self.given = self.base is not None
         self.original = original_network(self.config, self.base)
         self.original_gflops = spec_cost(self.original).gflops
         self.parent_run_id = self._parent_run()
@@ -156,9 +148,18 @@ class StudyRunner:
                 "objective": self.config.objective, "n_trials": self.config.n_trials,
                 "storage": hide_password(self.config.storage_url), "methods": space.methods(self.config.search),
             })
-            self.tracker.log_files(run_id, {"study_config.json": self.config.model_dump_json(indent=2)})
+            self.tracker.log_files(run_id, {"study_config.json": json.dumps(self.config.masked(), indent=2)})
             self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
         return run_id
+
+    def run_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        """The objective as Optuna runs it: the trial claims its worker first, and a stop
+        (Ctrl-C, SIGTERM) reaches Optuna as the KeyboardInterrupt it fails a trial on."""
+        trial.set_user_attr(OWNER_ATTR, this_worker())
+        try:
+            return self.objective(trial)
+        except Interrupted as stop:
+            raise KeyboardInterrupt(str(stop)) from stop
 
     def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         method = space.suggest_method(trial, self.config.search)
@@ -184,7 +185,7 @@ class StudyRunner:
         if trial.user_attrs.get("baseline"):
             outcome = self._establish_base(run_name, training.spec, data, config, run_dir, record)
         else:
-            base = self._await_base()
+            base = self._await_base(trial) if _needs_base(config) else None
             outcome = train_and_record(
                 self.tracker, self.config.name, run_name, training.spec, data, config, run_dir,
                 callbacks=[*self._pruning_callbacks(trial), *training.callbacks], finalize=training.finalize,
@@ -200,12 +201,16 @@ class StudyRunner:
     ) -> CandidateOutcome:
         """The baseline trial: the given base evaluated as it is, or, without one, the original
         network trained from scratch and kept as the base of every later trial."""
-        if self.given:
+        if self.base is not None:  # given, or trained by an earlier try of this trial: never trained again
             return evaluate_and_record(self.tracker, self.config.name, run_name, self.base, data, config, run_dir, **record)
-        config = dataclasses.replace(config, init="scratch", distill=None)
-        outcome = train_and_record(self.tracker, self.config.name, run_name, spec, data, config, run_dir, **record)
+        config = replace(config, init="scratch", distill=None)
+        try:
+            outcome = train_and_record(self.tracker, self.config.name, run_name, spec, data, config, run_dir, **record)
+        except Exception:
+            self.study.stop()  # every later trial starts from the base: none can run without it
+            raise
         self.base = load_base(run_dir, self.config.model, self.original.input_size)
-        self.study.set_user_attr(BASE_ATTR, str(run_dir))
+        self.study.set_user_attr(BASE_ATTR, str(run_dir.resolve()))
         return outcome
 
     def _stored_base(self) -> BaseNetwork | None:
@@ -220,15 +225,23 @@ class StudyRunner:
             )
         return load_base(Path(path), self.config.model, self.original.input_size)
 
-    def _await_base(self) -> BaseNetwork:
-        """Later trials start from the base: wait while another worker's baseline trains it."""
+    def _await_base(self, trial: optuna.Trial) -> BaseNetwork:
+        """Later trials start from the base: wait while another worker's baseline trains it. A
+        baseline that no worker trains (its worker died, its retry waits in the queue) gets this
+        worker: the trial gives way, queued again behind the baseline's retry, before any training."""
         while self.base is None:
             self.base = self._stored_base()
             if self.base is not None:
                 break
-            baselines = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
-            if not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in baselines):
-                raise TrainingError("the study has no trained baseline to start from: run the study again to retry it")
+            states = {
+                TrialState.FAIL if t.state == TrialState.RUNNING and worker_gone(t) else t.state
+                for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")
+            }
+            if TrialState.WAITING in states and TrialState.RUNNING not in states:
+                requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+                raise TrainingError(f"trial {trial.number} gave way to the untrained baseline and is queued again")
+            if TrialState.RUNNING not in states:
+                raise TrainingError("the study's baseline failed, so there is no base to start from: run the study again to retry it")
             time.sleep(BASE_POLL_SECONDS)
         return self.base
 
@@ -268,10 +281,19 @@ class StudyRunner:
         return [PyTorchLightningPruningCallback(trial, monitor="val_auc")]
 
     def _trained_twin(self, key: str, number: int) -> FrozenTrial | None:
-        for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if other.number != number and other.user_attrs.get("architecture") == key and "gflops" in other.user_attrs:
-                return other
-        return None
+        """An earlier trial of the same network: its result, once it has one. While another
+        worker still trains it, this trial waits rather than train the same network twice."""
+        while True:
+            twins = [
+                other for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                if other.number != number and other.user_attrs.get("architecture") == key
+            ]
+            trained = [t for t in twins if t.state == TrialState.COMPLETE and "gflops" in t.user_attrs]
+            if trained:
+                return trained[0]
+            if not any(t.state == TrialState.RUNNING and t.number < number for t in twins):
+                return None
+            time.sleep(BASE_POLL_SECONDS)
 
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float | tuple[float, float]:
         """Same network as an earlier trial: its result is reused and recorded as such."""
@@ -318,10 +340,13 @@ class StudyRunner:
         }, step=len(states))
 
     def optimize(self, callbacks: list = ()) -> None:
-        remaining = self.config.n_trials - len(self.study.get_trials(deepcopy=False, states=COUNTED_STATES))
+        """Runs trials until the study holds its number of finished trials and no retry waits."""
+        counted = len(self.study.get_trials(deepcopy=False, states=COUNTED_STATES))
+        waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        remaining = max(self.config.n_trials - counted, waiting)
         if remaining <= 0:
             return
         self.study.optimize(
-            self.objective, n_trials=remaining, catch=(Exception,),
+            self.run_trial, n_trials=remaining, catch=(Exception,),
             callbacks=[MaxTrialsCallback(self.config.n_trials, states=COUNTED_STATES), self.refresh, *callbacks],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,8 +21,11 @@ from rich.table import Table
 
 from search import pareto
 from search.config import StudyConfig, StudyConfigError, load_study_config
-from search.study import COUNTED_STATES, StudyRunner, given_base, open_study, requeue_failed
-from search.tracking import Tracker, default_artifact_root, default_tracking_uri, hide_password, mlflow_home
+from search.interrupts import Interrupted, exit_code, interruptible
+from search.recovery import Recovery, recover, unresolved_failures, worker_gone
+from search.study import COUNTED_STATES, StudyRunner, given_base, open_study
+from search.tracking import Tracker, default_artifact_root, default_tracking_uri, mlflow_home
+from search.urls import hide_password
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
@@ -82,46 +86,86 @@ def run_command(
     study = open_study(config, base)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
     runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
-    if retried := requeue_failed(study):
-        console.print(f"resuming: {retried} failed trial(s) queued again")
+    if recovery := str(recover(study, runner.tracker)):
+        console.print(f"resuming: {recovery}")
     console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {_counted(study)}/{config.n_trials} trials done")
     try:
-        if config.workers > 1:
-            _run_workers(config, study)
-        else:
-            with _progress() as progress:
-                task = progress.add_task(config.name, total=config.n_trials, completed=_counted(study), last="")
-                runner.optimize([lambda s, t: progress.update(task, completed=_counted(s), last=_describe(t))])
-    except KeyboardInterrupt:
-        runner.tracker.client.update_run(runner.parent_run_id, status="KILLED")
-        console.print("[yellow]interrupted[/]: the running trial is marked failed; run the same command to resume")
-        raise typer.Exit(130) from None
+        with interruptible():
+            if config.workers > 1:
+                _run_workers(config, runner)
+            else:
+                with _progress() as progress:
+                    task = progress.add_task(config.name, total=config.n_trials, completed=_counted(study), last="")
+                    runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=_describe(t))])
+    except (KeyboardInterrupt, Interrupted) as stop:
+        recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
+        runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
+        console.print(f"[yellow]interrupted[/] ({_signal_name(stop)}): the running trials are marked failed and their "
+                      "MLflow runs KILLED; run the same command to resume")
+        raise typer.Exit(exit_code(stop)) from None
     runner.publish(study)
+    if failures := unresolved_failures(study):
+        runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
+        console.print(f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): their MLflow runs say why "
+                      "(tag failure_reason); run the same command to retry them")
+        raise typer.Exit(1)
     runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
     _print_front(study, config.name)
     console.print(f"dashboard: [bold]nar dashboard[/] (MLflow experiment {config.name!r})")
 
 
-def _run_workers(config: StudyConfig, study: optuna.Study) -> None:
-    """N worker processes on one storage; this process only shows progress."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+def _signal_name(stop: BaseException) -> str:
+    return signal.Signals(exit_code(stop) - 128).name
+
+
+def _shown(study: optuna.Study, config: StudyConfig) -> int:
+    # Parallel workers may finish one trial more than asked for: progress counts what was asked.
+    return min(_counted(study), config.n_trials)
+
+
+def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
+    """N worker processes on one storage; this process shows progress, fails and queues again
+    the trial of a worker that dies, and runs what no worker is left to run."""
+    study = runner.study
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:  # private: it may hold a password
         yaml.safe_dump(json.loads(config.model_dump_json()), handle)
-    command = [sys.executable, "-m", "search.cli", "study", "worker", handle.name]
+    command = [sys.executable, "-m", "search.cli", "study", "worker", handle.name, "--no-recover"]
     # Logs to files, not pipes: an unread pipe fills up and stalls its worker.
     logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
     logs[0].parent.mkdir(parents=True, exist_ok=True)
     processes = [subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
-    with _progress() as progress:
-        task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
-        while any(p.poll() is None for p in processes):
-            progress.update(task, completed=_counted(study))
-            time.sleep(1)
-        progress.update(task, completed=_counted(study))
-    Path(handle.name).unlink()
-    failed = [log for process, log in zip(processes, logs) if process.returncode != 0]
-    if failed:
-        last_line = (failed[0].read_text().strip().splitlines() or ["no output"])[-1]
-        raise StudyConfigError(f"{len(failed)} worker(s) failed, e.g. {failed[0]}: {last_line}")
+    ended: set[int] = set()
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
+            while len(ended) < len(processes):
+                for index, process in enumerate(processes):
+                    if index not in ended and process.poll() is not None:
+                        ended.add(index)
+                        if process.returncode != 0:
+                            _report_dead_worker(process, logs[index], recover(study, runner.tracker))
+                progress.update(task, completed=_shown(study, config))
+                time.sleep(0.5)
+            runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=_describe(t))])
+    except (KeyboardInterrupt, Interrupted):
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # each worker fails its own trial and ends its run
+        for process in processes:
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        raise
+    finally:
+        Path(handle.name).unlink()
+
+
+def _report_dead_worker(process: subprocess.Popen, log: Path, recovery: Recovery) -> None:
+    how = f"killed by {signal.Signals(-process.returncode).name}" if process.returncode < 0 else f"exit {process.returncode}"
+    last = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1][:200]
+    outcome = str(recovery) or "no trial of its was left running"
+    console.print(f"[yellow]a worker died[/] (pid {process.pid}, {how}; log {log}: {last!r}): {outcome}")
 
 
 @study_app.command("worker")
@@ -129,12 +173,22 @@ def worker_command(
     config_file: ConfigFile = None,
     storage: Annotated[str | None, typer.Option(help="the study's storage URL (journal or PostgreSQL)")] = None,
     tracking_uri: Annotated[str | None, typer.Option()] = None,
+    recover_: Annotated[bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")] = True,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done."""
     config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
     base = given_base(config)
     study = open_study(config, base)
-    StudyRunner(config, study, Tracker(config.tracking_uri), base=base).optimize()
+    runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
+    if recover_ and (recovery := str(recover(study, runner.tracker))):
+        console.print(f"resuming: {recovery}")
+    try:
+        with interruptible():
+            runner.optimize()
+    except (KeyboardInterrupt, Interrupted) as stop:
+        recover(study, runner.tracker, requeue_failed=False, stopping=True)
+        console.print(f"[yellow]interrupted[/] ({_signal_name(stop)}): the running trial is marked failed; run a worker again to resume")
+        raise typer.Exit(exit_code(stop)) from None
 
 
 def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
@@ -148,7 +202,7 @@ def load_study(config_file: Path | None, name: str | None, storage: str | None) 
     from search.storage import open_storage
 
     try:
-        return config, optuna.load_study(study_name=name, storage=open_storage(url))
+        return config, optuna.load_study(study_name=name, storage=open_storage(url, create=False))
     except KeyError:
         raise StudyConfigError(f"no study {name!r} in {hide_password(url)}: run `nar study run` first") from None
 
@@ -162,9 +216,12 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
     """Trials done, running, failed, pruned; the best so far."""
     _, study = load_study(config_file, name, storage)
     states = [t.state for t in study.trials]
+    lost = sum(t.state == TrialState.RUNNING and worker_gone(t) for t in study.trials)
     table = Table(title=f"study {study.study_name}", show_header=False)
     for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
-        table.add_row(state.name.lower(), str(states.count(state)))
+        table.add_row(state.name.lower(), str(states.count(state) - (lost if state == TrialState.RUNNING else 0)))
+    if lost:
+        table.add_row("worker gone", f"{lost} (marked failed and queued again by the next `nar study run`)")
     trained = pareto.trained(study)
     if trained:
         best = max(trained, key=lambda t: t.user_attrs["val_auc"])

@@ -12,8 +12,8 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from search.interrupts import Interrupted
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
@@ -31,14 +31,6 @@ def default_tracking_uri() -> str:
 
 def default_artifact_root() -> Path:
     return mlflow_home() / "store" / "artifacts"
-
-
-def hide_password(url: str) -> str:
-    """A database URL safe to print or log: the password is masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # not a database URL (a path, an http URI): nothing to hide
-        return url
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -84,8 +76,8 @@ class Tracker:
         run_id = run.info.run_id
         try:
             yield run_id
-        except KeyboardInterrupt:
-            self.client.set_tag(run_id, "failure_reason", "interrupted (Ctrl-C)")
+        except (KeyboardInterrupt, Interrupted) as stop:
+            self.client.set_tag(run_id, "failure_reason", f"interrupted ({stop or 'Ctrl-C'})")
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
         except BaseException as error:

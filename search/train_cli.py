@@ -18,7 +18,8 @@ from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from models.registry import original_spec
 from search.methods import METHODS, ReductionOptions, get_method, method_help
 from search.reduce_cli import parse_phis
-from search.tracking import Tracker, hide_password
+from search.tracking import Tracker
+from search.urls import hide_password
 from search.training_run import DataSettings, train_and_record
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,9 @@ class CandidateOutcome:
     epochs: int  # trained, summed over seeds (0 for a base that was only evaluated)
 
 
-def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings, init: str | None = None) -> dict[str, Any]:
-    """What a run records of its network, its training and its data; `init` overrides how the
-    weights started (`base`: the given base network, evaluated as it is)."""
+def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings) -> dict[str, Any]:
+    """What a run records of its network, its training and its data (init `base`: the given
+    base network, evaluated as it is)."""
     reduction = asdict(spec.reduction)
     shape = {k: v for k, v in spec.to_dict().items() if k not in {"reduction", "model_name", "family"}}
     return {
@@ -62,7 +62,7 @@ def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings, init:
         "family": spec.family,
         **reduction,
         **shape,
-        "init": init or config.init,
+        "init": config.init,
         "distill": asdict(config.distill) if config.distill else "none",
         "train": asdict(config),
         "data": {"source": str(data.source), "mpp": data.mpp, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction},
@@ -116,10 +116,8 @@ def evaluate_and_record(
     def evaluate(datamodule: PatchDataModule) -> TrainingResult:
         return evaluate_base(base, datamodule, config, run_dir, progress)
 
-    return _record(
-        tracker, experiment, run_name, base.spec, data, config, run_dir, evaluate, parent_run_id, tags, on_run_created,
-        init="base",
-    )
+    evaluated = replace(config, epochs=0, init="base", distill=None)
+    return _record(tracker, experiment, run_name, base.spec, data, evaluated, run_dir, evaluate, parent_run_id, tags, on_run_created)
 
 
 def _record(
@@ -134,12 +132,11 @@ def _record(
     parent_run_id: str | None,
     tags: Mapping[str, str] | None,
     on_run_created: Callable[[str], None] | None,
-    init: str | None = None,
 ) -> CandidateOutcome:
     with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
         if on_run_created:
             on_run_created(run_id)
-        tracker.log_params(run_id, run_params(spec, config, data, init))
+        tracker.log_params(run_id, run_params(spec, config, data))
         result = obtain(data.datamodule(spec.input_size, config))
         trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
         cost = spec_cost(trained)

@@ -84,3 +84,34 @@ def test_init_modes_registry_and_inherit_from_a_base(tmp_path):
         get_init_mode("inherit").initialise(spec.build(), spec, None)
     with pytest.raises(ModelError, match="unknown init mode"):
         get_init_mode("pretrained")
+
+
+def test_an_export_folder_is_a_base(tmp_path):
+    from models.export import Preprocessing, export_model
+
+    spec = original_spec("resnet18", 40)
+    model = spec.build().eval()
+    preprocessing = Preprocessing(40, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), ("til-negative", "til-positive"))
+    export_model(model, spec, preprocessing, tmp_path / "export")
+    base = load_base(tmp_path / "export", "resnet18")
+    assert base.spec == spec and torch.equal(base.state["fc.weight"], model.fc.weight)
+
+
+def test_a_phi_zero_trial_is_the_original_whatever_its_rounding(tmp_path):
+    original = original_spec("resnet18", 40)
+    trial = nar_reduce(original, 0, rounding="divisible8")  # a study's own baseline records its method and rounding
+    save_network(trial.build(), trial, tmp_path / "baseline")
+    assert load_base(tmp_path / "baseline", "resnet18").spec == original
+
+
+def test_an_input_reduced_or_other_class_count_network_is_not_a_base(tmp_path):
+    from models.reduce import input_reduce
+
+    reduced = input_reduce(original_spec("resnet18", 48), 1)  # same weights, another input side
+    save_network(reduced.build(), reduced, tmp_path / "ir")
+    with pytest.raises(ModelError, match=r"already reduced \(ir ϕ 1\)"):
+        load_base(tmp_path / "ir", "resnet18")
+    three = original_spec("resnet18", 40, num_classes=3)
+    save_network(three.build(), three, tmp_path / "three")
+    with pytest.raises(ModelError, match="has 3 classes, not 2"):
+        load_base(tmp_path / "three", "resnet18")

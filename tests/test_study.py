@@ -215,3 +215,12 @@ def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(wor
     assert run_cli("study", "pareto", str(config), "--json") == 0
     front = json.loads(capsys.readouterr().out)
     assert front and all(row["gflops"] <= budget for row in front)
+
+
+@pytest.mark.parametrize("command", ["status", "pareto", "select"])
+def test_read_only_commands_on_an_unknown_study_create_nothing(workdir, capsys, command):
+    assert run_cli("study", command, "--name", "nosuchstudy") == 2
+    assert run_cli("study", command, "--name", "nosuchstudy", "--storage", f"journal:{workdir / 'j' / 'x.journal'}") == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all("no study storage" in line and "nar study run" in line for line in errors)
+    assert list(workdir.iterdir()) == []

@@ -121,3 +121,13 @@ def test_the_paper_protocol_trains_from_scratch(workdir, patches):
     assert run_cli("study", "run", str(config)) == 0
     params = child_runs(workdir, "paperlike")["1"].data.params
     assert params["init"] == "scratch" and params["distill"] == "none"
+
+
+def test_nar_train_refuses_a_base_that_does_not_fit(workdir, patches, tmp_path, capsys):
+    state = {k: v.contiguous() for k, v in timm.create_model("resnet34", num_classes=2).state_dict().items()}
+    save_file(state, tmp_path / "other.safetensors")
+    code = run_cli("train", "--data", str(patches), "--model", "resnet18", "--input-size", "48", "--phi", "1",
+                   "--base", str(tmp_path / "other.safetensors"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "do not fit the architecture spec" in error and len(error.splitlines()) == 1
+    assert not (workdir / "runs").exists()

@@ -1,0 +1,132 @@
+"""Fault injection: a study stopped by Ctrl-C or SIGTERM, or one of whose workers is killed
+with kill -9, loses no trial, trains no parameter set twice, and leaves no MLflow run RUNNING."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from data.synth_patches import write_patches
+from search.storage import open_storage
+from search.tracking import Tracker
+from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
+
+PHIS = [0.0, 1.0, 2.0]
+SLOW_TRAINING = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}  # trials last a few seconds
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("patches")
+    write_patches(folder, n=72, seed=1)
+    return folder
+
+
+def start(config: Path, workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "study", "run", str(config)], cwd=workdir, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def claimed_trial(config: Path, number: int, timeout: float = 240) -> optuna.trial.FrozenTrial:
+    """Trial `number` once it runs, has claimed its worker and opened its MLflow run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = load(config).trials
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            trials = []
+        if len(trials) > number and trials[number].state == TrialState.RUNNING:
+            if {"worker", "mlflow_run_id"} <= trials[number].user_attrs.keys():
+                return trials[number]
+        time.sleep(0.2)
+    raise AssertionError(f"trial {number} never ran")
+
+
+def assert_nothing_lost_or_doubled(config: Path, tracking: str, name: str) -> None:
+    study = load(config)
+    complete = Counter(t.params["phi"] for t in study.trials if t.state == TrialState.COMPLETE)
+    assert complete == Counter(PHIS), complete  # every grid point complete, once
+    tracker = Tracker(tracking)
+    runs = tracker.client.search_runs([tracker.experiment_id(name)])
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    trained = Counter(r.data.params["phi"] for r in runs if r.info.status == "FINISHED" and "train.epochs" in r.data.params)
+    assert trained == Counter(f"{phi:g}" for phi in PHIS) or trained == Counter(str(phi) for phi in PHIS), trained
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_study_fails_its_trial_kills_its_run_and_resumes_once(tmp_path, patches, signum, code):
+    config = study_file(tmp_path, patches, name="stopped", training=SLOW_TRAINING, search={"space": "paper", "phi_values": PHIS})
+    process = start(config, tmp_path)
+    stopped = claimed_trial(config, 1)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == code, output
+    assert "run the same command to resume" in output and "Traceback" not in output
+
+    study = load(config)
+    assert study.trials[1].state == TrialState.FAIL
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    killed = tracker.client.get_run(stopped.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED" and signal.Signals(signum).name in killed.data.tags["failure_reason"]
+    parent = tracker.client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "KILLED"
+
+    process = start(config, tmp_path)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "1 failed trial(s) queued again (1)" in output
+    assert_nothing_lost_or_doubled(config, f"sqlite:///{tmp_path / 'mlflow.db'}", "stopped")
+    assert tracker.client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
+
+
+def kill_the_baselines_worker(storage: str, tmp_path: Path, patches: Path, name: str) -> None:
+    config = study_file(tmp_path, patches, name=name, training=SLOW_TRAINING, storage=storage, workers=2,
+                        search={"space": "paper", "phi_values": PHIS})
+    process = start(config, tmp_path)
+    baseline = claimed_trial(config, 0)
+    os.kill(baseline.user_attrs["worker"]["pid"], signal.SIGKILL)
+    output, _ = process.communicate(timeout=400)
+    assert process.returncode == 0, output
+    assert "a worker died" in output and "killed by SIGKILL" in output
+    assert_nothing_lost_or_doubled(config, f"sqlite:///{tmp_path / 'mlflow.db'}", name)
+    study = load(config)
+    baselines = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs.get("baseline")]
+    assert study.trials[0].state == TrialState.FAIL and len(baselines) == 1
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert tracker.client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
+
+
+def test_kill_9_of_a_journal_worker_loses_nothing(tmp_path, patches):
+    kill_the_baselines_worker(f"journal:{tmp_path / 'study.journal'}", tmp_path, patches, "journal-kill")
+
+
+@pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
+def test_kill_9_of_a_postgresql_worker_loses_nothing_and_no_password_is_stored(tmp_path, patches):
+    name = f"pg-kill-{uuid.uuid4().hex[:8]}"
+    try:
+        kill_the_baselines_worker(POSTGRES_URL, tmp_path, patches, name)
+        password = POSTGRES_URL.split(":")[2].split("@")[0]
+        study = optuna.load_study(study_name=name, storage=open_storage(POSTGRES_URL))
+        study_attrs = [study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
+        stored = study_attrs + [attrs for t in study.trials for attrs in (t.user_attrs, t.system_attrs)]
+        assert password not in repr(stored)
+        mlflow_files = [tmp_path / "mlflow.db", *Path(tmp_path).glob("mlruns/**/*"), *Path(tmp_path).glob("mlflow/**/*")]
+        for path in mlflow_files:
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
+        tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        parent = tracker.client.get_run(study.user_attrs["mlflow_parent_run_id"])
+        artifacts = tracker.client.download_artifacts(parent.info.run_id, "study_config.json", str(tmp_path / "downloaded"))
+        assert password not in Path(artifacts).read_text() and "***" in Path(artifacts).read_text()
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))
