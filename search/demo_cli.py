@@ -32,6 +32,8 @@ def demo_command() -> None:
     run_command(config_file=DEMO_CONFIG, data=PATCHES)
     _, study = load_study(DEMO_CONFIG, None, None)
     chosen, reference = pareto.select(study, MAX_AUC_DROP), pareto.baseline(study)
+    if chosen is None or reference is None:
+        return  # the study said what failed and how to resume
     console.print(
         f"the cheapest network within {MAX_AUC_DROP} val AUC of the base: trial {chosen.trial} ({chosen.method}), "
         f"{chosen.reduction:.1f}× fewer GFLOPs, val AUC {chosen.val_auc:.3f} against {reference.user_attrs['val_auc']:.3f}, "

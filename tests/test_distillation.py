@@ -60,16 +60,39 @@ def test_teacher_targets_are_the_teachers_logits_at_its_own_side(patches):
     teacher = original.build().eval()
     datamodule = PatchDataModule(str(patches), input_size=32, batch_size=8)
     datamodule.setup()
-    targets = TeacherTargets(teacher, input_size=40)
-    logits = targets._logits(datamodule, torch.device("cpu"))
+    logits = TeacherTargets(teacher, input_size=40)._logits(datamodule, torch.device("cpu"))
     assert logits.shape == (datamodule.num_train, 2)
-    first_image, _ = next(iter(datamodule.train_patches_at(40, 4)))
-    assert first_image.shape[-1] == 40
+    first_images, _ = next(iter(datamodule.train_patches_at(40, 4)))
+    assert first_images.shape[-1] == 40
     with torch.inference_mode():
-        assert torch.allclose(logits[:4], teacher(first_image), atol=1e-5)
+        assert torch.allclose(logits[:4], teacher(first_images), atol=1e-5)
 
 
-def test_a_distilled_student_trains_on_three_part_batches(patches, tmp_path):
+def test_shuffled_training_batches_carry_each_patchs_own_targets(patches):
+    # Teacher and student at one side and no augmentation: every shuffled image must come with
+    # the teacher's logits of that very image.
+    teacher = original_spec("resnet18", 40).build().eval()
+    datamodule = PatchDataModule(str(patches), input_size=40, batch_size=8, augment=False)
+    datamodule.setup()
+    datamodule.soft_targets = TeacherTargets(teacher, input_size=40)._logits(datamodule, torch.device("cpu"))
+    order = [labels for _, labels, _ in datamodule.train_dataloader()]
+    assert torch.cat(order).tolist() != [datamodule.dataset.labels[i] for i in datamodule.splits["train"]]  # shuffled
+    with torch.inference_mode():
+        for images, _, targets in datamodule.train_dataloader():
+            assert torch.allclose(teacher(images), targets, atol=1e-5)
+
+
+def test_a_distilled_student_learns_from_its_teacher_in_training_only(patches, tmp_path, monkeypatch):
+    import lightning_modules.classifier
+
+    stages = []
+    real_loss = lightning_modules.classifier.distillation_loss
+
+    def recording_loss(student, teacher, labels, weight, temperature):
+        stages.append((weight, temperature, student.requires_grad))
+        return real_loss(student, teacher, labels, weight, temperature)
+
+    monkeypatch.setattr(lightning_modules.classifier, "distillation_loss", recording_loss)
     original = original_spec("resnet18", 40)
     base = BaseNetwork(original, original.build().state_dict(), "test")
     spec = nar_reduce(original, 1)
@@ -78,7 +101,8 @@ def test_a_distilled_student_trains_on_three_part_batches(patches, tmp_path):
     result = train_spec(spec, datamodule, config, tmp_path, base=base, progress=False)
     assert datamodule.soft_targets is not None and datamodule.soft_targets.shape == (datamodule.num_train, 2)
     assert result.runs[0].classifier.hparams.distill_weight == 0.5
-    assert next(iter(datamodule.train_dataloader()))[2].shape == (8, 2)
+    batches = -(-datamodule.num_train // 8)
+    assert stages == [(0.5, 2.0, True)] * batches  # every training step, and no validation or test step
 
 
 def test_distillation_without_a_base_is_one_clear_error(patches, tmp_path):
