@@ -3,14 +3,16 @@
 - `spec.json` + `model.safetensors`: rebuild the network without pickle (what `nar predict` loads);
 - `model.torchscript.pt` + `config.json`: a WSInfer model (TorchScript and its model config);
 - `model.onnx`: ONNX with a dynamic batch dimension, for ONNX Runtime and MLflow;
-- `preprocessing.json`: how patches become inputs; `metadata.json`: where the model came from.
+- `preprocessing.json`: how patches become inputs; `metadata.json`: where the model came from
+  and the SHA-256 of every other file, which every load checks.
 
 Every format is read back and compared with the PyTorch model before the folder appears;
-the folder is written whole or not at all.
+the folder is written whole or not at all, and replaces only a previous export.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +38,10 @@ ONNX_FILE = "model.onnx"
 PREPROCESSING_FILE = "preprocessing.json"
 METADATA_FILE = "metadata.json"
 WSINFER_CONFIG_FILE = "config.json"
+EXPORT_FILES = (
+    SPEC_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE, PREPROCESSING_FILE, WSINFER_CONFIG_FILE, METADATA_FILE,
+)
+_LOADED_FILES = (SPEC_FILE, WEIGHTS_FILE, PREPROCESSING_FILE)  # what load_export reads
 TOLERANCE = 1e-4  # largest difference of any output from PyTorch's, absolute and relative
 _TRACE_BATCH, _CHECK_BATCH = 2, 3  # checking at another batch size than traced proves the batch is dynamic
 
@@ -101,18 +107,21 @@ def export_model(
     overwrite: bool = False,
 ) -> Path:
     """Write the export folder `out` for `model` (built from `spec`, moved to the CPU); `about`
-    (source, metrics) goes into metadata.json. Raises ModelError, leaving `out` untouched, if a
-    format cannot be written or its outputs differ from PyTorch's."""
+    (source, metrics) goes into metadata.json. With `overwrite`, a previous export at `out` is
+    replaced. Raises ModelError, leaving `out` untouched, if `out` holds anything else, if a
+    format cannot be written or if its outputs differ from PyTorch's."""
     out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise ModelError(f"{out} already exists: choose another --out or pass --force to replace it")
+    _check_target(out, overwrite)
     if preprocessing.input_size != spec.input_size:
         raise ModelError(f"preprocessing input side {preprocessing.input_size} px differs from the spec's {spec.input_size} px")
     if len(preprocessing.class_names) != spec.num_classes:
         raise ModelError(f"{len(preprocessing.class_names)} class names for a network with {spec.num_classes} outputs")
     model = model.cpu().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:  # before the slow part: tracing, ONNX and the round trip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as error:
+        raise ModelError(f"cannot write the export {out} ({error.strerror or error}): choose another --out") from None
     try:
         _write_formats(model, spec, preprocessing, about or {}, staging)
         _check_round_trip(staging, model, spec.input_size)
@@ -123,20 +132,43 @@ def export_model(
     return out
 
 
+def _check_target(out: Path, overwrite: bool) -> None:
+    """Refuse an `out` whose replacement would delete or overwrite a file export did not write."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ModelError(f"{out} exists and is not a folder: choose another --out")
+    entries = list(out.iterdir()) if out.exists() else []
+    if entries and not overwrite:
+        raise ModelError(f"{out} already exists: choose another --out or pass --overwrite to replace the export in it")
+    foreign = sorted(p.name for p in entries if p.name not in EXPORT_FILES or p.is_symlink() or not p.is_file())
+    if foreign:
+        raise ModelError(
+            f"{out} holds files that nar export did not write ({', '.join(foreign[:3])}), which --overwrite "
+            "would lose: move them away or choose another --out"
+        )
+
+
 def _write_formats(model: nn.Module, spec: ArchSpec, preprocessing: Preprocessing, about: Mapping[str, Any], folder: Path) -> None:
     save_weights(model, folder / WEIGHTS_FILE)
-    cost = spec_cost(spec)
-    files = {
-        SPEC_FILE: spec.to_dict(),
-        PREPROCESSING_FILE: preprocessing.to_dict(),
-        WSINFER_CONFIG_FILE: wsinfer_config(spec, preprocessing),
-        METADATA_FILE: {**about, "gflops": cost.gflops, "params": cost.params, "torch": torch.__version__},
-    }
-    for name, content in files.items():
-        (folder / name).write_text(json.dumps(content, indent=2) + "\n")
+    _write_json(folder / SPEC_FILE, spec.to_dict())
+    _write_json(folder / PREPROCESSING_FILE, preprocessing.to_dict())
+    _write_json(folder / WSINFER_CONFIG_FILE, wsinfer_config(spec, preprocessing))
     example = torch.randn(_TRACE_BATCH, 3, spec.input_size, spec.input_size)
     write_torchscript(model, example, folder / TORCHSCRIPT_FILE)
     write_onnx(model, example, folder / ONNX_FILE)
+    cost = spec_cost(spec)
+    # metadata.json comes last, so that its checksums cover every other file.
+    checksums = {path.name: _sha256(path) for path in sorted(folder.iterdir())}
+    metadata = {**about, "gflops": cost.gflops, "params": cost.params, "torch": torch.__version__, "sha256": checksums}
+    _write_json(folder / METADATA_FILE, metadata)
+
+
+def _write_json(path: Path, content: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -197,14 +229,18 @@ def _forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 def _publish(staging: Path, out: Path) -> None:
-    """Put the finished folder at `out`, replacing what was there only once it is complete."""
-    if out.exists():
-        previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, previous / out.name)
+    """Put the finished folder at `out`, replacing a previous export only once it is complete."""
+    if not out.exists():
         os.replace(staging, out)
-        shutil.rmtree(previous)
-    else:
-        os.replace(staging, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, aside / out.name)
+    os.replace(staging, out)
+    # File by file, not rmtree: a file someone added while the export ran fails rmdir and stays.
+    for name in EXPORT_FILES:
+        (aside / out.name / name).unlink(missing_ok=True)
+    (aside / out.name).rmdir()
+    aside.rmdir()
 
 
 @dataclass(frozen=True)
@@ -216,13 +252,12 @@ class ExportedModel:
 
 
 def load_export(folder: Path) -> ExportedModel:
-    """The network of an export folder, rebuilt from spec.json and model.safetensors."""
+    """The network of an export folder, rebuilt from spec.json and model.safetensors once every
+    file is checked against its SHA-256 in metadata.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"export folder {folder} not found: make one with `nar export ... --out {folder}`")
-    missing = [name for name in (SPEC_FILE, WEIGHTS_FILE, PREPROCESSING_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise ModelError(f"{folder} is not a complete export ({', '.join(missing)} missing): export the model again")
+    verify_checksums(folder)
     spec = spec_from_json((folder / SPEC_FILE).read_text())
     try:
         preprocessing_data = json.loads((folder / PREPROCESSING_FILE).read_text())
@@ -235,4 +270,32 @@ def load_export(folder: Path) -> ExportedModel:
             "the files come from different exports"
         )
     return ExportedModel(folder, spec, preprocessing, build_with_weights(spec, folder / WEIGHTS_FILE))
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise ModelError, in one line, unless every file that metadata.json lists has the SHA-256
+    recorded at export: damaged or edited weights load without complaint, and predict nonsense.
+    An export without checksums is refused too, as it cannot be told from a tampered one."""
+    missing = [name for name in (*_LOADED_FILES, METADATA_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ModelError(f"{folder} is not a complete export ({', '.join(missing)} missing): export the model again")
+    try:
+        metadata = json.loads((folder / METADATA_FILE).read_text())
+    except ValueError as error:  # not JSON, or not even text
+        raise ModelError(f"{folder / METADATA_FILE} is not valid JSON ({error}): export the model again") from None
+    recorded = metadata.get("sha256") if isinstance(metadata, dict) else None
+    if not isinstance(recorded, dict) or not set(_LOADED_FILES) <= recorded.keys():
+        raise ModelError(
+            f"{folder / METADATA_FILE} records no SHA-256 of the export's files (exported by an older nar), "
+            "so its integrity cannot be checked: export the model again"
+        )
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path}, listed in {METADATA_FILE}, is missing: export the model again")
+        if _sha256(path) != digest:
+            raise ModelError(
+                f"{path} has changed since it was exported (its SHA-256 differs from {METADATA_FILE}'s): "
+                "export the model again"
+            )
 

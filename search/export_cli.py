@@ -162,7 +162,7 @@ def export_command(
     run_id: Annotated[str | None, typer.Option(help="MLflow run of a trained network (instead of a study trial)")] = None,
     selection: Annotated[Path | None, typer.Option(help="JSON printed by `nar study select --json`")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's, else the local store)")] = None,
-    force: Annotated[bool, typer.Option(help="replace an existing export folder")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a previous export in --out (never other files)")] = False,
     register: Annotated[str | None, typer.Option(help="also register the model under this name in the MLflow Model Registry")] = None,
     alias: Annotated[str | None, typer.Option(help="registry alias for the new version, e.g. champion")] = None,
 ) -> None:
@@ -173,7 +173,7 @@ def export_command(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own line says what was fetched
     with tempfile.TemporaryDirectory() as scratch:
         spec, model, about = fetch_model(source, Path(scratch))
-    folder = export_model(model, spec, training_preprocessing(spec), out, about, overwrite=force)
+    folder = export_model(model, spec, training_preprocessing(spec), out, about, overwrite)
     console.print(f"exported {source.describe()} ({spec.model_name}, {spec.input_size} px) to [bold]{folder}[/]: formats agree within 1e-4")
     if register:
         version = register_export(folder, source, register, alias)

@@ -1,6 +1,7 @@
 """nar export (issue 7): a trained network from an MLflow run or a study trial into one folder
 whose every format gives the PyTorch outputs, a WSInfer config, and the Model Registry."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -91,6 +92,8 @@ def test_preprocessing_and_metadata_describe_the_model(exported, trained, tracke
     assert metadata["val_auc"] == metrics["val_auc"] and metadata["test_auc"] == metrics["test_auc"]
     assert metadata["gflops"] == pytest.approx(trained.gflops)
     assert spec_from_json((exported / "spec.json").read_text()) == trained.spec
+    hashed = FORMATS - {"metadata.json"}
+    assert metadata["sha256"] == {name: hashlib.sha256((exported / name).read_bytes()).hexdigest() for name in hashed}
 
 
 def test_the_wsinfer_config_is_valid(exported):
@@ -155,11 +158,48 @@ def test_a_selection_file_names_the_run(tmp_path, tracker):
         find_source(selection=selection)
 
 
-def test_an_existing_folder_is_kept_without_force(exported, trained, tracker, capsys):
+def test_an_existing_folder_is_kept_without_overwrite(exported, trained, tracker, capsys):
     before = (exported / "model.safetensors").stat().st_mtime_ns
     assert run_cli("export", "--run-id", trained.run_id, "--tracking-uri", tracker.tracking_uri, "--out", exported) == 2
-    assert "already exists" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "already exists" in error and "--overwrite" in error
     assert (exported / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_overwrite_replaces_an_export_but_never_a_users_file(exported, trained, tracker, tmp_path, capsys):
+    out = shutil.copytree(exported, tmp_path / "copy")
+    (out / "notes.txt").write_text("mine")
+    source = ["--run-id", trained.run_id, "--tracking-uri", tracker.tracking_uri]
+    arguments = ["export", *source, "--out", out, "--overwrite"]
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert run_cli(*arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert "notes.txt" in error and len(error.splitlines()) == 1
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").stat().st_mtime_ns == before
+
+    (out / "notes.txt").unlink()
+    assert run_cli(*arguments) == 0
+    assert {p.name for p in out.iterdir()} == FORMATS and (out / "model.safetensors").stat().st_mtime_ns != before
+    assert [p.name for p in tmp_path.iterdir()] == ["copy"]  # neither staging nor the old export left behind
+    load_export(out)  # its checksums hold
+
+
+def test_an_export_without_checksums_is_refused(exported, tmp_path):
+    out = shutil.copytree(exported, tmp_path / "old")
+    metadata = json.loads((out / "metadata.json").read_text())
+    del metadata["sha256"]
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelError, match="records no SHA-256.*export the model again"):
+        load_export(out)
+
+
+def test_an_unwritable_out_fails_before_the_export_is_made(exported, tmp_path, monkeypatch):
+    good = load_export(exported)
+    monkeypatch.setattr(models.export, "_write_formats", lambda *args: pytest.fail("the formats were written"))
+    (tmp_path / "file").write_text("a user's file")
+    with pytest.raises(ModelError, match="cannot write the export"):
+        export_model(good.model, good.spec, good.preprocessing, tmp_path / "file" / "out")
+    assert (tmp_path / "file").read_text() == "a user's file"
 
 
 def test_an_unknown_run_is_one_clear_line(tracker, tmp_path, capsys):

@@ -2,6 +2,7 @@
 50 µm grid, agreement with the slide's ground truth) and bad input refused in one line."""
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -21,7 +22,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from data.synth_slide import read_slide_truth
-from models.export import export_model
+from models.errors import ModelError
+from models.export import export_model, load_export
 from models.spec import ArchSpec, register_spec
 from search import cli
 from data.tiling import SlideTileDataset, tile_slide
@@ -189,7 +191,24 @@ def test_a_slide_without_mpp_needs_mpp(detector, slide_without_mpp, tmp_path, ca
     assert (summary["mpp"], summary["tissue_patches"]) == (0.5, 0)  # plain grey: no tissue, empty maps
 
 
-@pytest.mark.parametrize("problem", ["missing export", "spec and weights disagree", "not a slide"])
+def tamper(path: Path) -> None:
+    """Overwrite up to 1 MB at the end of the file with 0xFF bytes, keeping its size."""
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.seek(max(0, size - 2**20))
+        file.write(b"\xff" * min(size, 2**20))
+
+
+def test_a_tampered_export_is_refused(detector, tmp_path):
+    model = shutil.copytree(detector, tmp_path / "tampered")
+    load_export(model)  # intact, it loads
+    tamper(model / "model.safetensors")
+    with pytest.raises(ModelError, match=r"model\.safetensors has changed since it was exported") as error:
+        load_export(model)
+    assert "export the model again" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("problem", ["missing export", "spec and weights disagree", "tampered weights", "not a slide"])
 def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_path, capsys):
     model, slide = detector, synthetic_slide
     if problem == "missing export":
@@ -198,6 +217,13 @@ def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_pat
         model, expected = shutil.copytree(detector, tmp_path / "mixed"), "do not fit"
         spec = json.loads((model / "spec.json").read_text())
         (model / "spec.json").write_text(json.dumps(spec | {"num_classes": 3}))
+        # Checksums as if exported so, to reach the weights check behind them.
+        metadata = json.loads((model / "metadata.json").read_text())
+        metadata["sha256"]["spec.json"] = hashlib.sha256((model / "spec.json").read_bytes()).hexdigest()
+        (model / "metadata.json").write_text(json.dumps(metadata))
+    elif problem == "tampered weights":
+        model, expected = shutil.copytree(detector, tmp_path / "tampered"), "model.safetensors has changed"
+        tamper(model / "model.safetensors")
     else:
         slide, expected = tmp_path / "slide.svs", "is not a whole-slide image"
         slide.write_bytes(b"II*\x00 not really a TIFF")
