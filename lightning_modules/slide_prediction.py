@@ -275,9 +275,33 @@ class SlidePredictor:
         )
 
 
+def prepare_output(out: Path, overwrite: bool = False) -> None:
+    """Create `out` and check it can be written, before any slide is read: hours of inference
+    must not end in a permission error. A folder that already holds files is refused unless
+    `overwrite`, with which write_outputs replaces its own files there and no others."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(
+            f"--out {out} already holds files: choose another --out, or pass --overwrite to replace "
+            "the maps of these slides (other files are kept)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".nar-write-check.", dir=out))  # as write_outputs stages its files
+    except OSError as error:
+        reason = error.strerror or error
+        raise DataError(f"cannot write to --out {out} ({reason}): choose a folder you can write to") from None
+
+
 def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
-    """Write the slide's TIL map into out/<slide name>/, all files or none; returns that folder."""
+    """Write the slide's TIL map into out/<slide name>/ and return that folder. Every file is
+    written before any is put in place; in an existing folder, which may hold the user's own
+    files, only the files of the same names are replaced."""
     folder = Path(out) / prediction.name
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise DataError(f"{folder}, meant for {prediction.name}'s maps, is not a folder: move it or use another --out")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{prediction.name}.", dir=folder.parent))
     try:
@@ -286,9 +310,12 @@ def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
         _write_geojson(prediction, staging / f"{prediction.name}.geojson")
         heatmap(prediction).save(staging / f"{prediction.name}.heatmap.png")
         (staging / "summary.json").write_text(json.dumps(prediction.summary(), indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        if folder.is_dir():
+            for path in staging.iterdir():
+                os.replace(path, folder / path.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -22,7 +22,10 @@ from openslide import OpenSlideError
 from torch import nn
 
 from data.errors import DataError
-from lightning_modules.slide_prediction import SlidePredictor, find_slides, training_preprocessing, write_outputs
+from data.sources import PATCH_UM
+from lightning_modules.slide_prediction import (
+    SlidePredictor, find_slides, prepare_output, training_preprocessing, write_outputs,
+)
 from models.errors import ModelError
 from models.export import ONNX_FILE, PREPROCESSING_FILE, export_model, load_export
 from models.spec import ArchSpec, spec_from_json
@@ -188,10 +191,17 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers reading patches [default: 1 on CPU, more on GPU]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="write into a non-empty --out, replacing only these slides' maps")] = False,
 ) -> None:
     """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide."""
-    predictor = SlidePredictor(load_export(model), batch_size, workers, device)
+    if mpp is not None and not 0 < mpp <= PATCH_UM:
+        raise DataError(
+            f"--mpp {mpp:g} is no slide resolution: give the µm per level-0 pixel, above 0 and at most {PATCH_UM:g} "
+            f"(so that a {PATCH_UM:g} µm patch spans a pixel), e.g. 0.25 at 40x or 0.5 at 20x"
+        )
     paths = find_slides(slides)
+    prepare_output(out, overwrite)
+    predictor = SlidePredictor(load_export(model), batch_size, workers, device)
     failed = []
     for path in paths:
         try:

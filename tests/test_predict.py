@@ -25,7 +25,7 @@ from data.synth_slide import read_slide_truth
 from models.errors import ModelError
 from models.export import export_model, load_export
 from models.spec import ArchSpec, register_spec
-from search import cli
+from search import cli, export_cli
 from data.tiling import SlideTileDataset, tile_slide
 from lightning_modules import slide_prediction
 from lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
@@ -230,6 +230,43 @@ def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_pat
     assert run_cli("predict", slide, "--model", model, "--out", tmp_path / "maps") == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("problem", ["out under a file", "out is a file", "mpp of 1000", "mpp of 0"])
+def test_bad_options_are_refused_before_any_work(problem, detector, synthetic_slide, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(export_cli, "load_export", lambda folder: pytest.fail("the model was loaded"))
+    (tmp_path / "file").write_text("a user's file")
+    out, extra = tmp_path / "maps", []
+    if problem == "out under a file":
+        out, expected = tmp_path / "file" / "maps", "cannot write to --out"
+    elif problem == "out is a file":
+        out, expected = tmp_path / "file", "is a file, not a folder"
+    else:
+        extra, expected = ["--mpp", problem.split()[-1]], "at most 50"
+    assert run_cli("predict", synthetic_slide, "--model", detector, "--out", out, *extra) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "a user's file"
+
+
+def test_an_existing_out_is_written_into_only_with_overwrite(detector, synthetic_slide, tmp_path, capsys):
+    name = synthetic_slide.stem
+    out = tmp_path / "maps"
+    (out / name).mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / name / "annotations.geojson").write_text("mine too")
+    (out / name / "summary.json").write_text("an earlier run's")
+    arguments = ["predict", synthetic_slide, "--model", detector, "--out", out, "--workers", 0]
+    assert run_cli(*arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--overwrite" in error and len(error.splitlines()) == 1
+    assert (out / name / "summary.json").read_text() == "an earlier run's"
+
+    assert run_cli(*arguments, "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / name / "annotations.geojson").read_text() == "mine too"
+    assert json.loads((out / name / "summary.json").read_text())["tissue_patches"] > 50
+    assert {p.name for p in out.iterdir()} == {"notes.txt", name}  # no staging left behind
+    assert {f"{name}.csv", f"prediction-{name}", f"{name}.heatmap.png"} < {p.name for p in (out / name).iterdir()}
 
 
 @pytest.mark.parametrize(
