@@ -6,13 +6,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
+import torch
 import typer
 from search.console import console
 from rich.table import Table
 
 from lightning_modules.distillation import DistillSettings
+from lightning_modules.errors import TrainingError
 from lightning_modules.training import TrainingConfig
 from models.base_network import load_base
+from models.errors import ModelError
 from models.init_modes import get_init_mode
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from models.registry import original_spec
@@ -21,6 +24,9 @@ from search.reduce_cli import parse_phis
 from search.tracking import Tracker
 from search.urls import hide_password
 from search.training_run import DataSettings, train_and_record
+
+# px: 10x the side of a 50 µm patch at 20x (100 px); beyond it one batch alone outgrows memory.
+MAX_INPUT_SIDE = 1024
 
 
 def train_command(
@@ -59,6 +65,13 @@ def train_command(
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
 ) -> None:
     """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
+    if input_size is not None and input_size > MAX_INPUT_SIDE:
+        raise ModelError(
+            f"--input-size {input_size} px is too large (50 µm patches are 100 px at 20x): give at most "
+            f"{MAX_INPUT_SIDE} px, or leave it out for the model's default"
+        )
+    if accelerator.lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"--accelerator {accelerator} asked for but no CUDA GPU is available: use cpu or auto")
     strategy = get_method(method)
     values = parse_phis(phi)
     if len(values) != 1:
