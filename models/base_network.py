@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from models.errors import ModelError
+from models.export import METADATA_FILE, verify_checksums
 from models.registry import original_spec
 from models.spec import ArchSpec, spec_from_json
 from models.weights import SPEC_FILE, WEIGHTS_FILE, check_state, read_state
@@ -40,6 +41,8 @@ def load_base(path: Path, model_name: str, input_size: int | None = None, num_cl
     if not path.exists():
         raise ModelError(f"base network {path} not found: give the folder `nar train` or `nar export` wrote, or a weights file")
     if path.is_dir():
+        if (path / METADATA_FILE).is_file():  # an export: its files must be the ones exported
+            verify_checksums(path)
         spec = _folder_spec(path, model_name, input_size, num_classes)
         weights = path / WEIGHTS_FILE
     else:

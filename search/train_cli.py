@@ -80,6 +80,8 @@ def train_command(
         phi=values[0], alpha=alpha, beta=beta, gamma=gamma, tolerance=tolerance, rounding=rounding,
         flops_target=flops_target, mask_interval=mask_interval, warmup_epochs=warmup_epochs, max_new=max_new,
     )
+    if base is None and ((init and get_init_mode(init).needs_base) or distill_weight):
+        raise ModelError("--init inherit and --distill-weight learn from a base network: give --base, or leave them out")
     given = load_base(base, model, input_size) if base else None
     candidate = strategy.from_options(given.spec if given else original_spec(model, input_size), options)
     training = strategy.training(candidate)

@@ -115,3 +115,17 @@ def test_an_input_reduced_or_other_class_count_network_is_not_a_base(tmp_path):
     save_network(three.build(), three, tmp_path / "three")
     with pytest.raises(ModelError, match="has 3 classes, not 2"):
         load_base(tmp_path / "three", "resnet18")
+
+
+def test_a_tampered_export_is_not_a_base(tmp_path):
+    from models.export import Preprocessing, export_model
+
+    spec = original_spec("resnet18", 40)
+    preprocessing = Preprocessing(40, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), ("til-negative", "til-positive"))
+    export_model(spec.build().eval(), spec, preprocessing, tmp_path / "export")
+    weights = tmp_path / "export" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1000:] = b"\xff" * 1000
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="export the model again"):
+        load_base(tmp_path / "export", "resnet18")

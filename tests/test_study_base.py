@@ -131,3 +131,12 @@ def test_nar_train_refuses_a_base_that_does_not_fit(workdir, patches, tmp_path, 
     error = capsys.readouterr().err.strip()
     assert code == 2 and "do not fit the architecture spec" in error and len(error.splitlines()) == 1
     assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize("flags", [["--init", "inherit"], ["--distill-weight", "0.3"]], ids=["inherit", "distill"])
+def test_nar_train_asks_for_a_base_before_it_learns_from_one(workdir, patches, tmp_path, capsys, flags):
+    code = run_cli("train", "--data", str(patches), "--model", "resnet18", "--input-size", "48", "--phi", "1", *flags,
+                   "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "give --base" in error and len(error.splitlines()) == 1
+    assert not (workdir / "runs").exists() and not (tmp_path / "m.db").exists()
