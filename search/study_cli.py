@@ -29,6 +29,7 @@ from search.urls import hide_password
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
+RECOVERY_SECONDS = 30.0
 ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see configs/)")]
 
 
@@ -138,12 +139,16 @@ def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
     try:
         with _progress() as progress:
             task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
+            checked = time.monotonic()
             while len(ended) < len(processes):
                 for index, process in enumerate(processes):
                     if index not in ended and process.poll() is not None:
                         ended.add(index)
                         if process.returncode != 0:
                             _report_dead_worker(process, logs[index], recover(study, runner.tracker))
+                if time.monotonic() - checked > RECOVERY_SECONDS:  # trials that heartbeats failed on other machines
+                    recover(study, runner.tracker, requeue_failed=False)
+                    checked = time.monotonic()
                 progress.update(task, completed=_shown(study, config))
                 time.sleep(0.5)
             runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=_describe(t))])
