@@ -32,3 +32,17 @@ def slide_without_mpp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("no-mpp") / "no-mpp.tiff"
     tifffile.imwrite(path, np.full((256, 256, 3), 200, np.uint8), tile=(128, 128), photometric="rgb", metadata=None)
     return path
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """72 synthetic patches for the study tests (a module may define its own)."""
+    folder = tmp_path_factory.mktemp("patches")
+    write_patches(folder, n=72, seed=1)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # runs/ and studies/ land here
+    return tmp_path

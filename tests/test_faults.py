@@ -14,20 +14,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from data.synth_patches import write_patches
 from search.storage import open_storage
 from search.tracking import Tracker
 from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
 
 PHIS = [0.0, 1.0, 2.0]
 SLOW_TRAINING = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}  # trials last a few seconds
-
-
-@pytest.fixture(scope="module")
-def patches(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("patches")
-    write_patches(folder, n=72, seed=1)
-    return folder
 
 
 def start(config: Path, workdir: Path) -> subprocess.Popen:

@@ -12,25 +12,11 @@ import yaml
 from optuna.trial import TrialState
 
 import search.training_run
-from data.synth_patches import write_patches
 from search.cli import main
 from search.storage import open_storage
 from search.tracking import Tracker
 
 POSTGRES_URL = os.environ.get("NAR_TEST_POSTGRES_URL", "postgresql://nar:nar-test-only@127.0.0.1:5432/nar_test")
-
-
-@pytest.fixture(scope="module")
-def patches(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("patches")
-    write_patches(folder, n=72, seed=1)
-    return folder
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # runs/ and studies/ land here
-    return tmp_path
 
 
 def study_file(folder: Path, patches: Path, **overrides) -> Path:

@@ -12,24 +12,10 @@ from optuna.trial import TrialState
 
 import models.init_modes.inherit
 import search.training_run
-from data.synth_patches import write_patches
 from models.registry import original_spec
 from models.weights import save_network
 from search.tracking import Tracker
 from test_study import load, run_cli, study_file
-
-
-@pytest.fixture(scope="module")
-def patches(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("patches")
-    write_patches(folder, n=72, seed=1)
-    return folder
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """One reduced network trained for an epoch and recorded in MLflow (issue: Training)."""
 
 import csv
-import json
-import shutil
 from pathlib import Path
 
 import pytest
