@@ -194,7 +194,9 @@ def resnetv2_bottleneck_convs(model: nn.Module) -> set[str]:
 def test_resrep_on_the_papers_networks(model_name, side, classifier):
     torch.manual_seed(0)
     spec = original_spec(model_name, side)
-    model, (images, labels) = spec.build(), batch(side, size=4 if model_name == "resnetv2_50" else 2)
+    # Four images, not two: at Inception's 1×1 maps two images give norms near-zero variances,
+    # and folding such norms turns float rounding into differences of 1e-4 (measured 2.7e-4).
+    model, (images, labels) = spec.build(), batch(side, size=4)
     original_gflops = count_gflops(model, side)
     compacted = {c.conv_name for c in insert_compactors(model, side)}
     assert classifier not in compacted
