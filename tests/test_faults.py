@@ -32,9 +32,11 @@ def start(config: Path, workdir: Path) -> subprocess.Popen:
 def claimed_trial(config: Path, number: int, timeout: float = 240) -> optuna.trial.FrozenTrial:
     """Trial `number` once it runs, has claimed its worker and opened its MLflow run."""
     deadline = time.monotonic() + timeout
+    study = None
     while time.monotonic() < deadline:
         try:
-            trials = load(config).trials
+            study = study or load(config)  # one storage for all the polls: each opens database connections
+            trials = study.get_trials(deepcopy=False)
         except (KeyError, optuna.exceptions.StorageInternalError):
             trials = []
         if len(trials) > number and trials[number].state == TrialState.RUNNING:
