@@ -253,7 +253,8 @@ def run_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple
                    env={**os.environ, **threads})
     study = optuna.load_study(study_name=config["name"], storage=open_storage(config["storage"]))
     epochs = sum(t.user_attrs.get("epochs", 0) for t in study.trials)
-    front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline")]
+    # A trial that reused an earlier one's network (two workers asked for the same point) is no new point.
+    front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline") and "reused_from" not in t.user_attrs]
     front.sort(key=lambda t: t.user_attrs["gflops"])
     points = [{k: t.user_attrs[k] for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc")} | {"trial": t.number}
               for t in front]
