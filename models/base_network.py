@@ -24,7 +24,6 @@ from models.weights import SPEC_FILE, WEIGHTS_FILE, check_state, read_state
 class BaseNetwork:
     spec: ArchSpec
     state: dict[str, torch.Tensor]
-    origin: str
 
     def build(self) -> nn.Module:
         """The base network with its trained weights, in eval mode."""
@@ -49,7 +48,7 @@ def load_base(path: Path, model_name: str, input_size: int | None = None, num_cl
         spec, weights = original_spec(model_name, input_size, num_classes), path
     state = read_state(weights)
     check_state(spec.build(), state, weights)
-    return BaseNetwork(spec, state, str(path))
+    return BaseNetwork(spec, state)
 
 
 def _folder_spec(folder: Path, model_name: str, input_size: int | None, num_classes: int) -> ArchSpec:

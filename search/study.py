@@ -37,7 +37,7 @@ from search.training_run import CandidateOutcome, DataSettings, evaluate_and_rec
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
 BASE_ATTR = "base_network"  # where the trained baseline's network lies, once it is trained
-BASE_POLL_SECONDS = 2.0
+POLL_SECONDS = 2.0
 BUDGET_CONSTRAINT = "gflops_over_budget"
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -242,7 +242,7 @@ class StudyRunner:
                 raise TrainingError(f"trial {trial.number} gave way to the untrained baseline and is queued again")
             if TrialState.RUNNING not in states:
                 raise TrainingError("the study's baseline failed, so there is no base to start from: run the study again to retry it")
-            time.sleep(BASE_POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
         return self.base
 
     def _teacher_of(self, base: BaseNetwork, config: TrainingConfig) -> TeacherTargets | None:
@@ -293,7 +293,7 @@ class StudyRunner:
                 return trained[0]
             if not any(t.state == TrialState.RUNNING and t.number < number for t in twins):
                 return None
-            time.sleep(BASE_POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
 
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float | tuple[float, float]:
         """Same network as an earlier trial: its result is reused and recorded as such."""

@@ -143,18 +143,19 @@ def _record(
         # A quick probe, not a benchmark: `nar reduce --latency` and bench/ measure properly.
         latency = measure_latency(result.best.classifier.model, trained.input_size, batch_size=8, warmup=1, repeats=3)
         (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
+        epochs = sum(run.epochs for run in result.runs)
         tracker.log_metrics(run_id, {
             "val_auc": val_auc, "val_auc_std": val_std, "test_auc": test_auc, "test_auc_std": test_std,
             "gflops": cost.gflops, "params": cost.params, "latency_ms_per_patch": latency.ms_per_patch,
             "throughput_patches_per_s": latency.throughput, "train_seconds": result.seconds,
-            "epochs_trained": sum(run.epochs for run in result.runs),
+            "epochs_trained": epochs,
         })
         tracker.log_metric_series(run_id, _curves(result))
         _log_model_artifacts(tracker, run_id, result, run_dir)
     return CandidateOutcome(
         run_id=run_id, spec=trained, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
         test_auc=test_auc, test_auc_std=test_std, latency_ms=latency.ms_per_patch, seconds=result.seconds,
-        epochs=sum(run.epochs for run in result.runs),
+        epochs=epochs,
     )
 
 

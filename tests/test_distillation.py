@@ -94,7 +94,7 @@ def test_a_distilled_student_learns_from_its_teacher_in_training_only(patches, t
 
     monkeypatch.setattr(lightning_modules.classifier, "distillation_loss", recording_loss)
     original = original_spec("resnet18", 40)
-    base = BaseNetwork(original, original.build().state_dict(), "test")
+    base = BaseNetwork(original, original.build().state_dict())
     spec = nar_reduce(original, 1)
     config = TrainingConfig(epochs=1, batch_size=8, patience=None, accelerator="cpu", init="inherit", distill=DistillSettings(0.5, 2.0))
     datamodule = PatchDataModule(str(patches), input_size=spec.input_size, batch_size=8)
