@@ -25,6 +25,8 @@ RETRY_ATTR = "retry_of"
 FAILURE_ATTR = "failure"
 # A trial is asked for before it can record its owner: one with no owner after this long is orphaned.
 UNCLAIMED_SECONDS = 120
+# How often a study's parent process looks for trials that Optuna's heartbeat failed elsewhere.
+RECOVERY_SECONDS = 30.0
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -54,6 +56,17 @@ def worker_gone(trial: FrozenTrial) -> bool:
     """A running trial whose worker is known to have died (until recovery marks it failed)."""
     owner = trial.user_attrs.get(OWNER_ATTR)
     return owner is not None and worker_alive(owner) is False
+
+
+def awaiting_retry(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+    """A trial whose worker is gone and that recovery has not yet queued again: still running
+    on the record, or failed by recovery with no retry naming it."""
+    if trial.state == TrialState.RUNNING:
+        return worker_gone(trial)
+    return (
+        trial.state == TrialState.FAIL and FAILURE_ATTR in trial.user_attrs
+        and not any(t.user_attrs.get(RETRY_ATTR) == trial.number for t in trials)
+    )
 
 
 def _orphaned(trial: FrozenTrial, now: datetime, stopping: bool) -> bool:

@@ -28,7 +28,7 @@ from search.config import StudyConfig, StudyConfigError
 from search.methods import Candidate, ReductionMethod
 from search.interrupts import Interrupted
 from search.plots import pareto_html, pareto_png
-from search.recovery import OWNER_ATTR, requeue, this_worker, worker_gone
+from search.recovery import OWNER_ATTR, RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
 from search.storage import check_parallel, open_storage
 from search.tracking import Tracker
 from search.urls import hide_password
@@ -228,19 +228,25 @@ class StudyRunner:
     def _await_base(self, trial: optuna.Trial) -> BaseNetwork:
         """Later trials start from the base: wait while another worker's baseline trains it. A
         baseline that no worker trains (its worker died, its retry waits in the queue) gets this
-        worker: the trial gives way, queued again behind the baseline's retry, before any training."""
+        worker: the trial gives way, queued again behind the baseline's retry, before any training.
+        A baseline whose worker died is waited for while recovery queues it again."""
+        orphan_deadline = None
         while self.base is None:
             self.base = self._stored_base()
             if self.base is not None:
                 break
-            states = {
-                TrialState.FAIL if t.state == TrialState.RUNNING and worker_gone(t) else t.state
-                for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")
-            }
-            if TrialState.WAITING in states and TrialState.RUNNING not in states:
+            trials = self.study.get_trials(deepcopy=False)
+            baselines = [t for t in trials if t.user_attrs.get("baseline")]
+            if any(t.state == TrialState.RUNNING and not worker_gone(t) for t in baselines):
+                pass  # another worker trains it
+            elif any(t.state == TrialState.WAITING for t in baselines):
                 requeue(self.study, self.study._storage.get_trial(trial._trial_id))
                 raise TrainingError(f"trial {trial.number} gave way to the untrained baseline and is queued again")
-            if TrialState.RUNNING not in states:
+            elif any(awaiting_retry(t, trials) for t in baselines):
+                orphan_deadline = orphan_deadline or time.monotonic() + 2 * RECOVERY_SECONDS
+                if time.monotonic() > orphan_deadline:
+                    raise TrainingError("the study's baseline lost its worker and nothing queued it again: run the study again to retry it")
+            else:
                 raise TrainingError("the study's baseline failed, so there is no base to start from: run the study again to retry it")
             time.sleep(POLL_SECONDS)
         return self.base
@@ -282,7 +288,7 @@ class StudyRunner:
 
     def _trained_twin(self, key: str, number: int) -> FrozenTrial | None:
         """An earlier trial of the same network: its result, once it has one. While another
-        worker still trains it, this trial waits rather than train the same network twice."""
+        (living) worker still trains it, this trial waits rather than train the same network twice."""
         while True:
             twins = [
                 other for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -291,7 +297,7 @@ class StudyRunner:
             trained = [t for t in twins if t.state == TrialState.COMPLETE and "gflops" in t.user_attrs]
             if trained:
                 return trained[0]
-            if not any(t.state == TrialState.RUNNING and t.number < number for t in twins):
+            if not any(t.state == TrialState.RUNNING and t.number < number and not worker_gone(t) for t in twins):
                 return None
             time.sleep(POLL_SECONDS)
 

@@ -22,14 +22,13 @@ from rich.table import Table
 from search import pareto
 from search.config import StudyConfig, StudyConfigError, load_study_config
 from search.interrupts import Interrupted, exit_code, interruptible
-from search.recovery import Recovery, recover, unresolved_failures, worker_gone
+from search.recovery import RECOVERY_SECONDS, Recovery, recover, unresolved_failures, worker_gone
 from search.study import COUNTED_STATES, StudyRunner, given_base, open_study
 from search.tracking import Tracker, default_artifact_root, default_tracking_uri, mlflow_home
 from search.urls import hide_password
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
-RECOVERY_SECONDS = 30.0
 ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see configs/)")]
 
 
