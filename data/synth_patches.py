@@ -13,12 +13,12 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 from rich.progress import track
 
+from data.difficulty import DifficultyName
 from data.errors import DataError
 from data.sources import CLASS_NAMES, PATCH_UM
 from data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
@@ -34,7 +34,6 @@ class Difficulty:
     blur_um: tuple[float, float]
 
 
-DifficultyName = Literal["easy", "default", "hard"]
 DIFFICULTIES: dict[DifficultyName, Difficulty] = {
     "easy": Difficulty(
         extra_lymphocytes=4.0, lone_lymphocyte=0.3, lookalikes=0.5, closeness=0.0, stain_variation=0.5, blur_um=(0.2, 0.4)

@@ -9,8 +9,6 @@ the cached targets stay the teacher's view of the patch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -18,16 +16,6 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from lightning_modules.datamodule import PatchDataModule
-
-
-@dataclass(frozen=True)
-class DistillSettings:
-    weight: float = 0.5  # of the distillation term; 1 - weight goes to the label loss
-    temperature: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.weight <= 1 or self.temperature <= 0:
-            raise ValueError(f"distillation needs 0 ≤ weight ≤ 1 and temperature > 0, not {self}")
 
 
 def distillation_loss(

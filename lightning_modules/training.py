@@ -13,7 +13,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from lightning_modules.classifier import PatchClassifier, Scheduler
-from lightning_modules.distillation import DistillSettings, TeacherTargets
+from lightning_modules.distill_settings import DistillSettings
+from lightning_modules.distillation import TeacherTargets
 from lightning_modules.errors import TrainingError
 from models.base_network import BaseNetwork
 from models.init_modes import get_init_mode

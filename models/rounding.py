@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
-from timm.layers import make_divisible
-
 from models.errors import ModelError
 
 Rounding = Literal["paper", "divisible8"]
@@ -30,6 +28,8 @@ def check_rounding(rounding: str) -> Rounding:
 def scale_width(channels: int, factor: float, rounding: Rounding = "paper") -> int:
     if rounding == "paper":
         return max(1, round(channels * factor))
+    from timm.layers import make_divisible  # here: importing rounding modes stays free of timm and torch
+
     return int(make_divisible(channels * factor, 8))
 
 

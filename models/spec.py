@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from models.errors import ModelError
 from models.rounding import Rounding
+
+if TYPE_CHECKING:  # type hints only: a spec (and the CLI's --help) stays free of torch until it builds
+    from torch import nn
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The `nar` command line. Sub-commands live in their own modules; this one wires them up
-and turns user errors into one clear line and a non-zero exit."""
+and turns user errors into one clear line and a non-zero exit.
+
+Importing the CLI loads none of torch, Lightning, MLflow or Optuna (tests/test_cli_startup.py):
+sub-command modules import them inside the commands that use them, so that `--help` answers at
+once and a command pays only for the libraries it needs."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import warnings
 from search.openmp import let_openmp_threads_sleep
 
 if sys.argv[1:2] == ["predict"]:
-    let_openmp_threads_sleep()  # before any import below pulls torch in
+    let_openmp_threads_sleep()  # before the command imports torch
 
 import typer  # noqa: E402
 from search.console import errors  # noqa: E402
@@ -18,9 +22,9 @@ from search.console import errors  # noqa: E402
 from data.errors import DataError  # noqa: E402
 from lightning_modules.errors import TrainingError  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from search.config import StudyConfigError  # noqa: E402
 from search.data_cli import data_app  # noqa: E402
 from search.demo_cli import demo_command  # noqa: E402
+from search.errors import StudyConfigError  # noqa: E402
 from search.export_cli import export_command, predict_command  # noqa: E402
 from search.reduce_cli import reduce_command  # noqa: E402
 from search.study_cli import dashboard_command, study_app  # noqa: E402
@@ -47,16 +51,13 @@ USER_ERRORS: tuple[type[Exception], ...] = (ModelError, DataError, TrainingError
 
 def _quiet_libraries() -> None:
     # Progress bars and our own lines tell the user what happens; library chatter does not.
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna, Lightning, MLflow and alembic bring their own log handlers and set their loggers'
+    # levels when they load, inside the commands: so their INFO lines are disabled as a whole.
+    logging.disable(logging.INFO)
     # A trial stopped by Ctrl-C or SIGTERM is reported in one line, not with Optuna's traceback.
     logging.getLogger("optuna.study._optimize").addFilter(
         lambda record: not (record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt))
     )
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|does not have many workers|non-writable tensors).*")
 
 

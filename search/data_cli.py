@@ -7,10 +7,7 @@ from pathlib import Path
 import typer
 from search.console import console
 
-from data.sources import open_patch_source
-from data.splits import split_patches, summarise_splits, summary_table
-from data.synth_patches import DifficultyName, write_patches
-from data.synth_slide import truth_paths, write_synthetic_slide
+from data.difficulty import DifficultyName
 
 data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
 
@@ -26,6 +23,8 @@ def synth_patches(
     slides: int | None = typer.Option(None, min=1, help="Synthetic slides the patches come from (default: n/40, at least 4)."),
 ) -> None:
     """Render synthetic H&E patches labelled TIL-positive (2+ lymphocytes) or negative."""
+    from data.synth_patches import write_patches
+
     manifest = write_patches(out, n, seed, difficulty, mpp, label_noise, slides)
     console.print(f"Wrote {n} patches and {manifest}", soft_wrap=True)
 
@@ -41,6 +40,8 @@ def synth_slide(
     aperio: bool = typer.Option(False, help="Describe the slide like an Aperio scanner does (AppMag, MPP)."),
 ) -> None:
     """Render a pyramidal whole slide with tissue and TIL-rich regions, plus its ground-truth mask."""
+    from data.synth_slide import truth_paths, write_synthetic_slide
+
     levels = write_synthetic_slide(out, width=width, height=height, mpp=mpp, seed=seed, tile=tile, aperio=aperio)
     mask, sidecar = truth_paths(out)
     console.print(f"Wrote {out} ({levels} levels), {mask} and {sidecar}", soft_wrap=True)
@@ -55,6 +56,9 @@ def inspect(
     test_fraction: float = typer.Option(0.2),
 ) -> None:
     """Check a patch source and show how it would be split."""
+    from data.sources import open_patch_source
+    from data.splits import split_patches, summarise_splits, summary_table
+
     dataset = open_patch_source(source, mpp=mpp)
     splits = split_patches(dataset, val_fraction, test_fraction, seed)
     console.print(f"{dataset.description}: {len(dataset)} patches", soft_wrap=True)

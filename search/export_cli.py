@@ -8,33 +8,20 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import mlflow
-import numpy as np
-import onnx
 import typer
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.tracking import MlflowClient
-from mlflow.types import Schema, TensorSpec
-from openslide import OpenSlideError
-from torch import nn
 
 from data.errors import DataError
-from data.sources import PATCH_UM
-from lightning_modules.slide_prediction import (
-    SlidePredictor, find_slides, prepare_output, training_preprocessing, write_outputs,
-)
 from models.errors import ModelError
-from models.export import ONNX_FILE, PREPROCESSING_FILE, export_model, load_export
 from models.spec import ArchSpec, spec_from_json
-from models.weights import build_with_weights
-from search.config import StudyConfigError
 from search.console import console, errors
+from search.errors import StudyConfigError
 from search.study_cli import load_study
-from search.tracking import PARENT_TAG, Tracker
 from search.urls import hide_password
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,6 +50,8 @@ def find_source(
 ) -> ModelSource:
     """The run named by exactly one of: a study (YAML or name) and trial, a run id, or the
     JSON that `nar study select --json` prints."""
+    from search.tracking import Tracker
+
     given = [name for name, value in (("a study", config_file or study), ("--run-id", run_id), ("--selection", selection)) if value]
     if len(given) != 1:
         raise StudyConfigError(
@@ -76,6 +65,8 @@ def find_source(
 
 
 def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
+    from search.tracking import Tracker
+
     try:
         row = json.loads(path.read_text())
         return ModelSource(str(row["mlflow_run_id"]), Tracker(tracking_uri).tracking_uri, trial=row.get("trial"))
@@ -86,6 +77,8 @@ def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
 
 
 def _study_trial(config_file: Path | None, name: str | None, number: int | None, storage: str | None, tracking_uri: str | None) -> ModelSource:
+    from search.tracking import Tracker
+
     if number is None:
         raise StudyConfigError("which trial? add --trial N (`nar study select` names the cheapest good one)")
     config, study = load_study(config_file, name, storage)
@@ -104,6 +97,12 @@ def _study_trial(config_file: Path | None, name: str | None, number: int | None,
 
 def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
     """Spec, network and what is known about it (source, AUCs) from the source's run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    import models.export  # noqa: F401  (it registers every family, so that any run's spec.json loads)
+    from models.weights import build_with_weights
+
     client = MlflowClient(tracking_uri=source.tracking_uri)
     try:
         run = client.get_run(source.run_id)
@@ -131,6 +130,17 @@ def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module,
 def register_export(folder: Path, source: ModelSource, name: str, alias: str | None) -> int:
     """Log the export as an ONNX model (its other files beside it) in an `export` child run of
     the source run, register it as a version of `name`, point `alias` at it; returns the version."""
+    import mlflow
+    import numpy as np
+    import onnx
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types import Schema, TensorSpec
+
+    from models.export import ONNX_FILE, PREPROCESSING_FILE
+    from search.tracking import PARENT_TAG
+
     preprocessing = json.loads((folder / PREPROCESSING_FILE).read_text())
     side = preprocessing["input_size"]
     signature = ModelSignature(
@@ -170,6 +180,9 @@ def export_command(
     alias: Annotated[str | None, typer.Option(help="registry alias for the new version, e.g. champion")] = None,
 ) -> None:
     """Export a trained network: safetensors + spec, TorchScript, ONNX, preprocessing and a WSInfer config."""
+    from lightning_modules.slide_prediction import training_preprocessing
+    from models.export import export_model
+
     if alias and not register:
         raise typer.BadParameter("an alias needs --register NAME", param_hint="--alias")
     source = find_source(config_file, study, trial, storage, run_id, selection, tracking_uri)
@@ -194,6 +207,12 @@ def predict_command(
     overwrite: Annotated[bool, typer.Option(help="write into a non-empty --out, replacing only these slides' maps")] = False,
 ) -> None:
     """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide."""
+    from openslide import OpenSlideError
+
+    from data.sources import PATCH_UM
+    from lightning_modules.slide_prediction import SlidePredictor, find_slides, prepare_output, write_outputs
+    from models.export import load_export
+
     if mpp is not None and not 0 < mpp <= PATCH_UM:
         raise DataError(
             f"--mpp {mpp:g} is no slide resolution: give the µm per level-0 pixel, above 0 and at most {PATCH_UM:g} "

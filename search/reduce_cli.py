@@ -9,10 +9,8 @@ import typer
 from search.console import console
 from rich.table import Table
 
-from models.cost import measure_latency, spec_cost
 from models.errors import ModelError
 from models.reduce import PAPER_COEFFICIENTS, DEFAULT_TOLERANCE
-from models.registry import original_spec
 from models.spec import ArchSpec
 from search.methods import METHODS, ReductionOptions, get_method, method_help
 
@@ -51,6 +49,9 @@ def reduce_command(
     as_json: Annotated[bool, typer.Option("--json", help="print specs and costs as JSON")] = False,
 ) -> None:
     """Show the reduced architecture and its cost at one ϕ or a sweep of ϕ."""
+    from models.cost import measure_latency, spec_cost
+    from models.registry import original_spec
+
     strategy = get_method(method)
     if strategy.reduces_in_training:
         raise ModelError(f"{method} reduces a network while it trains: nothing to show before; try `nar train --method {method}`")

@@ -10,7 +10,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.config import StudyConfigError
+from search.errors import StudyConfigError
 from search.recovery import requeue
 from search.urls import hide_password
 

@@ -6,24 +6,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-import torch
 import typer
 from search.console import console
 from rich.table import Table
 
-from lightning_modules.distillation import DistillSettings
+from lightning_modules.distill_settings import DistillSettings
 from lightning_modules.errors import TrainingError
-from lightning_modules.training import TrainingConfig
-from models.base_network import load_base
 from models.errors import ModelError
-from models.init_modes import get_init_mode
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from models.registry import original_spec
 from search.methods import METHODS, ReductionOptions, get_method, method_help
 from search.reduce_cli import parse_phis
-from search.tracking import Tracker
 from search.urls import hide_password
-from search.training_run import DataSettings, train_and_record
 
 # px: 10x the side of a 50 µm patch at 20x (100 px); beyond it one batch alone outgrows memory.
 MAX_INPUT_SIDE = 1024
@@ -65,6 +58,15 @@ def train_command(
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
 ) -> None:
     """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
+    import torch
+
+    from lightning_modules.training import TrainingConfig
+    from models.base_network import load_base
+    from models.init_modes import get_init_mode
+    from models.registry import original_spec
+    from search.tracking import Tracker
+    from search.training_run import DataSettings, train_and_record
+
     if input_size is not None and input_size > MAX_INPUT_SIDE:
         raise ModelError(
             f"--input-size {input_size} px is too large (50 µm patches are 100 px at 20x): give at most "

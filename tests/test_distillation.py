@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from data.synth_patches import write_patches
 from lightning_modules.datamodule import PatchDataModule
-from lightning_modules.distillation import DistillSettings, TeacherTargets, distillation_loss
+from lightning_modules.distill_settings import DistillSettings
+from lightning_modules.distillation import TeacherTargets, distillation_loss
 from lightning_modules.errors import TrainingError
 from lightning_modules.training import TrainingConfig, train_spec
 from models.base_network import BaseNetwork

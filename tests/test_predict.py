@@ -25,7 +25,7 @@ from data.synth_slide import read_slide_truth
 from models.errors import ModelError
 from models.export import export_model, load_export
 from models.spec import ArchSpec, register_spec
-from search import cli, export_cli
+from search import cli
 from data.tiling import SlideTileDataset, tile_slide
 from lightning_modules import slide_prediction
 from lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
@@ -234,7 +234,7 @@ def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_pat
 
 @pytest.mark.parametrize("problem", ["out under a file", "out is a file", "mpp of 1000", "mpp of 0"])
 def test_bad_options_are_refused_before_any_work(problem, detector, synthetic_slide, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(export_cli, "load_export", lambda folder: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("models.export.load_export", lambda folder: pytest.fail("the model was loaded"))
     (tmp_path / "file").write_text("a user's file")
     out, extra = tmp_path / "maps", []
     if problem == "out under a file":

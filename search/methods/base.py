@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from models.cost import spec_cost
 from models.errors import ModelError
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from models.rounding import Rounding
 from models.spec import ArchSpec
 
-if TYPE_CHECKING:  # type hints only: importing a method stays free of Optuna and Lightning
+if TYPE_CHECKING:  # type hints only: importing a method stays free of Optuna, Lightning and torch
     import optuna
     from lightning.pytorch.callbacks import Callback
 
@@ -93,6 +92,8 @@ class ReductionMethod(ABC):
 
     def expected_gflops(self, candidate: Candidate) -> float:
         """What the trained network should cost: a budget is checked against it before training."""
+        from models.cost import spec_cost  # here: the CLI's --help lists the methods without loading torch
+
         return spec_cost(candidate.spec).gflops
 
     def key_suffix(self, candidate: Candidate) -> str:
