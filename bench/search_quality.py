@@ -4,6 +4,7 @@ protocol of Meirelles et al.'s Table 3 on synthetic TIL patches.
     .venv/bin/python bench/search_quality.py                  # the CPU profile (the reference)
     .venv/bin/python bench/search_quality.py --profile paper  # 240 px, 50 epochs: for a GPU
     .venv/bin/python bench/search_quality.py --profile smoke  # a few minutes: does it run?
+    .venv/bin/python bench/search_quality.py --only fidelity  # the multi-fidelity part alone
 
 Data: patches of the generator's `default` difficulty, frozen (never tuned for this
 benchmark): training, validation and test patches come from disjoint synthetic slides
@@ -17,6 +18,11 @@ others; the study, as a user's, searches from one base (the full network's best 
 AUC). Headline per method: the GFLOPs reduction at iso-AUC, the cheapest row whose
 mean test AUC is at least the full network's mean minus 0.005 (and, second, minus one seed
 std of the full network), and the training compute spent (epochs × training patches).
+
+Multi-fidelity: the paper's ϕ grid trained at the full budget, against a TPE study over α,
+β, ϕ whose candidates train in rungs (successive halving on the front), both from the full
+network's seed 0 with inherit + distill: each front's hypervolume of (GFLOPs, AUC) up to
+the full network's GFLOPs and AUC 0.5, and the training compute each spent.
 
 Independent trainings run in parallel processes of one thread each (`--workers`), the study
 through its own parallel workers; every finished training is kept under `--work`, so a run
@@ -60,6 +66,11 @@ class Profile:
     resrep_schedule: dict[str, int]  # mask interval (steps), warm-up epochs, channels per update
     study_trials: int  # the baseline's evaluation included
     confirm: int  # front points of the study trained again over the seeds
+    # Multi-fidelity against the full-budget grid, both from the full network's seed 0:
+    fidelity_epochs: int  # every grid point's budget, and the last rung's
+    grid_phis: tuple[float, ...]  # the paper's α, β, γ at these ϕ
+    fidelity_trials: int  # the multi-fidelity study's, the baseline's evaluation included
+    halving: dict[str, int]  # reduction factor and rungs
     batch_size: int = 32
     scheduler: str = "cosine"
     workers: int = 2
@@ -75,16 +86,19 @@ PROFILES = {
         base_side=48, patches={"train": 1500, "val": 600, "test": 3000}, full_epochs=12, tuned_epochs=4, seeds=3,
         phis=(1, 2, 3), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 2, "warmup_epochs": 1, "max_new": 64},
         study_trials=10, confirm=3, scheduler="none",
+        fidelity_epochs=9, grid_phis=(0.5, 1, 1.5, 2, 2.5, 3), fidelity_trials=8, halving={"factor": 3, "rungs": 3},
     ),
     "paper": Profile(
         base_side=240, patches={"train": 4300, "val": 1000, "test": 15000}, full_epochs=50, tuned_epochs=15, seeds=3,
         phis=(1, 2, 3, 4, 5), resrep_targets=(0.75, 0.5), resrep_schedule={"mask_interval": 20, "warmup_epochs": 3, "max_new": 16},
         study_trials=30, confirm=3, scheduler="none", workers=1, accelerator="gpu",
+        fidelity_epochs=27, grid_phis=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5), fidelity_trials=16, halving={"factor": 3, "rungs": 3},
     ),
     "smoke": Profile(
         base_side=40, patches={"train": 96, "val": 48, "test": 96}, full_epochs=1, tuned_epochs=1, seeds=1,
         phis=(1,), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 1, "warmup_epochs": 0, "max_new": 64},
         study_trials=3, confirm=1,
+        fidelity_epochs=2, grid_phis=(1,), fidelity_trials=3, halving={"factor": 2, "rungs": 2},
     ),
 }
 
@@ -157,7 +171,7 @@ def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: str | 
     import torch
 
     from lightning_modules.datamodule import PatchDataModule
-    from lightning_modules.distillation import DistillSettings
+    from lightning_modules.distill_settings import DistillSettings
     from lightning_modules.training import TrainingConfig, train_spec
     from models.base_network import load_base
     from models.cost import spec_cost
@@ -224,41 +238,111 @@ def rows_of(futures: dict[str, tuple[str, list[Future]]]) -> list[Row]:
     return [Row(name, group, [f.result() for f in jobs]) for name, (group, jobs) in futures.items()]
 
 
-def run_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple[list[dict], int]:
-    """A `bayes` study over α, β and ϕ from the base, through `nar study run` as a user runs it;
-    returns the front's points (the base excluded) and the epochs its trials trained."""
+def run_study(profile: Profile, manifest: Path, work: Path, base: Path, name: str, epochs: int, **settings):
+    """A study from the base (inherit + distill), through `nar study run` as a user runs it;
+    `settings` are the study file's sampler, search, n_trials and so on."""
     import optuna
 
-    from search import pareto
     from search.storage import open_storage
 
     config = {
-        "name": "search-quality-bayes", "model": MODEL, "input_size": profile.base_side, "base": str(base),
-        "data": {"source": str(manifest)},
+        "name": name, "model": MODEL, "input_size": profile.base_side, "base": str(base), "data": {"source": str(manifest)},
         "training": {
-            "epochs": profile.tuned_epochs, "batch_size": profile.batch_size, "patience": None,
-            "scheduler": profile.scheduler, "accelerator": profile.accelerator, "init": "inherit",
-            "distill": {"weight": 0.5, "temperature": 2.0},
+            "epochs": epochs, "batch_size": profile.batch_size, "patience": None, "scheduler": profile.scheduler,
+            "accelerator": profile.accelerator, "init": "inherit", "distill": {"weight": 0.5, "temperature": 2.0},
         },
-        "search": {"space": "bayes", "phi": {"low": 0.5, "high": max(profile.phis)}, "alpha": {"low": 1.0, "high": 1.6},
-                   "beta": {"low": 1.0, "high": 1.3}},
-        "sampler": "gp", "n_trials": profile.study_trials, "objective": "pareto",
-        "storage": f"journal:{work / 'study.journal'}", "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
-        "workers": profile.workers,
+        "objective": "pareto", "storage": f"journal:{work / f'{name}.journal'}",
+        "tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "workers": profile.workers, **settings,
     }
-    path = work / "study.yaml"
+    path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     threads = {"OMP_NUM_THREADS": "1"} if profile.workers > 1 else {}
     subprocess.run([sys.executable, "-m", "search.cli", "study", "run", str(path)], cwd=work, check=True,
                    env={**os.environ, **threads})
-    study = optuna.load_study(study_name=config["name"], storage=open_storage(config["storage"]))
-    epochs = sum(t.user_attrs.get("epochs", 0) for t in study.trials)
+    return optuna.load_study(study_name=name, storage=open_storage(config["storage"]))
+
+
+def trained_epochs(study) -> int:
+    """Epochs its trials trained, those stopped at a rung included (reused results cost nothing)."""
+    return sum(t.user_attrs.get("epochs", 0) for t in study.trials if "reused_from" not in t.user_attrs)
+
+
+def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple[list[dict], int]:
+    """A `bayes` study over α, β and ϕ from the base; returns the front's points (the base
+    excluded) and the epochs its trials trained."""
+    from search import pareto
+
+    study = run_study(
+        profile, manifest, work, base, "search-quality-bayes", profile.tuned_epochs, sampler="gp", n_trials=profile.study_trials,
+        search={"space": "bayes", "phi": {"low": 0.5, "high": max(profile.phis)}, "alpha": {"low": 1.0, "high": 1.6},
+                "beta": {"low": 1.0, "high": 1.3}},
+    )
     # A trial that reused an earlier one's network (two workers asked for the same point) is no new point.
     front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline") and "reused_from" not in t.user_attrs]
     front.sort(key=lambda t: t.user_attrs["gflops"])
     points = [{k: t.user_attrs[k] for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc")} | {"trial": t.number}
               for t in front]
-    return points, epochs
+    return points, trained_epochs(study)
+
+
+def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Path) -> dict:
+    """The paper's ϕ grid at the full budget against a multi-fidelity TPE study over α, β, ϕ
+    (successive halving on the front), both from the full network's seed 0: each front's
+    hypervolume and the training compute spent."""
+    from search import pareto
+
+    full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
+    base, train = Path(full["network"]), profile.patches["train"]
+    space = {"phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)}, "alpha": {"low": 1.0, "high": 1.6},
+             "beta": {"low": 1.0, "high": 1.3}}
+    studies = {
+        "full-budget grid (paper α β γ)": run_study(
+            profile, manifest, work, base, "fidelity-grid", profile.fidelity_epochs, sampler="grid",
+            n_trials=len(profile.grid_phis) + 1, search={"space": "paper", "phi_values": [0, *profile.grid_phis]},
+        ),
+        "multi-fidelity TPE (α β ϕ)": run_study(
+            profile, manifest, work, base, "fidelity-tpe", profile.fidelity_epochs, sampler="tpe",
+            n_trials=profile.fidelity_trials, search={"space": "bayes", **space}, pruner="halving", halving=profile.halving,
+        ),
+    }
+    rows = {}
+    for label, study in studies.items():
+        front = pareto.front(study)
+        reference = (pareto.baseline(study).user_attrs["gflops"], 0.5)
+        states = [t.state.name for t in study.trials]
+        rows[label] = {
+            "trials": len(study.trials), "full_budget": states.count("COMPLETE"), "stopped": states.count("PRUNED"),
+            "front": [{k: t.user_attrs.get(k) for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc", "test_auc")}
+                      | {"trial": t.number} for t in front],
+            "hypervolume_val": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["val_auc"]) for t in front], reference),
+            "hypervolume_test": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["test_auc"]) for t in front], reference),
+            "epochs": trained_epochs(study), "compute": trained_epochs(study) * train,
+        }
+    grid = rows["full-budget grid (paper α β γ)"]
+    for row in rows.values():
+        row["hypervolume_ratio"] = row["hypervolume_val"] / grid["hypervolume_val"]
+        row["compute_ratio"] = row["compute"] / grid["compute"]
+    return {"base": str(base), "base_val_auc": full["val_auc"], "epochs": profile.fidelity_epochs,
+            "halving": profile.halving, "studies": rows}
+
+
+def fidelity_report(fidelity: dict) -> str:
+    lines = [
+        f"Multi-fidelity against the full-budget grid, from the full network's seed 0 (val AUC {fidelity['base_val_auc']:.4f}); "
+        f"{fidelity['epochs']} epochs a full budget; halving {fidelity['halving']}. Hypervolume of (GFLOPs, AUC) up to "
+        "the full network's GFLOPs and AUC 0.5.",
+        "",
+        "| study | trials | full budget | stopped at a rung | front | hypervolume (val) | ÷ grid | hypervolume (test) "
+        "| epochs | compute (epochs × patches) | ÷ grid |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for label, row in fidelity["studies"].items():
+        lines.append(
+            f"| {label} | {row['trials']} | {row['full_budget']} | {row['stopped']} | {len(row['front'])} "
+            f"| {row['hypervolume_val']:.4f} | {row['hypervolume_ratio']:.1%} | {row['hypervolume_test']:.4f} "
+            f"| {row['epochs']} | {row['compute']:,} | {row['compute_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def slide_resamples(slides: list[str], labels: list[int]) -> list[np.ndarray]:
@@ -355,6 +439,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--work", type=Path, default=None, help="where data, runs and results go (default: runs/search-quality-PROFILE)")
     parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
+    parser.add_argument("--only", choices=["fidelity"], default=None,
+                        help="fidelity: only the multi-fidelity study against the full-budget grid")
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.workers:
@@ -367,12 +453,19 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` ends the workers
     runner = Runner(profile, manifest, work)
     try:
-        rows, study = measure(profile, runner, manifest, work)
+        rows, study = measure(profile, runner, manifest, work) if args.only is None else (None, None)
+        fidelity = measure_fidelity(profile, runner, manifest, work)
     finally:
         runner.close()
-    text, results = report(rows, profile, study, time.perf_counter() - start)
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    (work / "results.md").write_text(text + "\n")
+    wall = time.perf_counter() - start
+    if rows is None:
+        text, results = fidelity_report(fidelity) + f"\n\nWall time: {wall / 60:.1f} min.", {"fidelity": fidelity, "wall_seconds": wall}
+    else:
+        text, results = report(rows, profile, study, wall)
+        text, results = f"{text}\n\n{fidelity_report(fidelity)}", results | {"fidelity": fidelity}
+    suffix = f"-{args.only}" if args.only else ""
+    (work / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
+    (work / f"results{suffix}.md").write_text(text + "\n")
     print(text)
 
 
@@ -404,7 +497,7 @@ def measure(profile: Profile, runner: Runner, manifest: Path, work: Path) -> tup
     rows = rows_of(futures)  # waits: the study wants both cores
     base = Path(max(full.jobs, key=lambda job: job["val_auc"])["network"])
     print(f"study base: {base} (the full network's best seed by val AUC)", flush=True)
-    points, study_epochs = run_study(profile, manifest, work, base)
+    points, study_epochs = run_bayes_study(profile, manifest, work, base)
     confirmed = {}
     for point in points[: profile.confirm]:
         options = {k: point[k] for k in ("alpha", "beta", "gamma", "phi")}

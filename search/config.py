@@ -10,16 +10,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lightning_modules.distillation import DistillSettings
+from lightning_modules.distill_settings import DistillSettings
 from lightning_modules.training import TrainingConfig
 from models.init_modes import get_init_mode
 from models.reduce import DEFAULT_TOLERANCE
+from search.errors import StudyConfigError
 from search.methods import get_method
 from search.urls import hide_password
-
-
-class StudyConfigError(ValueError):
-    """A study file or flag that cannot be used; the message names the field and the fix."""
 
 
 class _Strict(BaseModel):
@@ -65,6 +62,14 @@ class TrainingSettings(_Strict):
     def to_training_config(self) -> TrainingConfig:
         distill = DistillSettings(**self.distill.model_dump()) if self.distill and self.distill.weight > 0 else None
         return TrainingConfig(**self.model_dump(exclude={"distill"}), distill=distill)
+
+
+class HalvingConfig(_Strict):
+    """Successive halving on the Pareto front (`pruner: halving`): candidates train in rungs
+    of training.epochs / factor^k epochs, and about 1/factor of each rung's go on."""
+
+    factor: int = Field(default=3, ge=2)
+    rungs: int = Field(default=3, ge=2)
 
 
 class Range(_Strict):
@@ -149,7 +154,9 @@ class StudyConfig(_Strict):
     n_trials: int = Field(default=10, ge=1)
     objective: Literal["pareto", "budget"] = "pareto"
     gflops_budget: float | None = Field(default=None, gt=0)
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    # median, hyperband: on val AUC, for budget studies; halving: on the front, for Pareto studies.
+    pruner: Literal["median", "hyperband", "halving", "none"] = "median"
+    halving: HalvingConfig = HalvingConfig()
     storage: str | None = None  # default: sqlite:///studies/<name>.db
     tracking_uri: str | None = None  # default: the local MLflow store
     workers: int = Field(default=1, ge=1)
@@ -158,6 +165,13 @@ class StudyConfig(_Strict):
     def _consistent(self) -> StudyConfig:
         if self.objective == "budget" and self.gflops_budget is None:
             raise ValueError("objective 'budget' needs gflops_budget (the most GFLOPs a patch may cost)")
+        if self.pruner == "halving" and self.objective != "pareto":
+            raise ValueError("pruner 'halving' judges candidates on the Pareto front: use objective 'pareto', "
+                             "or pruner 'median' or 'hyperband' for a budget study")
+        if self.pruner == "halving" and self.training.epochs < 2:
+            raise ValueError(f"pruner 'halving' needs rungs: training.epochs ({self.training.epochs}) must be at least 2")
+        if self.pruner == "halving" and self.training.seeds > 1:
+            raise ValueError("pruner 'halving' judges one training per candidate: set training.seeds to 1")
         if self.sampler == "grid" and self.search.space == "bayes":
             raise ValueError("the grid sampler needs a discrete space (paper, grid or ir), not bayes")
         return self

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.halving import STOPPED_ATTR
+
 
 @dataclass(frozen=True)
 class TrialRow:
@@ -25,14 +27,21 @@ class TrialRow:
     mlflow_run_id: str
     baseline: bool
     pareto: bool
+    stopped_at_rung: int | None = None  # epochs, for a candidate that successive halving stopped
+
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def trained(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials that hold a trained (or reused) network."""
+    """Completed trials that hold a trained (or reused) network: full-budget results only."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "gflops" in t.user_attrs]
+
+
+def stopped(study: optuna.Study) -> list[FrozenTrial]:
+    """Candidates that successive halving stopped at a rung: never on the front, never chosen."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if STOPPED_ATTR in t.user_attrs]
 
 
 def feasible(trial: FrozenTrial) -> bool:
@@ -55,6 +64,18 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted((t for t in candidates if not dominated(t)), key=lambda t: t.user_attrs["gflops"])
 
 
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area of (GFLOPs, AUC) that `points` dominate up to `reference` (the most GFLOPs, the
+    least AUC counted): one number for a whole front, larger is better."""
+    most_gflops, least_auc = reference
+    area, best_auc = 0.0, least_auc
+    inside = sorted((g, a) for g, a in points if g < most_gflops and a > least_auc)
+    for (gflops, auc), (next_gflops, _) in zip(inside, [*inside[1:], (most_gflops, None)]):
+        best_auc = max(best_auc, auc)
+        area += (next_gflops - gflops) * (best_auc - least_auc)
+    return area
+
+
 def baseline(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in trained(study) if t.user_attrs.get("baseline")), None)
 
@@ -67,16 +88,17 @@ def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True
         input_size=attrs["input_size"], gflops=attrs["gflops"],
         reduction=(baseline_gflops / attrs["gflops"]) if baseline_gflops else float("nan"),
         val_auc=attrs["val_auc"], test_auc=attrs["test_auc"], mlflow_run_id=attrs.get("mlflow_run_id", ""),
-        baseline=bool(attrs.get("baseline")), pareto=on_front,
+        baseline=bool(attrs.get("baseline")), pareto=on_front, stopped_at_rung=attrs.get(STOPPED_ATTR),
     )
 
 
 def pareto_rows(study: optuna.Study, every_trial: bool = False) -> list[TrialRow]:
-    """The front's rows by GFLOPs; with `every_trial`, all trained trials, front marked."""
+    """The front's rows by GFLOPs; with `every_trial`, all trained trials, front marked, and the
+    candidates stopped at a rung (at their rung's val AUC)."""
     reference = baseline(study)
     gflops = reference.user_attrs["gflops"] if reference else None
     on_front = {t.number for t in front(study)}
-    trials = trained(study) if every_trial else front(study)
+    trials = trained(study) + stopped(study) if every_trial else front(study)
     rows = [row(t, gflops, t.number in on_front) for t in trials]
     return sorted(rows, key=lambda r: (r.gflops, r.trial))
 

@@ -36,12 +36,21 @@ def _by_method(points: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def _split_stopped(points: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Full-budget points, and those successive halving stopped at a rung (plotted apart)."""
+    return [p for p in points if not p.get("stopped_at_rung")], [p for p in points if p.get("stopped_at_rung")]
+
+
 def pareto_png(points: list[dict], front: list[dict], title: str) -> bytes:
     """AUC against GFLOPs: every trial by method, the front as a step line, the baseline starred.
     `points` and `front` hold dicts with gflops, val_auc, method, trial and baseline."""
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for method, group in _by_method(points).items():
+    finished, stopped = _split_stopped(points)
+    for method, group in _by_method(finished).items():
         axes.scatter([p["gflops"] for p in group], [p["val_auc"] for p in group], label=method.upper(), alpha=0.75)
+    if stopped:
+        axes.scatter([p["gflops"] for p in stopped], [p["val_auc"] for p in stopped], facecolors="none", edgecolors="grey",
+                     label="stopped at a rung (its AUC there)", alpha=0.75)
     if front:
         axes.step([p["gflops"] for p in front], [p["val_auc"] for p in front], where="post", c="black", lw=1.2, label="Pareto front")
     for point in points:
@@ -57,10 +66,14 @@ def pareto_html(points: list[dict], front: list[dict], title: str) -> str:
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    for method, group in _by_method(points).items():
+    finished, stopped = _split_stopped(points)
+    groups = [(method.upper(), group, {}) for method, group in _by_method(finished).items()]
+    if stopped:
+        groups.append(("stopped at a rung", stopped, {"marker": dict(symbol="circle-open", color="grey")}))
+    for name, group, style in groups:
         figure.add_trace(go.Scatter(
-            x=[p["gflops"] for p in group], y=[p["val_auc"] for p in group], mode="markers", name=method.upper(),
-            text=[f"trial {p['trial']}" for p in group], hovertemplate="%{text}<br>%{x:.3f} GFLOPs<br>AUC %{y:.4f}",
+            x=[p["gflops"] for p in group], y=[p["val_auc"] for p in group], mode="markers", name=name,
+            text=[f"trial {p['trial']}" for p in group], hovertemplate="%{text}<br>%{x:.3f} GFLOPs<br>AUC %{y:.4f}", **style,
         ))
     if front:
         figure.add_trace(go.Scatter(

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightning_modules.distillation import TeacherTargets
 from lightning_modules.errors import TrainingError
+from lightning_modules.rungs import Rungs
 from lightning_modules.training import TrainingConfig
 from models.base_network import BaseNetwork, load_base
 from models.cost import spec_cost
@@ -25,8 +26,9 @@ from models.registry import original_spec
 from models.spec import ArchSpec, Reduction
 from search import pareto, space
 from search.config import StudyConfig, StudyConfigError
-from search.methods import Candidate, ReductionMethod
+from search.halving import EXPECTED_GFLOPS_ATTR, STOPPED_ATTR, STOPPED_TAG, rungs_callback
 from search.interrupts import Interrupted
+from search.methods import Candidate, ReductionMethod
 from search.plots import pareto_html, pareto_png
 from search.recovery import OWNER_ATTR, RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
 from search.storage import check_parallel, open_storage
@@ -67,13 +69,19 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=max(4, config.workers * 2), seed=seed)
+    # A third of a small study's trials, at most Optuna's ten, are random before the model guides.
+    startup = max(2, min(10, config.n_trials // 3))
     if config.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    # Parallel workers (each runs with workers = 1): a running trial counts as a poor result, so they spread out.
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True,
+    )
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    if config.objective != "budget" or config.pruner == "none":
+    """Optuna's pruners for budget studies; halving, for Pareto studies, is the rungs' own."""
+    if config.objective != "budget" or config.pruner in ("none", "halving"):
         return optuna.pruners.NopPruner()
     if config.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.training.epochs)
@@ -175,6 +183,7 @@ class StudyRunner:
         twin = self._trained_twin(key, trial.number)
         if twin is not None:
             return self._reuse(trial, twin)
+        rungs = self._rungs(trial, method.expected_gflops(candidate))
         training = method.training(candidate)
         run_name, run_dir = f"trial-{trial.number}", Path("runs") / self.config.name / f"trial-{trial.number}"
         record = {
@@ -188,13 +197,29 @@ class StudyRunner:
             base = self._await_base(trial) if _needs_base(config) else None
             outcome = train_and_record(
                 self.tracker, self.config.name, run_name, training.spec, data, config, run_dir,
-                callbacks=[*self._pruning_callbacks(trial), *training.callbacks], finalize=training.finalize,
+                callbacks=[*self._pruning_callbacks(trial), *rungs, *training.callbacks], finalize=training.finalize,
                 base=base, teacher=self._teacher_of(base, config), **record,
             )
         trial.set_user_attr("spec", outcome.spec.to_dict())
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds", "epochs"):
             trial.set_user_attr(name, getattr(outcome, name))
+        for rung in rungs:
+            if rung.stopped_at is not None:
+                self._stop_at_rung(trial, outcome.run_id, rung.stopped_at)
         return self._values(outcome.val_auc, outcome.gflops)
+
+    def _rungs(self, trial: optuna.Trial, gflops: float) -> list[Rungs]:
+        """Successive halving's rungs for a Pareto study's candidate (none for the baseline)."""
+        if self.config.pruner != "halving" or trial.user_attrs.get("baseline"):
+            return []
+        trial.set_user_attr(EXPECTED_GFLOPS_ATTR, gflops)
+        halving = self.config.halving
+        return [rungs_callback(self.study, trial, self.tracker, self.config.training.epochs, halving.factor, halving.rungs)]
+
+    def _stop_at_rung(self, trial: optuna.Trial, run_id: str, epochs: int) -> None:
+        trial.set_user_attr(STOPPED_ATTR, epochs)
+        self.tracker.set_tags(run_id, {STOPPED_TAG: str(epochs)})
+        raise optuna.TrialPruned(f"stopped at the {epochs}-epoch rung: dominated by the candidates that reached it")
 
     def _establish_base(
         self, run_name: str, spec: ArchSpec, data: DataSettings, config: TrainingConfig, run_dir: Path, record: dict
@@ -291,10 +316,13 @@ class StudyRunner:
         (living) worker still trains it, this trial waits rather than train the same network twice."""
         while True:
             twins = [
-                other for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                other for other in self.study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING))
                 if other.number != number and other.user_attrs.get("architecture") == key
             ]
-            trained = [t for t in twins if t.state == TrialState.COMPLETE and "gflops" in t.user_attrs]
+            trained = [
+                t for t in twins
+                if (t.state == TrialState.COMPLETE and "gflops" in t.user_attrs) or STOPPED_ATTR in t.user_attrs
+            ]
             if trained:
                 return trained[0]
             if not any(t.state == TrialState.RUNNING and t.number < number and not worker_gone(t) for t in twins):
@@ -302,7 +330,8 @@ class StudyRunner:
             time.sleep(POLL_SECONDS)
 
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float | tuple[float, float]:
-        """Same network as an earlier trial: its result is reused and recorded as such."""
+        """Same network as an earlier trial: its result (or its stop at a rung) is reused and
+        recorded as such."""
         attrs = twin.user_attrs
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std"):
             trial.set_user_attr(name, attrs[name])
@@ -314,6 +343,8 @@ class StudyRunner:
             self.tracker.log_params(run_id, {"method": trial.user_attrs["method"], "spec": trial.user_attrs["spec"]})
             self.tracker.log_metrics(run_id, {k: attrs[k] for k in ("gflops", "params", "val_auc", "test_auc")})
         trial.set_user_attr("mlflow_run_id", run_id)
+        if STOPPED_ATTR in attrs:
+            self._stop_at_rung(trial, run_id, attrs[STOPPED_ATTR])
         return self._values(attrs["val_auc"], attrs["gflops"])
 
     def refresh(self, study: optuna.Study, trial: FrozenTrial) -> None:

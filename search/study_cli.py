@@ -8,24 +8,26 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import optuna
 import typer
-import yaml
-from optuna.trial import TrialState
 from search.console import console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search import pareto
-from search.config import StudyConfig, StudyConfigError, load_study_config
+from search.errors import StudyConfigError
 from search.interrupts import Interrupted, exit_code, interruptible
-from search.recovery import RECOVERY_SECONDS, Recovery, recover, unresolved_failures, worker_gone
-from search.study import COUNTED_STATES, StudyRunner, given_base, open_study
-from search.tracking import Tracker, default_artifact_root, default_tracking_uri, mlflow_home
 from search.urls import hide_password
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search import pareto
+    from search.config import StudyConfig
+    from search.recovery import Recovery
+    from search.study import StudyRunner
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
@@ -37,6 +39,8 @@ def _config(
     trials: int | None = None, sampler: str | None = None, space_: str | None = None, storage: str | None = None,
     tracking_uri: str | None = None, workers: int | None = None, epochs: int | None = None, input_size: int | None = None,
 ) -> StudyConfig:
+    from search.config import load_study_config
+
     config = load_study_config(path, {
         "name": name, "model": model, "data.source": str(data) if data else None, "n_trials": trials,
         "sampler": sampler, "search.space": space_, "storage": storage, "tracking_uri": tracking_uri,
@@ -53,10 +57,14 @@ def _progress() -> Progress:
 
 
 def _counted(study: optuna.Study) -> int:
+    from search.study import COUNTED_STATES
+
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
 def _describe(trial: optuna.trial.FrozenTrial) -> str:
+    from optuna.trial import TrialState
+
     attrs = trial.user_attrs
     if trial.state != TrialState.COMPLETE:
         return f"trial {trial.number}: {trial.state.name.lower()}"
@@ -81,6 +89,11 @@ def run_command(
     input_size: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
+    from search.recovery import recover, unresolved_failures
+    from search.study import StudyRunner, given_base, open_study
+    from search.tracking import Tracker
+
+    _quiet_optuna()
     config = _config(config_file, name, model, data, trials, sampler, space_, storage, tracking_uri, workers, epochs, input_size)
     base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
     study = open_study(config, base)
@@ -126,14 +139,25 @@ def _shown(study: optuna.Study, config: StudyConfig) -> int:
 def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
     """N worker processes on one storage; this process shows progress, fails and queues again
     the trial of a worker that dies, and runs what no worker is left to run."""
+    import yaml
+
+    from search.recovery import RECOVERY_SECONDS, recover
+
     study = runner.study
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:  # private: it may hold a password
-        yaml.safe_dump(json.loads(config.model_dump_json()), handle)
-    command = [sys.executable, "-m", "search.cli", "study", "worker", handle.name, "--no-recover"]
+    settings, files = json.loads(config.model_dump_json()), []
+    for index in range(config.workers):  # a sampler seed each: samplers seeded alike propose the same points
+        seed = None if config.sampler_seed is None else config.sampler_seed + index
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:  # private: it may hold a password
+            yaml.safe_dump(settings | {"sampler_seed": seed}, handle)
+        files.append(Path(handle.name))
     # Logs to files, not pipes: an unread pipe fills up and stalls its worker.
     logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
     logs[0].parent.mkdir(parents=True, exist_ok=True)
-    processes = [subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "search.cli", "study", "worker", str(file), "--no-recover"],
+                         stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for file, log in zip(files, logs)
+    ]
     ended: set[int] = set()
     try:
         with _progress() as progress:
@@ -162,7 +186,8 @@ def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
                 process.kill()
         raise
     finally:
-        Path(handle.name).unlink()
+        for file in files:
+            file.unlink()
 
 
 def _report_dead_worker(process: subprocess.Popen, log: Path, recovery: Recovery) -> None:
@@ -180,6 +205,11 @@ def worker_command(
     recover_: Annotated[bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")] = True,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done."""
+    from search.recovery import recover
+    from search.study import StudyRunner, given_base, open_study
+    from search.tracking import Tracker
+
+    _quiet_optuna()
     config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
     base = given_base(config)
     study = open_study(config, base)
@@ -195,16 +225,29 @@ def worker_command(
         raise typer.Exit(exit_code(stop)) from None
 
 
+def _quiet_optuna() -> None:
+    # Optuna's ExperimentalWarnings (heartbeats, retried trials, some samplers) give a user
+    # nothing to act on. Their class comes with Optuna, so they are filtered where studies load it.
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
+    import optuna
+
+    from search.storage import open_storage
+
+    _quiet_optuna()
     if config_file is not None:
+        from search.config import load_study_config  # here: a study named by --name needs no Lightning
+
         config = load_study_config(config_file, {"name": name, "storage": storage})
         name, url = config.name, config.storage_url
     elif name is not None:
         config, url = None, storage or f"sqlite:///studies/{name}.db"
     else:
         raise StudyConfigError("name the study: give its YAML file or --name (and --storage if not the default)")
-    from search.storage import open_storage
-
     try:
         return config, optuna.load_study(study_name=name, storage=open_storage(url, create=False))
     except KeyError:
@@ -218,6 +261,11 @@ Storage = Annotated[str | None, typer.Option(help="storage URL (default sqlite:/
 @study_app.command("status")
 def status_command(config_file: ConfigFile = None, name: Name = None, storage: Storage = None) -> None:
     """Trials done, running, failed, pruned; the best so far."""
+    from optuna.trial import TrialState
+
+    from search import halving, pareto
+    from search.recovery import worker_gone
+
     _, study = load_study(config_file, name, storage)
     states = [t.state for t in study.trials]
     lost = sum(t.state == TrialState.RUNNING and worker_gone(t) for t in study.trials)
@@ -233,6 +281,8 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
     reference = pareto.baseline(study)
     if reference:
         table.add_row("baseline", f"AUC {reference.user_attrs['val_auc']:.4f} at {reference.user_attrs['gflops']:.3f} GFLOPs")
+    if rungs := halving.reached(study.trials, study.user_attrs["config"]["training"]["epochs"]):
+        table.add_row("rungs reached", " · ".join(f"{n} at {e} epoch{'s' if e > 1 else ''}" for e, n in rungs.items()))
     console.print(table)
 
 
@@ -240,7 +290,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _off_front(row: pareto.TrialRow) -> str:
+    if row.stopped_at_rung:
+        return f" ‖{row.stopped_at_rung}"
+    return "" if row.pareto else " ·"
+
+
 def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> None:
+    from search import pareto
+
     title = f"{'Trials' if every_trial else 'Pareto front'} of {name}: val AUC vs GFLOPs"
     table = Table(title=title)
     for header in ("trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "cost ÷", "val AUC", "test AUC"):
@@ -249,10 +307,12 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
         coefficients = "/".join(f"{v:.3g}" for v in (row.alpha, row.beta, row.gamma)) if row.alpha else "–"
         knob = f"ε {row.flops_target:g}" if row.flops_target is not None else _fmt(row.phi, 2)
         table.add_row(
-            f"{row.trial}{'*' if row.baseline else ''}{'' if row.pareto or not every_trial else ' ·'}", row.method, coefficients, knob, str(row.input_size),
+            f"{row.trial}{'*' if row.baseline else ''}{_off_front(row) if every_trial else ''}", row.method, coefficients, knob,
+            str(row.input_size),
             _fmt(row.gflops), f"{row.reduction:.2f}×", _fmt(row.val_auc, 4), _fmt(row.test_auc, 4),
         )
-    table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target" + ("; · not on the front" if every_trial else "")
+    table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target" + (
+        "; · not on the front; ‖N stopped at the N-epoch rung (its val AUC there)" if every_trial else "")
     console.print(table)
 
 
@@ -263,6 +323,8 @@ def pareto_command(
     every_trial: Annotated[bool, typer.Option("--all", help="every trained trial, the front marked")] = False,
 ) -> None:
     """The Pareto front: trial, method, α, β, γ, ϕ, input side, GFLOPs, reduction, val and test AUC."""
+    from search import pareto
+
     _, study = load_study(config_file, name, storage)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in pareto.pareto_rows(study, every_trial)], indent=2))
@@ -277,6 +339,8 @@ def select_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
+    from search import pareto
+
     _, study = load_study(config_file, name, storage)
     chosen = pareto.select(study, max_auc_drop)
     if chosen is None:
@@ -296,6 +360,8 @@ def dashboard_command(
     host: Annotated[str, typer.Option(help="interface to bind; keep 127.0.0.1 unless you mean to share it")] = "127.0.0.1",
 ) -> None:
     """Start the MLflow UI on the local store and print its address."""
+    from search.tracking import default_artifact_root, default_tracking_uri, mlflow_home
+
     default_artifact_root().mkdir(parents=True, exist_ok=True)
     console.print(f"MLflow UI for {mlflow_home()} at [bold]http://{host}:{port}[/] (Ctrl-C stops it)")
     command = [
