@@ -110,4 +110,4 @@ class TimmCNNSpec(ArchSpec):
         drop_blocks(original, self.depths, self.input_size)
 
     def stages(self) -> list[Stage]:
-        return [Stage(f"stage {i}", d, f"× {self.width_factor:.3f}") for i, d in enumerate(self.depths, start=1)]
+        return [Stage(f"stage {i}", d, f"{self.width_factor:.3f} w") for i, d in enumerate(self.depths, start=1)]

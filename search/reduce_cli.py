@@ -82,7 +82,8 @@ def reduce_command(
 
 def _table(records: list[tuple[ArchSpec, dict]], heading: str) -> Table:
     first = records[0][0]
-    table = Table(title=f"{first.model_name} · {heading}", caption="cells: blocks × widths")
+    caption = "cells: blocks × widths (k w: k times the original widths)"
+    table = Table(title=f"{first.model_name} · {heading}", caption=caption)
     table.add_column("ϕ", justify="right")
     for stage in first.stages():
         table.add_column(stage.name, justify="center")
