@@ -145,8 +145,11 @@ def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
 
     study = runner.study
     settings, files = json.loads(config.model_dump_json()), []
-    for index in range(config.workers):  # a sampler seed each: samplers seeded alike propose the same points
-        seed = None if config.sampler_seed is None else config.sampler_seed + index
+    for index in range(config.workers):
+        # A sampler seed each, as samplers seeded alike propose the same points; but not for the
+        # grid, whose seed orders the grid that every worker's grid ids index.
+        offset = 0 if config.sampler == "grid" else index
+        seed = None if config.sampler_seed is None else config.sampler_seed + offset
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:  # private: it may hold a password
             yaml.safe_dump(settings | {"sampler_seed": seed}, handle)
         files.append(Path(handle.name))
