@@ -309,14 +309,14 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
     for label, study in studies.items():
         front = pareto.front(study)
         reference = (pareto.baseline(study).user_attrs["gflops"], 0.5)
-        states = [t.state.name for t in study.trials]
+        states, epochs = [t.state.name for t in study.trials], trained_epochs(study)
         rows[label] = {
             "trials": len(study.trials), "full_budget": states.count("COMPLETE"), "stopped": states.count("PRUNED"),
             "front": [{k: t.user_attrs.get(k) for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc", "test_auc")}
                       | {"trial": t.number} for t in front],
             "hypervolume_val": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["val_auc"]) for t in front], reference),
             "hypervolume_test": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["test_auc"]) for t in front], reference),
-            "epochs": trained_epochs(study), "compute": trained_epochs(study) * train,
+            "epochs": epochs, "compute": epochs * train,
         }
     grid = rows["full-budget grid (paper α β γ)"]
     for row in rows.values():

@@ -34,6 +34,8 @@ def rung_epochs(epochs: int, factor: int, rungs: int) -> list[int]:
 
 @dataclass(frozen=True)
 class RungResult:
+    """A trial's val AUC (at a rung, or at its end) and GFLOPs: a point of the front's plane."""
+
     trial: int
     val_auc: float
     gflops: float

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.halving import STOPPED_ATTR
+from search.halving import STOPPED_ATTR, RungResult
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,9 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     if len(study.directions) == 2:
         return sorted(study.best_trials, key=lambda t: t.user_attrs["gflops"])
     candidates = [t for t in trained(study) if feasible(t)]
-
-    def dominated(t: FrozenTrial) -> bool:
-        a, g = t.user_attrs["val_auc"], t.user_attrs["gflops"]
-        return any(
-            o.user_attrs["val_auc"] >= a and o.user_attrs["gflops"] <= g
-            and (o.user_attrs["val_auc"] > a or o.user_attrs["gflops"] < g)
-            for o in candidates
-        )
-    return sorted((t for t in candidates if not dominated(t)), key=lambda t: t.user_attrs["gflops"])
+    points = {t.number: RungResult(t.number, t.user_attrs["val_auc"], t.user_attrs["gflops"]) for t in candidates}
+    front = [t for t in candidates if not any(other.dominates(points[t.number]) for other in points.values())]
+    return sorted(front, key=lambda t: t.user_attrs["gflops"])
 
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
