@@ -13,6 +13,7 @@ that names them. `open_patch_source` tells the formats apart.
 from __future__ import annotations
 
 import csv
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,11 @@ class PatchDataset(Dataset, ABC):
     def read(self, index: int) -> np.ndarray:
         """Patch `index` as H × W × 3 uint8."""
 
+    @abstractmethod
+    def identities(self) -> list[str]:
+        """What each patch is, the same wherever the source lists it (so that a patch listed
+        twice is found)."""
+
 
 class ImagePatches(PatchDataset):
     """Patches stored as image files. named_in says where each file was named (for errors)."""
@@ -78,6 +84,12 @@ class ImagePatches(PatchDataset):
             raise DataError(
                 f"{self.named_in[index]}cannot read image {path} ({error}); replace the file or drop its line"
             ) from None
+
+    def identities(self) -> list[str]:
+        # Real paths, found once per folder: patches are many, their folders few.
+        located = [os.path.split(path) for path in self.paths]
+        real = {folder: os.path.realpath(folder) for folder in {folder for folder, _ in located}}
+        return [os.path.join(real[folder], name) for folder, name in located]
 
 
 class SlidePatches(PatchDataset):
@@ -105,6 +117,10 @@ class SlidePatches(PatchDataset):
         size = self.patch_px[path]
         x, y = self.centres[index] - size // 2
         return read_patch(self._handles(path), (int(x), int(y)), size, self.side)
+
+    def identities(self) -> list[str]:
+        real = {path: path.resolve() for path in set(self.slide_paths)}
+        return [f"{real[path]} at ({x}, {y})" for path, (x, y) in zip(self.slide_paths, self.centres)]
 
 
 def _label(text: str | None, where: str) -> int:

@@ -1,12 +1,15 @@
-"""Train / validation / test splits that keep every slide in one split, fixed by a seed."""
+"""Train / validation / test splits that keep every slide in one split, fixed by a seed; the
+checks that refuse splits or doubt their AUCs; tables of patches per split and per slide."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
@@ -89,9 +92,103 @@ def summarise_splits(dataset: PatchDataset, splits: dict[str, np.ndarray]) -> li
     ]
 
 
-def summary_table(summaries: Sequence[SplitSummary]) -> Table:
-    table = Table("split", "patches", *CLASS_NAMES, "slides", title="Patch splits")
+def summary_table(summaries: Sequence[SplitSummary], title: str = "Patch splits") -> Table:
+    table = Table("split", "patches", *CLASS_NAMES, "slides", title=title)
     for split in summaries:
         slides = "-" if split.slides is None else str(split.slides)
         table.add_row(split.name, str(split.patches), *map(str, split.per_class), slides)
     return table
+
+
+def slide_table(dataset: PatchDataset, splits: Mapping[str, np.ndarray] | None = None) -> Table:
+    """Patches of each class per slide (the source must name slides), and the splits holding
+    each slide when `splits` are given."""
+    names, slide_of = np.unique(np.array(dataset.slides), return_inverse=True)
+    per_slide = summarise_splits(dataset, {name: np.flatnonzero(slide_of == i) for i, name in enumerate(names.tolist())})
+    held_by = _members(dataset.slides, splits or {})
+    table = Table("slide", "patches", *CLASS_NAMES, *(["splits"] if splits else []), title="Slides")
+    for slide in per_slide:
+        in_splits = [", ".join(name for name, held in held_by.items() if slide.name in held)] if splits else []
+        table.add_row(escape(slide.name), str(slide.patches), *map(str, slide.per_class), *in_splits)
+    return table
+
+
+def check_splits(summaries: Sequence[SplitSummary], fractions: Mapping[str, float]) -> None:
+    """Refuses splits a classifier cannot be trained or evaluated on: an empty split whose
+    fraction is not 0 (train's is taken as 1), or a split of one class."""
+    for split in summaries:
+        if split.patches == 0:
+            if fractions.get(split.name, 1.0) > 0:
+                raise DataError(f"split {split.name} is empty: add patches (or slides) or change the fractions")
+            continue
+        present = [name for name, count in zip(CLASS_NAMES, split.per_class) if count]
+        if len(present) == 1:
+            consequence = "training needs both classes" if split.name == "train" else "AUC is undefined"
+            raise DataError(
+                f"{consequence}: split {split.name} holds only class {present[0]}; "
+                "add patches of both classes or change the fractions"
+            )
+
+
+# Each patch of a class moves an AUC by 1/(patches of that class): more than 0.1 below 10.
+MIN_PATCHES_PER_CLASS = 10
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A reason to doubt what a split's AUC says: `reason` in a few words (for tags and a
+    one-line warning), `message` in full with what to do about it."""
+
+    reason: str
+    message: str
+
+
+def split_findings(dataset: PatchDataset, splits: Mapping[str, np.ndarray]) -> list[Finding]:
+    """What makes the splits' AUCs doubtful though they can be trained and evaluated on: a
+    class with fewer than MIN_PATCHES_PER_CLASS patches in a split, a patch or a slide in two
+    splits (which a manifest's split column allows)."""
+    return [*_scarce_classes(summarise_splits(dataset, splits)), *_shared_between_splits(dataset, splits)]
+
+
+def _scarce_classes(summaries: Sequence[SplitSummary]) -> Iterator[Finding]:
+    for split in summaries:
+        if split.patches == 0:
+            continue  # an empty split is check_splits' concern
+        for name, count in zip(CLASS_NAMES, split.per_class):
+            if count < MIN_PATCHES_PER_CLASS:
+                yield Finding(
+                    f"{split.name} has {count} {name}",
+                    f"split {split.name} holds {_counted(count, name + ' patch')}, fewer than {MIN_PATCHES_PER_CLASS}: "
+                    "too few to learn the class from or to measure an AUC on; add patches of that class or change the fractions",
+                )
+
+
+_SHARED_CONSEQUENCE = {
+    "patch": "the AUC is not measured on held-out patches; list each patch in one split",
+    "slide": "patches of one slide look alike, so the AUC is optimistic; put all patches of a slide in one split",
+}
+
+
+def _shared_between_splits(dataset: PatchDataset, splits: Mapping[str, np.ndarray]) -> Iterator[Finding]:
+    held = {"patch": _members(dataset.identities(), splits)}
+    if dataset.slides is not None:
+        held["slide"] = _members(dataset.slides, splits)
+    for first, second in combinations(splits, 2):
+        for kind, members in held.items():
+            if shared := members[first] & members[second]:
+                yield Finding(
+                    f"{first} and {second} share {_counted(len(shared), kind)}",
+                    f"splits {first} and {second} share {_counted(len(shared), kind)} (e.g. {min(shared)}): "
+                    f"{_SHARED_CONSEQUENCE[kind]}",
+                )
+
+
+def _members(names: Sequence[str], splits: Mapping[str, np.ndarray]) -> dict[str, set[str]]:
+    """The distinct names (of patches or slides) in each split."""
+    of_patch = np.array(names)
+    return {split: set(of_patch[indices].tolist()) for split, indices in splits.items()}
+
+
+def _counted(count: int, noun: str) -> str:
+    """'1 slide', '2 slides', '2 patches'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('ch') else 's'}"

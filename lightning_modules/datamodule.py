@@ -13,9 +13,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data.errors import DataError
-from data.sources import CLASS_DIRS, CLASS_NAMES, PATCH_UM, PatchDataset, open_patch_source
-from data.splits import SplitSummary, split_patches, summarise_splits
+from data.sources import CLASS_DIRS, PATCH_UM, PatchDataset, open_patch_source
+from data.splits import Finding, SplitSummary, check_splits, split_findings, split_patches, summarise_splits
 
 
 def eval_transform(
@@ -76,7 +75,8 @@ class PatchDataModule(pl.LightningDataModule):
     """Train / val / test patches from any source `open_patch_source` reads.
 
     Splits keep each slide in one split (fixed by `seed`); val and test must hold both classes
-    so that their AUC is defined. predict_dataloader covers every patch of the source, in order.
+    so that their AUC is defined, and `findings` says what else makes their AUCs doubtful.
+    predict_dataloader covers every patch of the source, in order.
     """
 
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
@@ -114,13 +114,16 @@ class PatchDataModule(pl.LightningDataModule):
         # Patches read from slides are read straight at the network's side.
         dataset = open_patch_source(self.source, patch_side=self.input_size, **self.source_options)
         splits = split_patches(dataset, self.fractions["val"], self.fractions["test"], self.seed)
-        for summary in summarise_splits(dataset, splits):
-            _check_split(summary, self.fractions.get(summary.name, 1.0))
+        check_splits(summarise_splits(dataset, splits), self.fractions)
         self.dataset, self.splits = dataset, splits
 
     def summary(self) -> list[SplitSummary]:
         """Patches per class and slides in each split (after setup)."""
         return summarise_splits(self._dataset, self.splits)
+
+    def findings(self) -> list[Finding]:
+        """What makes the splits' AUCs doubtful: scarce classes, patches or slides in two splits (after setup)."""
+        return split_findings(self._dataset, self.splits)
 
     @property
     def _dataset(self) -> PatchDataset:
@@ -175,17 +178,3 @@ class PatchDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(np.arange(len(self._dataset)), train=False)
-
-
-def _check_split(split: SplitSummary, fraction: float) -> None:
-    if split.patches == 0:
-        if fraction > 0:
-            raise DataError(f"split {split.name} is empty: add patches (or slides) or change the fractions")
-        return
-    present = [name for name, count in zip(CLASS_NAMES, split.per_class) if count]
-    if len(present) == 1:
-        consequence = "training needs both classes" if split.name == "train" else "AUC is undefined"
-        raise DataError(
-            f"{consequence}: split {split.name} holds only class {present[0]}; "
-            "add patches of both classes or change the fractions"
-        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from search.console import console
 
 from data.difficulty import DifficultyName
+from search.console import console
 
 data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def synth_patches(
 
 @data_app.command("synth-slide")
 def synth_slide(
-    out: Path = typer.Option(..., help="Slide to write (.tiff); the ground truth goes beside it."),
+    out: Path = typer.Option(..., help="Slide to write (.tiff); its ground truth goes into <slide folder>-truth/, so that the slide folder holds slides only (as WSInfer needs)."),
     mpp: float = typer.Option(0.5, min=0.05, help="Microns per level-0 pixel."),
     width: int = typer.Option(4096, min=64, help="Level-0 width in pixels."),
     height: int = typer.Option(3072, min=64, help="Level-0 height in pixels."),
@@ -55,11 +55,30 @@ def inspect(
     val_fraction: float = typer.Option(0.2),
     test_fraction: float = typer.Option(0.2),
 ) -> None:
-    """Check a patch source and show how it would be split."""
+    """Check a patch source and show how it would be split: patches per split, class and slide,
+    and what would make the splits' AUCs doubtful."""
+    import numpy as np
+    from rich.markup import escape
+
+    from data.errors import DataError
     from data.sources import open_patch_source
-    from data.splits import split_patches, summarise_splits, summary_table
+    from data.splits import check_splits, slide_table, split_findings, split_patches, summarise_splits, summary_table
 
     dataset = open_patch_source(source, mpp=mpp)
-    splits = split_patches(dataset, val_fraction, test_fraction, seed)
     console.print(f"{dataset.description}: {len(dataset)} patches", soft_wrap=True)
-    console.print(summary_table(summarise_splits(dataset, splits)))
+    try:
+        splits = split_patches(dataset, val_fraction, test_fraction, seed)
+    except DataError:
+        # The counts show what to add before the refusal says so.
+        everything = summarise_splits(dataset, {"all": np.arange(len(dataset))})
+        console.print(summary_table(everything, title="Patches (not split)"))
+        if dataset.slides is not None:
+            console.print(slide_table(dataset))
+        raise
+    summaries = summarise_splits(dataset, splits)
+    console.print(summary_table(summaries))
+    if dataset.slides is not None:
+        console.print(slide_table(dataset, splits))
+    for finding in split_findings(dataset, splits):
+        console.print(f"[bold yellow]warning:[/] {escape(finding.message)}", highlight=False, soft_wrap=True)
+    check_splits(summaries, {"val": val_fraction, "test": test_fraction})

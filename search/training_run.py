@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+from rich.markup import escape
 
+from data.splits import Finding
 from lightning_modules.classifier import PatchClassifier
 from lightning_modules.datamodule import PatchDataModule
 from lightning_modules.distillation import TeacherTargets
@@ -19,8 +21,11 @@ from models.base_network import BaseNetwork
 from models.cost import measure_latency, spec_cost
 from models.spec import ArchSpec
 from models.weights import WEIGHTS_FILE, save_network
+from search.console import errors
 from search.plots import roc_png
 from search.tracking import Tracker
+
+DATA_WARNINGS_TAG = "nar.data_warnings"
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,10 @@ def _record(
         if on_run_created:
             on_run_created(run_id)
         tracker.log_params(run_id, run_params(spec, config, data))
-        result = obtain(data.datamodule(spec.input_size, config))
+        datamodule = data.datamodule(spec.input_size, config)
+        datamodule.setup()
+        _warn_of_data_findings(tracker, run_id, data.source, datamodule.findings())
+        result = obtain(datamodule)
         trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
         cost = spec_cost(trained)
         # A quick probe, not a benchmark: `nar reduce --latency` and bench/ measure properly.
@@ -156,6 +164,19 @@ def _record(
         run_id=run_id, spec=trained, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
         test_auc=test_auc, test_auc_std=test_std, latency_ms=latency.ms_per_patch, seconds=result.seconds,
         epochs=epochs,
+    )
+
+
+def _warn_of_data_findings(tracker: Tracker, run_id: str, source: Path, findings: Sequence[Finding]) -> None:
+    """One line before training, and a tag that stays with the run's AUCs."""
+    if not findings:
+        return
+    reasons = "; ".join(finding.reason for finding in findings)
+    tracker.set_tags(run_id, {DATA_WARNINGS_TAG: reasons})
+    errors.print(
+        f"[bold yellow]warning:[/] {escape(str(source))}: {escape(reasons)}: the AUCs may mislead; "
+        f"`nar data inspect {escape(str(source))}` shows the splits and what to fix",
+        highlight=False, soft_wrap=True,
     )
 
 
