@@ -2,15 +2,16 @@
 
 The layout (where tissue and TIL-rich regions lie) is a pair of smooth random fields on a
 coarse grid; the tissue itself is rendered tile by tile with the patch renderer's textures,
-so a 40k × 40k pixel slide takes bounded memory. Beside `slide.tiff` go `slide.mask.png`
-(0 glass, 128 tissue, 255 TIL-rich region, one pixel per `downsample` level-0 pixels) and
-`slide.mask.json` (downsample, mpp, values).
+so a 40k × 40k pixel slide takes bounded memory. The truth of `slides/slide.tiff` goes into
+`slides-truth/`: `slide.mask.png` (0 glass, 128 tissue, 255 TIL-rich region, one pixel per
+`downsample` level-0 pixels) and `slide.mask.json` (downsample, mpp, values).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import gaussian
 
+from data.errors import DataError
 from data.pyramid import write_pyramid
 from data.sources import PATCH_UM
 from data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
@@ -126,8 +128,14 @@ class SlideTruth:
 
 
 def truth_paths(slide: Path) -> tuple[Path, Path]:
-    """The ground-truth mask and its JSON sidecar beside a synthetic slide."""
-    return slide.with_suffix(".mask.png"), slide.with_suffix(".mask.json")
+    """The ground-truth mask and JSON sidecar of a synthetic slide, in `<slide's folder>-truth/`
+    beside the slide's folder: WSInfer takes every entry of a slide folder, a sub-folder too, for
+    a slide (and aborts on two files of one stem), so that folder must hold slides only."""
+    folder = Path(os.path.abspath(slide)).parent  # absolute, so that the folder of a bare `slide.tiff` has a name
+    if not folder.name:
+        raise DataError(f"{slide} is in the root folder, which has no sibling for its ground truth: write it into a folder")
+    truth = folder.with_name(f"{folder.name}-truth")
+    return truth / f"{Path(slide).stem}.mask.png", truth / f"{Path(slide).stem}.mask.json"
 
 
 def read_slide_truth(slide: str | Path) -> SlideTruth:
@@ -155,14 +163,23 @@ def write_synthetic_slide(
     tile: int = 512,
     aperio: bool = False,
 ) -> int:
-    """Write the slide, its mask and sidecar; return the number of pyramid levels."""
+    """Write the slide, then its mask and sidecar (truth_paths); return the number of pyramid
+    levels. DataError, before anything is written, if one of the three files exists."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    layout = SlideLayout.sample(np.random.default_rng((seed, 0)), width, height)
     mask_path, sidecar = truth_paths(out)
+    for path in (out, mask_path, sidecar):
+        if os.path.lexists(path):
+            raise DataError(f"{path} already exists and would be overwritten: choose another --out, or move it away")
+    try:
+        for folder in (out.parent, mask_path.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot write {out} and its truth in {mask_path.parent} ({error.strerror or error}): choose another --out") from None
+    layout = SlideLayout.sample(np.random.default_rng((seed, 0)), width, height)
+    description = aperio_description(width, height, tile, mpp) if aperio else None
+    painter = SlidePainter(layout, mpp, tile, seed)
+    levels = write_pyramid(out, width, height, painter, mpp=mpp, tile=tile, description=description)
     Image.fromarray(layout.mask()).save(mask_path)
     truth = {"slide": out.name, "downsample": layout.downsample, "mpp": mpp, "values": MASK_VALUES}
     sidecar.write_text(json.dumps(truth, indent=2))
-    description = aperio_description(width, height, tile, mpp) if aperio else None
-    painter = SlidePainter(layout, mpp, tile, seed)
-    return write_pyramid(out, width, height, painter, mpp=mpp, tile=tile, description=description)
+    return levels

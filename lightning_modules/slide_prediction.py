@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
@@ -34,7 +33,7 @@ from data.sources import CLASS_NAMES, PATCH_UM
 from data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
 from lightning_modules.datamodule import PatchDataModule
 from models.errors import ModelError
-from models.export import ExportedModel, Preprocessing
+from models.export import ExportedModel, Preprocessing, apply_umask
 from models.spec import ArchSpec
 
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
@@ -42,6 +41,7 @@ TIL_CLASS = "til-positive"
 TIL_THRESHOLD = 0.5
 CLASS_COLOURS = {"til-positive": (220, 30, 30), "til-negative": (40, 110, 220)}
 HEATMAP_OPACITY = 0.55
+HEATMAP_SIDE = 1024  # pixels of the map's long side; the title and colour bar come around it
 BAND_PX = 4096  # width of the bands patches are read in, in pixels of the level read
 
 
@@ -76,16 +76,13 @@ def find_slides(arguments: Sequence[str]) -> list[Path]:
     return slides
 
 
-class TilProbability(nn.Module):
-    """uint8 patches in, TIL-positive probabilities out: the export's normalisation and the
-    softmax folded around the network, so that workers ship compact uint8 batches."""
+class ClassProbabilities(nn.Module):
+    """uint8 patches in, class probabilities out (N x classes, in the export's class order): the
+    export's normalisation and the softmax folded around the network, so that workers ship
+    compact uint8 batches."""
 
     def __init__(self, exported: ExportedModel) -> None:
         super().__init__()
-        names = exported.preprocessing.class_names
-        if TIL_CLASS not in names:
-            raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
-        self.til_index = names.index(TIL_CLASS)
         self.network = exported.model
         # (x / 255 - mean) / std, as one multiply-add on the uint8 values.
         std = torch.tensor(exported.preprocessing.std).view(1, 3, 1, 1)
@@ -95,7 +92,7 @@ class TilProbability(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         logits = self.network(patches.float() * self.scale + self.shift)
-        return logits.softmax(dim=1)[:, self.til_index]
+        return logits.softmax(dim=1)
 
 
 class SlideStripDataset(SlideTileDataset):
@@ -166,7 +163,8 @@ def collate_without_blanks(samples: list[tuple[torch.Tensor, int]]) -> PatchBatc
 class SlidePrediction:
     grid: SlideGrid  # the patches mapped: tissue, not near-blank
     dimensions: tuple[int, int]  # level-0 width and height
-    probabilities: np.ndarray  # TIL-positive probability of each grid patch
+    class_names: tuple[str, ...]  # the export's classes, named as its WSInfer config names them
+    probabilities: np.ndarray  # patches x classes: each grid patch's probability of each class
     blank_patches: int  # tissue patches left out as near-blank
     tiling_seconds: float
     inference_seconds: float
@@ -174,6 +172,19 @@ class SlidePrediction:
     @property
     def name(self) -> str:
         return self.grid.slide.stem
+
+    @property
+    def probability_columns(self) -> list[str]:
+        """The probability columns as WSInfer names them: prob_<class name>."""
+        return [f"prob_{name}" for name in self.class_names]
+
+    @property
+    def til_probabilities(self) -> np.ndarray:
+        return self.probabilities[:, self.class_names.index(TIL_CLASS)]
+
+    @property
+    def til_positive_fraction(self) -> float:
+        return float(np.mean(self.til_probabilities >= TIL_THRESHOLD)) if len(self.grid) else 0.0
 
     def summary(self) -> dict[str, object]:
         width, height = self.dimensions
@@ -186,7 +197,7 @@ class SlidePrediction:
             "patches": (width // self.grid.patch_px) * (height // self.grid.patch_px),
             "tissue_patches": len(self.grid),
             "blank_patches": self.blank_patches,
-            "til_positive_fraction": float(np.mean(self.probabilities >= TIL_THRESHOLD)) if len(self.grid) else 0.0,
+            "til_positive_fraction": self.til_positive_fraction,
             "threshold": TIL_THRESHOLD,
             "seconds": seconds,
             "tiling_seconds": self.tiling_seconds,
@@ -228,7 +239,10 @@ class SlidePredictor:
         self.exported, self.batch_size, self.show_progress = exported, batch_size, show_progress
         self.device = resolve_device(device)
         self.workers = default_workers(self.device) if workers is None else workers
-        self.net = TilProbability(exported).to(self.device).eval()
+        names = exported.preprocessing.class_names
+        if TIL_CLASS not in names:
+            raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
+        self.net = ClassProbabilities(exported).to(self.device).eval()
 
     @property
     def input_size(self) -> int:
@@ -242,15 +256,16 @@ class SlidePredictor:
             dimensions = handle.dimensions
         tiled = time.perf_counter()
         probabilities = self.probabilities(grid)
-        mapped = ~np.isnan(probabilities)
+        mapped = ~np.isnan(probabilities).any(axis=1)
         return SlidePrediction(
-            replace(grid, coords=grid.coords[mapped]), dimensions, probabilities[mapped], int((~mapped).sum()),
-            tiled - start, time.perf_counter() - tiled,
+            replace(grid, coords=grid.coords[mapped]), dimensions, self.exported.preprocessing.class_names,
+            probabilities[mapped], int((~mapped).sum()), tiled - start, time.perf_counter() - tiled,
         )
 
     def probabilities(self, grid: SlideGrid) -> np.ndarray:
-        """TIL-positive probability of each patch of the grid, in grid order; NaN if near-blank."""
-        probabilities = np.full(len(grid), np.nan, np.float32)
+        """Class probabilities of each patch of the grid (patches x classes), in grid order; NaN
+        for near-blank patches."""
+        probabilities = np.full((len(grid), len(self.exported.preprocessing.class_names)), np.nan, np.float32)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, disable=not self.show_progress, transient=True) as progress, torch.inference_mode():
             task = progress.add_task(f"Mapping {grid.slide.name}", total=len(grid))
@@ -308,8 +323,9 @@ def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
         _write_stony_brook(prediction, staging / f"prediction-{prediction.name}")
         _write_csv(prediction, staging / f"{prediction.name}.csv")
         _write_geojson(prediction, staging / f"{prediction.name}.geojson")
-        heatmap(prediction).save(staging / f"{prediction.name}.heatmap.png")
+        heatmap(prediction).save(staging / f"{prediction.name}.heatmap.png", compress_level=1)  # half the time, a fifth larger
         (staging / "summary.json").write_text(json.dumps(prediction.summary(), indent=2) + "\n")
+        apply_umask(staging)
         if folder.is_dir():
             for path in staging.iterdir():
                 os.replace(path, folder / path.name)
@@ -324,48 +340,83 @@ def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
 
 def _write_stony_brook(prediction: SlidePrediction, path: Path) -> None:
     """Stony Brook's TIL map: `x y prob` per patch, x, y its centre in level-0 pixels."""
-    rows = np.column_stack([prediction.grid.centres, prediction.probabilities])
+    rows = np.column_stack([prediction.grid.centres, prediction.til_probabilities])
     np.savetxt(path, rows, fmt=["%d", "%d", "%.6f"], delimiter=" ")
 
 
 def _write_csv(prediction: SlidePrediction, path: Path) -> None:
-    """WSInfer's table: the patch's box in level-0 pixels and its probability."""
+    """WSInfer's table: the patch's box in level-0 pixels and its probability of each class."""
     grid = prediction.grid
     side = np.full(len(grid), grid.patch_px)
     rows = np.column_stack([grid.coords, side, side, prediction.probabilities])
-    np.savetxt(path, rows, fmt=["%d", "%d", "%d", "%d", "%.6f"], delimiter=",", header="minx,miny,width,height,prob_til_positive", comments="")
+    header = ",".join(["minx", "miny", "width", "height", *prediction.probability_columns])
+    np.savetxt(path, rows, fmt=["%d"] * 4 + ["%.6f"] * len(prediction.class_names), delimiter=",", header=header, comments="")
 
 
 def _write_geojson(prediction: SlidePrediction, path: Path) -> None:
-    """A QuPath FeatureCollection of tiles, streamed: a whole slide has ~10⁵ of them."""
+    """A QuPath FeatureCollection of tiles, streamed: a whole slide has ~10⁵ of them. The
+    measurements are the CSV's probability columns."""
     side = prediction.grid.patch_px
     classes = {
         positive: json.dumps({"name": name, "color": list(CLASS_COLOURS[name])})
         for positive, name in ((True, "til-positive"), (False, "til-negative"))
     }
+    columns = [json.dumps(column) for column in prediction.probability_columns]
+    rows = zip(prediction.grid.coords.tolist(), prediction.til_probabilities.tolist(), prediction.probabilities.tolist())
     with path.open("w") as file:
         file.write('{"type": "FeatureCollection", "features": [')
-        for i, ((x, y), p) in enumerate(zip(prediction.grid.coords.tolist(), prediction.probabilities.tolist())):
+        for i, ((x, y), til, probabilities) in enumerate(rows):
             box = f"[[{x}, {y}], [{x + side}, {y}], [{x + side}, {y + side}], [{x}, {y + side}], [{x}, {y}]]"
+            measurements = ", ".join(f"{column}: {p:.6f}" for column, p in zip(columns, probabilities))
             file.write(
                 f'{"," if i else ""}\n{{"type": "Feature", "geometry": {{"type": "Polygon", "coordinates": [{box}]}}, '
-                f'"properties": {{"objectType": "tile", "classification": {classes[p >= TIL_THRESHOLD]}, '
-                f'"measurements": {{"prob_til_positive": {p:.6f}}}}}}}'
+                f'"properties": {{"objectType": "tile", "classification": {classes[til >= TIL_THRESHOLD]}, '
+                f'"measurements": {{{measurements}}}}}}}'
             )
         file.write("\n]}\n")
 
 
 def heatmap(prediction: SlidePrediction) -> Image.Image:
-    """The TIL probability (jet colour map, as Stony Brook's maps) over the slide thumbnail."""
+    """The TIL-positive probability (jet colour map, as Stony Brook's maps) over the slide
+    thumbnail, HEATMAP_SIDE pixels on its long side, with a colour bar and a title that gives
+    the TIL-positive fraction."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
     grid = prediction.grid
-    thumbnail = Image.fromarray(grid.thumbnail).convert("RGBA")
     cells = grid.coords // grid.patch_px
-    shape = (cells[:, 1].max() + 1, cells[:, 0].max() + 1) if len(grid) else (1, 1)
-    rgba = np.zeros((*shape, 4), np.uint8)
-    rgba[cells[:, 1], cells[:, 0]] = colormaps["jet"](prediction.probabilities, bytes=True)
-    rgba[cells[:, 1], cells[:, 0], 3] = round(255 * HEATMAP_OPACITY)
-    scale = grid.patch_px / grid.tissue_downsample  # thumbnail pixels per patch
-    overlay = Image.fromarray(rgba).resize((round(shape[1] * scale), round(shape[0] * scale)), Image.Resampling.NEAREST)
-    layer = Image.new("RGBA", thumbnail.size)
-    layer.paste(overlay, (0, 0))
-    return Image.alpha_composite(thumbnail, layer).convert("RGB")
+    probability = np.full((cells[:, 1].max() + 1, cells[:, 0].max() + 1) if len(grid) else (1, 1), np.nan, np.float32)
+    probability[cells[:, 1], cells[:, 0]] = prediction.til_probabilities
+    patch_side = grid.patch_px / grid.tissue_downsample  # in thumbnail pixels
+    height, width = grid.thumbnail.shape[:2]
+    # Laid out in pixels: the map with a margin around it, the colour bar and its labels to its
+    # right, the title above; wide enough for the title whatever the slide's shape.
+    scale = HEATMAP_SIDE / max(width, height)
+    map_width, map_height, margin, bar, title = width * scale, height * scale, 24, 20, 64
+    figure_width, figure_height = max(map_width + bar + 5 * margin, 640), map_height + title + margin
+    figure = Figure(figsize=(figure_width / 100, figure_height / 100), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+
+    def placed(left: float, wide: float) -> tuple[float, float, float, float]:
+        """Axes `wide` pixels wide from `left`, level with the map, in figure fractions."""
+        return left / figure_width, margin / figure_height, wide / figure_width, map_height / figure_height
+
+    axes = figure.add_axes(placed(margin, map_width))
+    # Resampled to the map's pixels beforehand: several times cheaper than by matplotlib.
+    thumbnail = Image.fromarray(grid.thumbnail).resize((round(map_width), round(map_height)), Image.Resampling.BILINEAR)
+    axes.imshow(thumbnail, extent=(0, width, height, 0))
+    colours = ScalarMappable(Normalize(0, 1), "jet")
+    extent = (0, probability.shape[1] * patch_side, probability.shape[0] * patch_side, 0)
+    axes.imshow(probability, cmap=colours.cmap, norm=colours.norm, alpha=HEATMAP_OPACITY, interpolation="nearest", extent=extent)
+    axes.set(xlim=(0, width), ylim=(height, 0))
+    axes.set_axis_off()
+    figure.colorbar(colours, cax=figure.add_axes(placed(2 * margin + map_width, bar)), label=f"probability {TIL_CLASS}")
+    figure.suptitle(
+        f"{prediction.name}: {prediction.til_positive_fraction:.1%} {TIL_CLASS}\n"
+        f"({len(grid)} tissue patches of {grid.patch_px * grid.mpp:g} µm, threshold {TIL_THRESHOLD:g})",
+        y=1 - 8 / figure_height, va="top", wrap=True,
+    )
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")

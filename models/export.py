@@ -125,6 +125,7 @@ def export_model(
     try:
         _write_formats(model, spec, preprocessing, about or {}, staging)
         _check_round_trip(staging, model, spec.input_size)
+        apply_umask(staging)
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -226,6 +227,17 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
 def _forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return model.eval()(batch)
+
+
+def apply_umask(folder: Path) -> None:
+    """Give a staged folder of files the modes that creating them in place would have (0o777 and
+    0o666 less the umask): mkdtemp makes folders 0o700, which hides an export or a TIL map from
+    the rest of the group."""
+    umask = os.umask(0)  # the only way to read it is to set it
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _publish(staging: Path, out: Path) -> None:

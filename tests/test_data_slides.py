@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from skimage.color import rgb2hsv
 
 from data.errors import DataError
 from data.slides import SlideHandles, open_slide, read_patch, slide_mpp
-from data.synth_slide import read_slide_truth
+from data.synth_slide import read_slide_truth, truth_paths, write_synthetic_slide
 from data.tiling import SlideTileDataset, detect_tissue, hsv_saturation, tile_slide
 
 
@@ -22,6 +23,33 @@ def test_synthetic_slide_opens_with_its_mpp_and_pyramid(synthetic_slide: Path):
         assert slide.level_downsamples == pytest.approx((1, 2, 4, 8))
         corner = np.asarray(slide.read_region((0, 0), 0, (64, 64)))[..., :3]
         assert corner.mean() > 230  # glass
+
+
+def test_the_slide_folder_holds_slides_only(synthetic_slide: Path):
+    """WSInfer takes every entry of its slide folder for a slide and refuses two files of one
+    stem (slide.mask.png, slide.mask.json): the truth goes into the folder beside it."""
+    assert list(synthetic_slide.parent.iterdir()) == [synthetic_slide]
+    truth = synthetic_slide.parent.with_name(f"{synthetic_slide.parent.name}-truth")
+    assert truth_paths(synthetic_slide) == (truth / "slide.mask.png", truth / "slide.mask.json")
+    assert json.loads((truth / "slide.mask.json").read_text())["slide"] == synthetic_slide.name
+
+
+@pytest.mark.parametrize("existing", ["slide", "mask", "sidecar"])
+def test_a_synthetic_slide_never_overwrites_a_file(tmp_path: Path, existing: str):
+    out = tmp_path / "slides" / "s.tiff"
+    target = {"slide": out, "mask": truth_paths(out)[0], "sidecar": truth_paths(out)[1]}[existing]
+    target.parent.mkdir(parents=True)
+    target.write_text("a user's file")
+    with pytest.raises(DataError, match=f"{target.name} already exists.*choose another --out"):
+        write_synthetic_slide(out, width=256, height=256, tile=128)
+    assert target.read_text() == "a user's file"
+    assert [p for p in (out, *truth_paths(out)) if p.exists()] == [target]  # nothing written
+
+
+def test_a_bare_slide_name_gets_its_truth_beside_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert truth_paths(Path("s.tiff"))[0] == tmp_path.resolve() / "work-truth" / "s.mask.png"
 
 
 def test_tiling_finds_the_tissue_and_the_til_regions(synthetic_slide: Path):

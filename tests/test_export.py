@@ -3,6 +3,7 @@ whose every format gives the PyTorch outputs, a WSInfer config, and the Model Re
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -52,12 +53,24 @@ def trained(tracker, tmp_path_factory):
     return train_and_record(tracker, "export-tests", "tiny", spec, DataSettings(patches), config, tmp_path_factory.mktemp("run"), progress=False)
 
 
+UMASK = 0o027  # the group may read, others not: neither the default umask nor mkdtemp's 0o077
+
+
 @pytest.fixture(scope="module")
 def exported(trained, tracker, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "tiny"
     arguments = ["--run-id", trained.run_id, "--tracking-uri", tracker.tracking_uri, "--out", out, "--register", "til", "--alias", "champion"]
-    assert run_cli("export", *arguments) == 0
+    umask = os.umask(UMASK)
+    try:
+        assert run_cli("export", *arguments) == 0
+    finally:
+        os.umask(umask)
     return out
+
+
+def test_the_export_is_as_readable_as_the_umask_makes_new_files(exported):
+    assert exported.stat().st_mode & 0o777 == 0o777 & ~UMASK
+    assert {path.stat().st_mode & 0o777 for path in exported.iterdir()} == {0o666 & ~UMASK}
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")

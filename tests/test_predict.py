@@ -77,10 +77,17 @@ def detector(tmp_path_factory) -> Path:
     return export_model(spec.build(), spec, training_preprocessing(spec), tmp_path_factory.mktemp("exports") / "dark-nuclei")
 
 
+UMASK = 0o027  # the group may read, others not: neither the default umask nor mkdtemp's 0o077
+
+
 @pytest.fixture(scope="module")
 def maps(detector, synthetic_slide, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("maps")
-    assert run_cli("predict", synthetic_slide, "--model", detector, "--out", out, "--batch-size", 32, "--workers", 2, "--device", "cpu") == 0
+    umask = os.umask(UMASK)
+    try:
+        assert run_cli("predict", synthetic_slide, "--model", detector, "--out", out, "--batch-size", 32, "--workers", 2, "--device", "cpu") == 0
+    finally:
+        os.umask(umask)
     return out / synthetic_slide.stem
 
 
@@ -94,28 +101,58 @@ def test_every_format_holds_the_same_patches(maps, synthetic_slide):
     name = synthetic_slide.stem
     assert {p.name for p in maps.iterdir()} == {f"prediction-{name}", f"{name}.csv", f"{name}.geojson", f"{name}.heatmap.png", "summary.json"}
     header, boxes = read_csv(maps / f"{name}.csv")
-    assert header == ["minx", "miny", "width", "height", "prob_til_positive"]
+    assert header == ["minx", "miny", "width", "height", "prob_til-negative", "prob_til-positive"]
+    til = boxes[:, 5]
+    assert np.allclose(boxes[:, 4] + til, 1, atol=2e-6)
     stony_brook = np.loadtxt(maps / f"prediction-{name}", ndmin=2)
     assert stony_brook.shape == (len(boxes), 3) and len(boxes) > 50
     assert np.array_equal(stony_brook[:, :2], boxes[:, :2] + boxes[:, 2:4] / 2)  # patch centres
-    assert np.allclose(stony_brook[:, 2], boxes[:, 4]) and ((boxes[:, 4] >= 0) & (boxes[:, 4] <= 1)).all()
+    assert np.allclose(stony_brook[:, 2], til) and ((til >= 0) & (til <= 1)).all()
 
     geojson = json.loads((maps / f"{name}.geojson").read_text())
     assert geojson["type"] == "FeatureCollection" and len(geojson["features"]) == len(boxes)
-    for feature, (x, y, w, h, p) in zip(geojson["features"], boxes):
+    for feature, (x, y, w, h, negative, p) in zip(geojson["features"], boxes):
         assert feature["geometry"] == {"type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]}
         properties = feature["properties"]
         assert properties["objectType"] == "tile"
         assert properties["classification"]["name"] == ("til-positive" if p >= 0.5 else "til-negative")
         assert len(properties["classification"]["color"]) == 3
-        assert properties["measurements"] == {"prob_til_positive": pytest.approx(p, abs=1e-6)}
+        assert properties["measurements"] == {"prob_til-negative": pytest.approx(negative, abs=1e-6), "prob_til-positive": pytest.approx(p, abs=1e-6)}
 
-    heatmap = Image.open(maps / f"{name}.heatmap.png")
-    assert heatmap.mode == "RGB" and heatmap.width / heatmap.height == pytest.approx(2048 / 1536, rel=0.02)
     summary = json.loads((maps / "summary.json").read_text())
     assert summary["patches"] == 20 * 15 and summary["tissue_patches"] == len(boxes) and summary["blank_patches"] >= 0
-    assert summary["til_positive_fraction"] == pytest.approx(np.mean(boxes[:, 4] >= 0.5))
+    assert summary["til_positive_fraction"] == pytest.approx(np.mean(til >= 0.5))
     assert summary["seconds"] > 0 and summary["patches_per_second"] > 0
+
+
+def test_the_csv_columns_are_wsinfers_for_the_exports_classes(maps, detector, synthetic_slide):
+    """WSInfer names a column prob_<class name> for each class of the model's config.json."""
+    header, _ = read_csv(maps / f"{synthetic_slide.stem}.csv")
+    class_names = json.loads((detector / "config.json").read_text())["class_names"]
+    assert header[4:] == [f"prob_{name}" for name in class_names]
+
+
+JET_ENDS = {"blue": (0, 0, 128), "red": (128, 0, 0)}  # jet at 0 and at 1
+
+
+def test_the_heat_map_has_a_colour_bar_and_a_title(maps, synthetic_slide):
+    heatmap = Image.open(maps / f"{synthetic_slide.stem}.heatmap.png")
+    assert heatmap.mode == "RGB" and max(heatmap.size) >= 1024
+    pixels = np.asarray(heatmap).astype(int)
+    # The map is blended with the thumbnail, so pure jet ends are the colour bar's: red above blue,
+    # in the same columns, right of the map (the slide is 4:3, so the map's right edge is at 1024 + margin).
+    ends = {name: np.argwhere((np.abs(pixels - colour) <= 6).all(axis=2)) for name, colour in JET_ENDS.items()}
+    assert len(ends["blue"]) > 20 and len(ends["red"]) > 20
+    assert set(ends["blue"][:, 1]) == set(ends["red"][:, 1]) and ends["blue"][:, 1].min() > 1024
+    assert ends["red"][:, 0].max() < ends["blue"][:, 0].min()
+    # The title: dark text on the white band above the map.
+    above_map = pixels[: ends["red"][:, 0].min()]
+    assert (above_map == 255).all(axis=2).mean() > 0.8 and (above_map < 80).all(axis=2).sum() > 200
+
+
+def test_the_maps_are_as_readable_as_the_umask_makes_new_files(maps):
+    assert maps.stat().st_mode & 0o777 == 0o777 & ~UMASK
+    assert {path.stat().st_mode & 0o777 for path in maps.iterdir()} == {0o666 & ~UMASK}
 
 
 @pytest.mark.parametrize("side", [35, 50, 100])  # resampled from level 1, level 1 as it is, level 0 as it is
@@ -166,8 +203,8 @@ def test_the_til_map_agrees_with_the_ground_truth(maps, synthetic_slide):
     in_til_region = truth.til_region[centres[:, 1], centres[:, 0]]
     assert truth.tissue[centres[:, 1], centres[:, 0]].mean() > 0.9  # the map covers tissue
     assert 0 < in_til_region.sum() < len(boxes)
-    assert roc_auc_score(in_til_region, boxes[:, 4]) > 0.9
-    assert np.mean((boxes[:, 4] >= 0.5) == in_til_region) > 0.8
+    assert roc_auc_score(in_til_region, boxes[:, 5]) > 0.9
+    assert np.mean((boxes[:, 5] >= 0.5) == in_til_region) > 0.8
 
 
 def test_an_unreadable_slide_is_reported_and_the_others_mapped(detector, synthetic_slide, tmp_path, capsys):
