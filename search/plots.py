@@ -1,15 +1,26 @@
-"""Figures logged to MLflow: ROC curves, and the AUC-vs-GFLOPs Pareto scatter."""
+"""Views logged to MLflow: ROC curves, and the AUC-vs-GFLOPs Pareto view as a PNG, as a
+self-contained HTML page and as a Markdown table."""
 
 from __future__ import annotations
 
 import io
+import math
+import re
+from dataclasses import dataclass
+from html import escape
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.ticker import LogLocator, MaxNLocator  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+
+BASELINE_NAME = "baseline (ϕ = 0)"
+STOPPED_NAME = "stopped at a rung (its AUC there)"
+STOPPED_COLOUR = "grey"
 
 
 def _png(figure: plt.Figure) -> bytes:
@@ -41,50 +52,282 @@ def _split_stopped(points: list[dict]) -> tuple[list[dict], list[dict]]:
     return [p for p in points if not p.get("stopped_at_rung")], [p for p in points if p.get("stopped_at_rung")]
 
 
+def _colours(points: list[dict]) -> dict[str, str]:
+    """A colour per method, in the order the methods first appear: alike in the PNG and the HTML."""
+    palette = [to_hex(colour) for colour in matplotlib.colormaps["tab10"].colors]
+    return {method: palette[index % len(palette)] for index, method in enumerate(_by_method(points))}
+
+
 def pareto_png(points: list[dict], front: list[dict], title: str) -> bytes:
-    """AUC against GFLOPs: every trial by method, the front as a step line, the baseline starred.
-    `points` and `front` hold dicts with gflops, val_auc, method, trial and baseline."""
+    """AUC against GFLOPs: every trial by method and labelled with its number, the front as a
+    step line, the baseline starred. `points` and `front` hold dicts with gflops, val_auc,
+    method, trial and baseline."""
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     finished, stopped = _split_stopped(points)
+    colours = _colours(points)
     for method, group in _by_method(finished).items():
-        axes.scatter([p["gflops"] for p in group], [p["val_auc"] for p in group], label=method.upper(), alpha=0.75)
+        axes.scatter([p["gflops"] for p in group], [p["val_auc"] for p in group], c=colours[method], label=method.upper(), alpha=0.75)
     if stopped:
-        axes.scatter([p["gflops"] for p in stopped], [p["val_auc"] for p in stopped], facecolors="none", edgecolors="grey",
-                     label="stopped at a rung (its AUC there)", alpha=0.75)
+        axes.scatter([p["gflops"] for p in stopped], [p["val_auc"] for p in stopped], facecolors="none",
+                     edgecolors=STOPPED_COLOUR, label=STOPPED_NAME, alpha=0.75)
     if front:
         axes.step([p["gflops"] for p in front], [p["val_auc"] for p in front], where="post", c="black", lw=1.2, label="Pareto front")
     for point in points:
         if point["baseline"]:
-            axes.scatter([point["gflops"]], [point["val_auc"]], marker="*", s=220, c="gold", edgecolors="black", zorder=5, label="baseline (ϕ = 0)")
+            axes.scatter([point["gflops"]], [point["val_auc"]], marker="*", s=220, c="gold", edgecolors="black", zorder=5,
+                         label=BASELINE_NAME)
+        axes.annotate(str(point["trial"]), (point["gflops"], point["val_auc"]), xytext=(4, 4), textcoords="offset points",
+                      fontsize="x-small")
     axes.set(xscale="log", xlabel="GFLOPs per patch (log)", ylabel="val AUC", title=title)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")
     return _png(figure)
 
 
-def pareto_html(points: list[dict], front: list[dict], title: str) -> str:
-    import plotly.graph_objects as go
+@dataclass(frozen=True)
+class _Frame:
+    """The plot area in pixels and what it shows: log GFLOPs across, val AUC upwards."""
 
-    figure = go.Figure()
+    left: float
+    top: float
+    right: float
+    bottom: float
+    log_gflops: tuple[float, float]
+    auc: tuple[float, float]
+
+    @classmethod
+    def around(cls, points: list[dict], left: float, top: float, right: float, bottom: float) -> _Frame:
+        """The frame that shows `points` (before the first trial is trained: 1 GFLOPs, AUC 0.5)."""
+        log_gflops = _padded([math.log10(p["gflops"]) for p in points] or [0.0], least=0.1)
+        return cls(left, top, right, bottom, log_gflops, _padded([p["val_auc"] for p in points] or [0.5], least=0.01))
+
+    def x(self, gflops: float) -> float:
+        low, high = self.log_gflops
+        return self.left + (math.log10(gflops) - low) / (high - low) * (self.right - self.left)
+
+    def y(self, auc: float) -> float:
+        low, high = self.auc
+        return self.bottom - (auc - low) / (high - low) * (self.bottom - self.top)
+
+    def gflops_ticks(self) -> list[float]:
+        low, high = (10**v for v in self.log_gflops)
+        return _within(LogLocator(subs=(1.0, 2.0, 5.0)).tick_values(low, high), low, high)
+
+    def auc_ticks(self) -> list[float]:
+        return _within(MaxNLocator(nbins=6).tick_values(*self.auc), *self.auc)
+
+
+def _padded(values: list[float], least: float) -> tuple[float, float]:
+    """The values' range with a margin of 5 % each side (of `least` when they are all equal)."""
+    low, high = min(values), max(values)
+    margin = (high - low) * 0.05 or least
+    return low - margin, high + margin
+
+
+def _within(ticks: np.ndarray, low: float, high: float) -> list[float]:
+    inside = [float(t) for t in ticks if low <= t <= high]
+    return inside if len(inside) >= 2 else [low, high]
+
+
+def _plus_minus(value: float, spread: float | None) -> str:
+    return f"{value:.4f}" if spread is None else f"{value:.4f} ± {spread:.4f}"
+
+
+def _latency(point: dict) -> str | None:
+    return None if point["latency_ms"] is None else f"{point['latency_ms']:.2f} ms/patch"
+
+
+def _details(point: dict) -> str:
+    """What hovering over a point tells, one fact a line."""
+    standing = (
+        f"stopped at the {point['stopped_at_rung']}-epoch rung (its val AUC there)" if point.get("stopped_at_rung")
+        else ("baseline, " if point["baseline"] else "") + ("on the Pareto front" if point["pareto"] else "dominated")
+    )
+    return "\n".join([
+        f"trial {point['trial']} · {point['label']}",
+        standing,
+        f"input {point['input_size']} px · {point['gflops']:.4g} GFLOPs · {_latency(point) or 'latency not recorded'}",
+        f"val AUC {_plus_minus(point['val_auc'], point['val_auc_std'])}",
+        f"test AUC {_plus_minus(point['test_auc'], point['test_auc_std'])}",
+    ])
+
+
+def _kind(point: dict) -> str:
+    return "stopped" if point.get("stopped_at_rung") else "baseline" if point["baseline"] else "trained"
+
+
+def _star(x: float, y: float, radius: float) -> str:
+    corners = [
+        (x + r * math.sin(k * math.pi / 5), y - r * math.cos(k * math.pi / 5))
+        for k, r in zip(range(10), [radius, radius * 0.45] * 5)
+    ]
+    return " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in corners)
+
+
+def _symbol(kind: str, x: float, y: float, colour: str = "", ringed: bool = False) -> str:
+    """A point's marker, or a legend entry's: a trained candidate is a dot in its method's colour
+    (ringed on the front), a stopped one a grey ring, the baseline a gold star."""
+    if kind == "baseline":
+        return f'<polygon points="{_star(x, y, 9)}" fill="gold" stroke="black"/>'
+    if kind == "stopped":
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="none" stroke="{STOPPED_COLOUR}" stroke-width="1.5"/>'
+    if kind == "front":
+        return f'<line class="front" x1="{x - 8:.1f}" x2="{x + 8:.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
+    ring = ' stroke="black" stroke-width="1.5"' if ringed else ""
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{escape(colour)}"{ring}/>'
+
+
+def _point_svg(point: dict, frame: _Frame, colours: dict[str, str]) -> str:
+    """One point: a link to its MLflow run holding its marker, its trial number and its details."""
+    x, y, kind = frame.x(point["gflops"]), frame.y(point["val_auc"]), _kind(point)
+    return (
+        f'<a class="point {kind}" href="{escape(point["run_link"])}" target="_top" data-trial="{point["trial"]}">'
+        f"<title>{escape(_details(point))}</title>{_symbol(kind, x, y, colours[point['method']], point['pareto'])}"
+        f'<text class="label" x="{x + 6:.1f}" y="{y - 6:.1f}">{point["trial"]}</text></a>'
+    )
+
+
+def _staircase(front: list[dict], frame: _Frame) -> str:
+    """The front as a step line: each point's AUC holds until the next point's GFLOPs."""
+    corners = [(frame.x(front[0]["gflops"]), frame.y(front[0]["val_auc"]))]
+    for point in front[1:]:
+        x = frame.x(point["gflops"])
+        corners += [(x, corners[-1][1]), (x, frame.y(point["val_auc"]))]
+    return f'<polyline class="front" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in corners)}"/>'
+
+
+def _axes_svg(frame: _Frame) -> list[str]:
+    width, height = frame.right - frame.left, frame.bottom - frame.top
+    parts = [f'<rect class="area" x="{frame.left}" y="{frame.top}" width="{width}" height="{height}"/>']
+    for tick in frame.gflops_ticks():
+        x = frame.x(tick)
+        parts += [f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top}" y2="{frame.bottom}"/>',
+                  f'<text class="tick" x="{x:.1f}" y="{frame.bottom + 16}" text-anchor="middle">{tick:.3g}</text>']
+    for tick in frame.auc_ticks():
+        y = frame.y(tick)
+        parts += [f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{y:.1f}" y2="{y:.1f}"/>',
+                  f'<text class="tick" x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.3g}</text>']
+    centre, middle = (frame.left + frame.right) / 2, (frame.top + frame.bottom) / 2
+    return parts + [
+        f'<text class="axis" x="{centre}" y="{frame.bottom + 40}" text-anchor="middle">GFLOPs per patch (log)</text>',
+        f'<text class="axis" x="18" y="{middle}" text-anchor="middle" transform="rotate(-90 18 {middle})">val AUC</text>',
+    ]
+
+
+def _legend_svg(points: list[dict], front: list[dict], colours: dict[str, str], x: float, y: float) -> list[str]:
     finished, stopped = _split_stopped(points)
-    groups = [(method.upper(), group, {}) for method, group in _by_method(finished).items()]
-    if stopped:
-        groups.append(("stopped at a rung", stopped, {"marker": dict(symbol="circle-open", color="grey")}))
-    for name, group, style in groups:
-        figure.add_trace(go.Scatter(
-            x=[p["gflops"] for p in group], y=[p["val_auc"] for p in group], mode="markers", name=name,
-            text=[f"trial {p['trial']}" for p in group], hovertemplate="%{text}<br>%{x:.3f} GFLOPs<br>AUC %{y:.4f}", **style,
-        ))
-    if front:
-        figure.add_trace(go.Scatter(
-            x=[p["gflops"] for p in front], y=[p["val_auc"] for p in front], mode="lines",
-            line_shape="hv", name="Pareto front", line=dict(color="black"),
-        ))
-    base = [p for p in points if p["baseline"]]
-    if base:
-        figure.add_trace(go.Scatter(
-            x=[base[0]["gflops"]], y=[base[0]["val_auc"]], mode="markers", name="baseline (ϕ = 0)",
-            marker=dict(symbol="star", size=16, color="gold", line=dict(color="black", width=1)),
-        ))
-    figure.update_layout(title=title, xaxis=dict(type="log", title="GFLOPs per patch"), yaxis_title="val AUC")
-    return figure.to_html(include_plotlyjs="cdn", full_html=True)
+    entries = [("trained", method.upper(), colours[method]) for method in _by_method(finished)]
+    entries += [("stopped", STOPPED_NAME, "")] if stopped else []
+    entries += [("front", "Pareto front", "")] if front else []
+    entries += [("baseline", BASELINE_NAME, "")] if any(p["baseline"] for p in points) else []
+    parts = []
+    for row, (kind, name, colour) in enumerate(entries):
+        line_y = y + 20 * row
+        parts += [_symbol(kind, x, line_y, colour), f'<text class="legend" x="{x + 14}" y="{line_y + 4}">{escape(name)}</text>']
+    return parts
+
+
+_STYLE = """
+body { font: 13px system-ui, sans-serif; margin: 8px; color: #222; }
+svg { width: 100%; max-width: 980px; height: auto; }
+.area { fill: none; stroke: #888; }
+.grid { stroke: #ddd; }
+.tick, .label, .legend { font-size: 11px; fill: #333; }
+.axis, .title { font-size: 13px; fill: #222; }
+.front { fill: none; stroke: black; stroke-width: 1.2; }
+.point { cursor: pointer; }
+.point:hover circle, .point:hover polygon { stroke: #d62728; stroke-width: 2.5; }
+#tip { position: fixed; pointer-events: none; white-space: pre-line; background: #fffff0; border: 1px solid #888;
+       padding: 4px 8px; font-size: 12px; box-shadow: 1px 1px 4px #0003; }
+"""
+
+# Runs' links are `#/experiments/…/runs/…`, relative to the MLflow UI. The UI previews this file
+# from a blob: address, against which they do not resolve: there they are made absolute on the
+# page that shows the preview (the referrer: the UI's address). The preview's sandbox forbids
+# leaving its frame, so a plain click that cannot open the run says how to: Ctrl-click and
+# middle-click open it in a new tab. Each point's <title> (the browser's tooltip when scripts
+# do not run) moves into a styled tip.
+_SCRIPT = """
+(() => {
+  const ui = location.protocol === "blob:" ? document.referrer || new URL(location.href).origin : null;
+  const tip = document.getElementById("tip");
+  for (const point of document.querySelectorAll(".point")) {
+    if (ui) point.setAttribute("href", new URL(point.getAttribute("href"), ui).href);
+    const title = point.querySelector("title");
+    const details = title.textContent;
+    title.remove();
+    point.addEventListener("mouseenter", () => { tip.textContent = details; tip.hidden = false; });
+    point.addEventListener("mousemove", (event) => {
+      tip.style.left = `${Math.min(event.clientX + 14, innerWidth - tip.offsetWidth - 4)}px`;
+      tip.style.top = `${event.clientY + 14}px`;
+    });
+    point.addEventListener("mouseleave", () => { tip.hidden = true; });
+    point.addEventListener("click", (event) => {
+      if (event.ctrlKey || event.metaKey || event.shiftKey) return;  // the browser opens a tab or window
+      event.preventDefault();
+      try {
+        window.top.location.href = point.getAttribute("href");
+      } catch {
+        tip.textContent = `${details}\n\nThis preview may not leave its frame: Ctrl-click or middle-click opens the run in a new tab.`;
+      }
+    });
+  }
+})();
+"""
+
+
+def pareto_html(points: list[dict], front: list[dict], title: str) -> str:
+    """The Pareto view as one HTML page that loads nothing: an SVG of val AUC against log GFLOPs,
+    drawn as `pareto_png` draws it, each point a link to its MLflow run (`run_link`) labelled with
+    its trial number and telling its details on hover (`label`, `input_size`, `latency_ms`,
+    `val_auc_std`, `test_auc_std`, which the point dicts hold too)."""
+    width, height = 820, 480
+    frame = _Frame.around(points, left=64, top=40, right=590, bottom=420)
+    colours = _colours(points)
+    # Stopped points first and the baseline last, so that the full-budget ones stay on top.
+    drawn = sorted(points, key=lambda p: (_kind(p) != "stopped", p["baseline"]))
+    svg = [
+        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f'<text class="title" x="{width / 2}" y="22" text-anchor="middle">{escape(title)}</text>',
+        *_axes_svg(frame),
+        *([_staircase(front, frame)] if front else []),
+        *(_point_svg(point, frame, colours) for point in drawn),
+        *_legend_svg(points, front, colours, x=frame.right + 24, y=frame.top + 10),
+        "</svg>",
+    ]
+    return "\n".join([
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{_STYLE}</style></head><body>',
+        *svg,
+        '<div id="tip" hidden></div>',
+        f"<script>{_SCRIPT}</script>",
+        "</body></html>",
+    ])
+
+
+def _markdown(text: str) -> str:
+    """Text shown as it is in Markdown: its punctuation escaped."""
+    return re.sub(r"([\\`*_\[\]|<>#])", r"\\\1", text)
+
+
+def pareto_markdown(front: list[dict], title: str, parent_link: str) -> str:
+    """The front as a Markdown table for the experiment's description: each row links to its
+    run, the heading to the study's parent run, which holds the plots."""
+    lines = [
+        f"### {_markdown(title)}",
+        "",
+        f"The Pareto front (val AUC up, GFLOPs down). The [study's run]({parent_link}) holds the plots "
+        "(pareto.html, pareto.png) and every trial (trials.json).",
+        "",
+        "| trial | candidate | input | GFLOPs | × fewer | latency | val AUC | test AUC | run |",
+        "|--:|---|--:|--:|--:|--:|---|---|---|",
+    ]
+    for point in front:
+        candidate = _markdown(point["label"]) + (" (baseline)" if point["baseline"] else "")
+        reduction = f"{point['reduction']:.2f}" if math.isfinite(point["reduction"]) else "–"
+        lines.append(
+            f"| {point['trial']} | {candidate} | {point['input_size']} px | {point['gflops']:.4g} | {reduction}"
+            f" | {_latency(point) or '–'} | {_plus_minus(point['val_auc'], point['val_auc_std'])}"
+            f" | {_plus_minus(point['test_auc'], point['test_auc_std'])} | [run]({point['run_link']}) |"
+        )
+    return "\n".join(lines) + "\n"

@@ -29,16 +29,18 @@ from search.config import StudyConfig, StudyConfigError
 from search.halving import EXPECTED_GFLOPS_ATTR, STOPPED_ATTR, STOPPED_TAG, rungs_callback
 from search.interrupts import Interrupted
 from search.methods import Candidate, ReductionMethod
-from search.plots import pareto_html, pareto_png
+from search.plots import pareto_html, pareto_markdown, pareto_png
 from search.recovery import OWNER_ATTR, RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
 from search.storage import check_parallel, open_storage
-from search.tracking import Tracker
+from search.tracking import Tracker, run_link
 from search.urls import hide_password
 from search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
 BASE_ATTR = "base_network"  # where the trained baseline's network lies, once it is trained
+OBJECTIVE_NAMES = ("val_auc", "gflops")  # a Pareto study's objectives, as dashboards show them; a budget study has the first
+LABEL_ATTR = "label"  # the candidate as its method names it, e.g. `nar ϕ2 α1.2 β1.1 γ1.15`
 POLL_SECONDS = 2.0
 BUDGET_CONSTRAINT = "gflops_over_budget"
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -117,10 +119,17 @@ def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.S
         study_name=config.name, storage=open_storage(config.storage_url), sampler=make_sampler(config),
         pruner=make_pruner(config), directions=directions, load_if_exists=True,
     )
+    if study.metric_names is None:  # new, or made before its objectives were named
+        study.set_metric_names(list(OBJECTIVE_NAMES[:len(directions)]))
     if not study.trials:
         study.enqueue_trial(space.baseline_params(config.search), user_attrs={"baseline": True})
         study.set_user_attr("config", config.masked())
     return study
+
+
+def trial_run_name(number: int, label: str) -> str:
+    """A trial's MLflow run name: its number and its candidate, e.g. `trial 4 · nar ϕ2 α1.2 β1.1 γ1.15`."""
+    return f"trial {number} · {label}"
 
 
 def _needs_base(config: TrainingConfig) -> bool:
@@ -185,7 +194,8 @@ class StudyRunner:
             return self._reuse(trial, twin)
         rungs = self._rungs(trial, method.expected_gflops(candidate))
         training = method.training(candidate)
-        run_name, run_dir = f"trial-{trial.number}", Path("runs") / self.config.name / f"trial-{trial.number}"
+        run_name = trial_run_name(trial.number, method.label(candidate))
+        run_dir = Path("runs") / self.config.name / f"trial-{trial.number}"
         record = {
             "parent_run_id": self.parent_run_id, "tags": self._tags(trial, method.name), "progress": self.progress,
             "on_run_created": lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
@@ -201,7 +211,7 @@ class StudyRunner:
                 base=base, teacher=self._teacher_of(base, config), **record,
             )
         trial.set_user_attr("spec", outcome.spec.to_dict())
-        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "seconds", "epochs"):
+        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "latency_ms", "seconds", "epochs"):
             trial.set_user_attr(name, getattr(outcome, name))
         for rung in rungs:
             if rung.stopped_at is not None:
@@ -298,6 +308,7 @@ class StudyRunner:
     def _describe(self, trial: optuna.Trial, method: ReductionMethod, candidate: Candidate) -> None:
         for name, value in method.describe(candidate).items():
             trial.set_user_attr(name, value)
+        trial.set_user_attr(LABEL_ATTR, method.label(candidate))
         trial.set_user_attr("input_size", candidate.spec.input_size)
         trial.set_user_attr("spec", candidate.spec.to_dict())
 
@@ -335,11 +346,13 @@ class StudyRunner:
         attrs = twin.user_attrs
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std"):
             trial.set_user_attr(name, attrs[name])
+        trial.set_user_attr("latency_ms", attrs.get("latency_ms"))  # absent from twins trained before it was kept
         trial.set_user_attr("reused_from", twin.number)
         tags = self._tags(trial, trial.user_attrs["method"]) | {
             "reused_from_trial": str(twin.number), "reused_run_id": attrs["mlflow_run_id"],
         }
-        with self.tracker.run(self.config.name, f"trial-{trial.number}", tags, self.parent_run_id) as run_id:
+        run_name = trial_run_name(trial.number, trial.user_attrs[LABEL_ATTR])
+        with self.tracker.run(self.config.name, run_name, tags, self.parent_run_id) as run_id:
             self.tracker.log_params(run_id, {"method": trial.user_attrs["method"], "spec": trial.user_attrs["spec"]})
             self.tracker.log_metrics(run_id, {k: attrs[k] for k in ("gflops", "params", "val_auc", "test_auc")})
         trial.set_user_attr("mlflow_run_id", run_id)
@@ -360,9 +373,11 @@ class StudyRunner:
         self.publish(study)
 
     def publish(self, study: optuna.Study) -> None:
-        rows = pareto.pareto_rows(study)
-        points = [r.as_dict() for r in pareto.pareto_rows(study, every_trial=True)]
-        front = [r.as_dict() for r in rows]
+        """The parent run's Pareto artifacts and the experiment's description, as the study stands."""
+        experiment_id = self.tracker.experiment_id(self.config.name)
+        trials = study.get_trials(deepcopy=False)
+        points = [_point(row, trials[row.trial], experiment_id) for row in pareto.pareto_rows(study, every_trial=True)]
+        front = [point for point in points if point["pareto"]]
         title = f"{self.config.name}: val AUC vs GFLOPs ({len(points)} trained)"
         self.tracker.log_files(self.parent_run_id, {
             "pareto.json": json.dumps(front, indent=2),
@@ -370,7 +385,8 @@ class StudyRunner:
             "pareto.png": pareto_png(points, front, title),
             "pareto.html": pareto_html(points, front, title),
         })
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        self.tracker.describe_experiment(self.config.name, pareto_markdown(front, title, run_link(experiment_id, self.parent_run_id)))
+        states = [t.state for t in trials]
         self.tracker.log_metrics(self.parent_run_id, {
             "trials_complete": states.count(TrialState.COMPLETE), "trials_pruned": states.count(TrialState.PRUNED),
             "trials_failed": states.count(TrialState.FAIL), "pareto_size": len(front),
@@ -387,3 +403,13 @@ class StudyRunner:
             self.run_trial, n_trials=remaining, catch=(Exception,),
             callbacks=[MaxTrialsCallback(self.config.n_trials, states=COUNTED_STATES), self.refresh, *callbacks],
         )
+
+
+def _point(row: pareto.TrialRow, trial: FrozenTrial, experiment_id: str) -> dict:
+    """A trial as the Pareto views show it: its row, what hovering tells, and its run's link."""
+    attrs = trial.user_attrs
+    return row.as_dict() | {
+        "label": attrs.get(LABEL_ATTR, row.method),  # trials recorded before labels were kept: their method
+        "val_auc_std": attrs.get("val_auc_std"), "test_auc_std": attrs.get("test_auc_std"),
+        "latency_ms": attrs.get("latency_ms"), "run_link": run_link(experiment_id, row.mlflow_run_id),
+    }

@@ -17,6 +17,7 @@ from search.interrupts import Interrupted
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, as Markdown
 _BATCH = 500  # MLflow's log_batch accepts at most 1000 metrics and 100 params a call
 
 
@@ -47,6 +48,11 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def run_link(experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, relative to the UI's address."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
 class Tracker:
     """A thin layer over MlflowClient for NAR's experiments and runs."""
 
@@ -63,6 +69,10 @@ class Tracker:
             return experiment.experiment_id
         location = (default_artifact_root() / name).as_uri() if self.local_store else None
         return self.client.create_experiment(name, artifact_location=location)
+
+    def describe_experiment(self, name: str, markdown: str) -> None:
+        """Sets the experiment's description, as the MLflow UI shows it."""
+        self.client.set_experiment_tag(self.experiment_id(name), NOTE_TAG, markdown)
 
     @contextmanager
     def run(

@@ -56,6 +56,7 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 3
     assert study.trials[0].params["phi"] == 0 and study.trials[0].user_attrs["baseline"]
+    assert study.metric_names == ["val_auc", "gflops"]  # as optuna-dashboard shows the objectives
 
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = tracker.experiment_id("tiny")
@@ -76,6 +77,16 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
         assert child.data.tags["optuna.trial_number"] == str(by_run[child.info.run_id].number)
     front_runs = {t.user_attrs["mlflow_run_id"] for t in study.best_trials}
     assert {c.info.run_id for c in children if c.data.tags["pareto"] == "true"} == front_runs
+    # runs named by what they train; the experiment's description and the offline HTML view link to them
+    assert sorted(c.info.run_name for c in children) == [f"trial {n} · nar ϕ{n} α1.2 β1.1 γ1.15" for n in range(3)]
+    description = tracker.client.get_experiment(experiment).tags["mlflow.note.content"]
+    assert f"](#/experiments/{experiment}/runs/{parent.info.run_id})" in description
+    listed = {int(line.split("|")[1]) for line in description.splitlines() if line.startswith("| ") and line[2].isdigit()}
+    assert listed == {t.number for t in study.best_trials}
+    assert all(f"[run](#/experiments/{experiment}/runs/{run_id})" in description for run_id in front_runs)
+    page = Path(tracker.client.download_artifacts(parent.info.run_id, "pareto.html", str(workdir))).read_text()
+    assert page.count('<a class="point ') == 3 and "https://" not in page
+    assert all(f'href="#/experiments/{experiment}/runs/{c.info.run_id}"' in page for c in children)
 
     capsys.readouterr()
     assert run_cli("study", "pareto", str(config), "--json") == 0

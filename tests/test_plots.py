@@ -1,0 +1,141 @@
+"""The Pareto views logged to MLflow, from hand-made points: the HTML page loads nothing, draws
+one linked, labelled point per trial on a log GFLOPs axis, the front as a staircase and the
+stopped candidates apart; the Markdown table lists the front."""
+
+from html.parser import HTMLParser
+
+import pytest
+
+from search.plots import pareto_html, pareto_markdown, pareto_png
+
+
+def point(trial: int, gflops: float, val_auc: float, method: str = "nar", **fields) -> dict:
+    return {
+        "trial": trial, "method": method, "label": f"{method} ϕ{trial}", "input_size": 48, "gflops": gflops,
+        "reduction": 1.0, "val_auc": val_auc, "val_auc_std": 0.01, "test_auc": val_auc - 0.02, "test_auc_std": 0.02,
+        "latency_ms": 1.5, "mlflow_run_id": f"run{trial}", "run_link": f"#/experiments/7/runs/run{trial}",
+        "baseline": False, "pareto": False, "stopped_at_rung": None, **fields,
+    }
+
+
+@pytest.fixture
+def points() -> list[dict]:
+    return [
+        point(0, 1.0, 0.90, baseline=True, pareto=True),
+        point(1, 0.1, 0.85, pareto=True),
+        point(2, 0.01, 0.70, "ir", pareto=True),
+        point(3, 0.5, 0.80),  # dominated by trial 1
+        point(4, 0.05, 0.60, "resrep", stopped_at_rung=1),
+    ]
+
+
+class Elements(HTMLParser):
+    """Every element's tag and attributes, and the text of each point (an `a.point`)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+        self.point_texts: list[str] = []
+        self._in_point = False
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.elements.append((tag, dict(attrs)))
+        if tag == "a" and "point" in dict(attrs).get("class", "").split():
+            self._in_point = True
+            self.point_texts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_point = self._in_point and tag != "a"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_point:
+            self.point_texts[-1] += data
+
+    def points(self) -> list[dict]:
+        return [attrs for tag, attrs in self.elements if tag == "a" and "point" in attrs.get("class", "").split()]
+
+    def first_shape_after(self, index: int) -> dict:
+        return next(attrs for tag, attrs in self.elements[index + 1:] if tag in ("circle", "polygon"))
+
+
+def test_the_html_loads_nothing_from_the_network(points):
+    page = pareto_html(points, [p for p in points if p["pareto"]], "tiny")
+    parsed = Elements(page)
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page
+    assert not [attrs for tag, attrs in parsed.elements if tag in ("script", "img", "iframe") and "src" in attrs]
+    assert not [tag for tag, _ in parsed.elements if tag == "link"]
+    assert [tag for tag, _ in parsed.elements].count("script") == 1  # the tooltip's, inline
+    assert "plotly" not in page.lower()
+
+
+def test_each_point_is_a_labelled_link_to_its_run_with_its_details(points):
+    parsed = Elements(pareto_html(points, [p for p in points if p["pareto"]], "tiny"))
+    drawn = parsed.points()
+    assert len(drawn) == len(points)
+    by_trial = {int(attrs["data-trial"]): (attrs, text) for attrs, text in zip(drawn, parsed.point_texts)}
+    assert sorted(by_trial) == [p["trial"] for p in sorted(points, key=lambda p: p["trial"])]
+    for p in points:
+        attrs, text = by_trial[p["trial"]]
+        assert attrs["href"] == f"#/experiments/7/runs/run{p['trial']}" and attrs["target"] == "_top"
+        details, label = text[:text.rindex(str(p["trial"]))], text[text.rindex(str(p["trial"])):]
+        assert label == str(p["trial"])  # the number drawn beside the marker
+        assert f"trial {p['trial']} · {p['label']}" in details and "input 48 px" in details
+        assert "1.50 ms/patch" in details and f"val AUC {p['val_auc']:.4f} ± 0.0100" in details
+    assert "stopped" in by_trial[4][0]["class"].split() and "at the 1-epoch rung" in by_trial[4][1]
+    assert "baseline" in by_trial[0][0]["class"].split()
+
+
+def test_gflops_are_on_a_log_axis_and_the_front_is_a_staircase(points):
+    front = [p for p in sorted(points, key=lambda p: p["gflops"]) if p["pareto"]]
+    parsed = Elements(pareto_html(points, front, "tiny"))
+    index = {int(attrs["data-trial"]): i for i, (tag, attrs) in enumerate(parsed.elements) if "data-trial" in attrs}
+    x = {trial: float(parsed.first_shape_after(i).get("cx", "nan")) for trial, i in index.items() if trial != 0}
+    assert x[2] < x[1] < x[3]  # 0.01, 0.1, 0.5 GFLOPs
+    decade = x[1] - x[2]
+    assert decade > 0 and x[3] - x[1] == pytest.approx(decade * 0.69897, abs=0.2)  # log10(5) of a decade
+    (staircase,) = [attrs for tag, attrs in parsed.elements if tag == "polyline" and attrs.get("class") == "front"]
+    corners = [tuple(map(float, corner.split(","))) for corner in staircase["points"].split()]
+    assert len(corners) == 2 * len(front) - 1
+    assert all(a[1] == b[1] for a, b in zip(corners[::2], corners[1::2]))  # across at the AUC reached, then up
+    ticks = [text for text in ("0.01", "0.1", "1") if f">{text}</text>" in pareto_html(points, front, "tiny")]
+    assert ticks == ["0.01", "0.1", "1"]
+
+
+def test_every_text_is_escaped(points):
+    points[1] |= {"label": '<script>alert("x")</script>', "run_link": '#/x" onclick="alert(1)'}
+    page = pareto_html(points, [], "a <b> & 'c'")
+    assert "<script>alert" not in page and 'onclick="alert' not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "a &lt;b&gt; &amp; &#x27;c&#x27;" in page
+    parsed = Elements(page)
+    assert [tag for tag, _ in parsed.elements].count("script") == 1
+
+
+def test_the_png_is_drawn_with_a_point_per_trial(points, monkeypatch):
+    import matplotlib.axes
+
+    labels = []
+    real = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, text, *a, **k: labels.append(text) or real(self, text, *a, **k))
+    png = pareto_png(points, [p for p in points if p["pareto"]], "tiny")
+    assert png.startswith(b"\x89PNG")
+    assert sorted(labels) == [str(p["trial"]) for p in sorted(points, key=lambda p: p["trial"])]
+
+
+def test_the_markdown_table_lists_the_front_with_links(points):
+    front = [p for p in points if p["pareto"]]
+    front[1]["label"] = "nar | odd_name"
+    table = pareto_markdown(front, "my_study: val AUC vs GFLOPs", "#/experiments/7/runs/parent")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(row.split("|")[1]) for row in rows] == [p["trial"] for p in front]
+    for p, row in zip(front, rows):
+        assert row.endswith(f"[run](#/experiments/7/runs/run{p['trial']}) |")
+    assert "nar \\| odd\\_name" in table and "my\\_study" in table and "(baseline)" in rows[0]
+    assert "](#/experiments/7/runs/parent)" in table
+
+
+def test_a_study_without_a_trained_trial_yet_still_gets_its_views():
+    parsed = Elements(pareto_html([], [], "tiny: val AUC vs GFLOPs (0 trained)"))
+    assert parsed.points() == [] and any(tag == "svg" for tag, _ in parsed.elements)
+    assert pareto_png([], [], "tiny").startswith(b"\x89PNG")
+    assert "| trial |" in pareto_markdown([], "tiny", "#/experiments/7/runs/parent")
