@@ -17,17 +17,18 @@ if sys.argv[1:2] == ["predict"]:
     let_openmp_threads_sleep()  # before the command imports torch
 
 import typer  # noqa: E402
-from search.console import errors  # noqa: E402
 
 from data.errors import DataError  # noqa: E402
 from lightning_modules.errors import TrainingError  # noqa: E402
 from models.errors import ModelError  # noqa: E402
+from search.console import errors  # noqa: E402
+from search.dashboard_cli import dashboard_command  # noqa: E402
 from search.data_cli import data_app  # noqa: E402
 from search.demo_cli import demo_command  # noqa: E402
 from search.errors import StudyConfigError  # noqa: E402
 from search.export_cli import export_command, predict_command  # noqa: E402
 from search.reduce_cli import reduce_command  # noqa: E402
-from search.study_cli import dashboard_command, study_app  # noqa: E402
+from search.study_cli import study_app  # noqa: E402
 from search.train_cli import train_command  # noqa: E402
 
 app = typer.Typer(

@@ -17,7 +17,7 @@ from models.errors import ModelError
 from models.spec import ArchSpec, spec_from_json
 from search.console import console, errors
 from search.errors import StudyConfigError
-from search.study_cli import load_study
+from search.study_cli import load_study, study_tracking_uri
 from search.urls import hide_password
 
 if TYPE_CHECKING:
@@ -65,20 +65,22 @@ def find_source(
 
 
 def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
+    """The selection's run, in the tracking URI it names (--tracking-uri first): the run holds
+    the network, so the study's storage, which it names too, need not be reachable from here."""
     from search.tracking import Tracker
 
     try:
         row = json.loads(path.read_text())
-        return ModelSource(str(row["mlflow_run_id"]), Tracker(tracking_uri).tracking_uri, trial=row.get("trial"))
+        run_id = str(row["mlflow_run_id"])
     except FileNotFoundError:
-        raise StudyConfigError(f"selection file {path} not found: write it with `nar study select --json > {path}`") from None
+        raise StudyConfigError(f"selection file {path} not found: write it with `nar study select STUDY.yaml --json > {path}`") from None
     except (json.JSONDecodeError, KeyError, TypeError):
         raise StudyConfigError(f"{path} is not the JSON of `nar study select --json` (it needs mlflow_run_id)") from None
+    uri = Tracker(tracking_uri or row.get("tracking_uri")).tracking_uri
+    return ModelSource(run_id, uri, study=row.get("study"), trial=row.get("trial"))
 
 
 def _study_trial(config_file: Path | None, name: str | None, number: int | None, storage: str | None, tracking_uri: str | None) -> ModelSource:
-    from search.tracking import Tracker
-
     if number is None:
         raise StudyConfigError("which trial? add --trial N (`nar study select` names the cheapest good one)")
     config, study = load_study(config_file, name, storage)
@@ -91,8 +93,7 @@ def _study_trial(config_file: Path | None, name: str | None, number: int | None,
     if "mlflow_run_id" not in attrs or "spec" not in attrs or "val_auc" not in attrs:
         state = trials[number].state.name.lower()
         raise StudyConfigError(f"trial {number} of study {study.study_name} holds no trained network ({state}): pick a completed trial")
-    recorded_uri = config.tracking_uri if config else study.user_attrs.get("config", {}).get("tracking_uri")
-    return ModelSource(attrs["mlflow_run_id"], Tracker(tracking_uri or recorded_uri).tracking_uri, study.study_name, number)
+    return ModelSource(attrs["mlflow_run_id"], tracking_uri or study_tracking_uri(config, study), study.study_name, number)
 
 
 def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
@@ -130,7 +131,6 @@ def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module,
 def register_export(folder: Path, source: ModelSource, name: str, alias: str | None) -> int:
     """Log the export as an ONNX model (its other files beside it) in an `export` child run of
     the source run, register it as a version of `name`, point `alias` at it; returns the version."""
-    import mlflow
     import numpy as np
     import onnx
     from mlflow.exceptions import MlflowException
@@ -138,6 +138,7 @@ def register_export(folder: Path, source: ModelSource, name: str, alias: str | N
     from mlflow.tracking import MlflowClient
     from mlflow.types import Schema, TensorSpec
 
+    import mlflow
     from models.export import ONNX_FILE, PREPROCESSING_FILE
     from search.tracking import PARENT_TAG
 
@@ -219,8 +220,14 @@ def predict_command(
             f"(so that a {PATCH_UM:g} µm patch spans a pixel), e.g. 0.25 at 40x or 0.5 at 20x"
         )
     paths = find_slides(slides)
+    made = not out.exists()
     prepare_output(out, overwrite)
-    predictor = SlidePredictor(load_export(model), batch_size, workers, device)
+    try:
+        predictor = SlidePredictor(load_export(model), batch_size, workers, device)
+    except BaseException:
+        if made:
+            out.rmdir()  # a refused model leaves no --out behind; rmdir: only while it is still empty
+        raise
     failed = []
     for path in paths:
         try:

@@ -6,12 +6,12 @@ import json
 from typing import Annotated, Literal
 
 import typer
-from search.console import console
 from rich.table import Table
 
 from models.errors import ModelError
-from models.reduce import PAPER_COEFFICIENTS, DEFAULT_TOLERANCE
+from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from models.spec import ArchSpec
+from search.console import console
 from search.methods import METHODS, ReductionOptions, get_method, method_help
 
 
@@ -54,7 +54,7 @@ def reduce_command(
 
     strategy = get_method(method)
     if strategy.reduces_in_training:
-        raise ModelError(f"{method} reduces a network while it trains: nothing to show before; try `nar train --method {method}`")
+        raise ModelError(f"{method} reduces a network while it trains: nothing to show before; try `nar train --method {method} --data PATCHES`")
     original = original_spec(model, input_size)
     base_cost = spec_cost(original)
     records = []

@@ -36,7 +36,7 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     refused rather than made (read-only commands create nothing)."""
     path = _local_file(url)
     if path is not None and not create and not path.exists():
-        raise StudyConfigError(f"no study storage at {path}: run `nar study run` first, or give --storage")
+        raise StudyConfigError(f"no study storage at {path}: run it first with `nar study run STUDY.yaml`, or give --storage")
     if url.startswith(JOURNAL_PREFIX):
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))

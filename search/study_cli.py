@@ -1,8 +1,9 @@
-"""`nar study ...` and `nar dashboard`: run, join, inspect and choose from studies."""
+"""`nar study ...`: run, join, inspect and choose from studies."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from search.console import console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from search.console import console
 from search.errors import StudyConfigError
 from search.interrupts import Interrupted, exit_code, interruptible
-from search.urls import hide_password
+from search.urls import hide_password, without_password
 
 if TYPE_CHECKING:
     import optuna
@@ -93,7 +95,7 @@ def run_command(
     from search.study import StudyRunner, given_base, open_study
     from search.tracking import Tracker
 
-    _quiet_optuna()
+    quiet_optuna()
     config = _config(config_file, name, model, data, trials, sampler, space_, storage, tracking_uri, workers, epochs, input_size)
     base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
     study = open_study(config, base)
@@ -113,7 +115,7 @@ def run_command(
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
         runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
-        console.print(f"[yellow]interrupted[/] ({_signal_name(stop)}): the running trials are marked failed and their "
+        console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the running trials are marked failed and their "
                       "MLflow runs KILLED; run the same command to resume")
         raise typer.Exit(exit_code(stop)) from None
     runner.publish(study)
@@ -124,10 +126,11 @@ def run_command(
         raise typer.Exit(1)
     runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
     _print_front(study, config.name)
-    console.print(f"dashboard: [bold]nar dashboard[/] (MLflow experiment {config.name!r})")
+    dashboard = ["nar", "dashboard", *_naming(config_file, name, storage, tracking_uri)]
+    _hint(f"dashboard: {shlex.join(dashboard)} (MLflow experiment {config.name!r})")
 
 
-def _signal_name(stop: BaseException) -> str:
+def signal_name(stop: BaseException) -> str:
     return signal.Signals(exit_code(stop) - 128).name
 
 
@@ -212,7 +215,7 @@ def worker_command(
     from search.study import StudyRunner, given_base, open_study
     from search.tracking import Tracker
 
-    _quiet_optuna()
+    quiet_optuna()
     config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
     base = given_base(config)
     study = open_study(config, base)
@@ -224,11 +227,11 @@ def worker_command(
             runner.optimize()
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)
-        console.print(f"[yellow]interrupted[/] ({_signal_name(stop)}): the running trial is marked failed; run a worker again to resume")
+        console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the running trial is marked failed; run a worker again to resume")
         raise typer.Exit(exit_code(stop)) from None
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
     # Optuna's ExperimentalWarnings (heartbeats, retried trials, some samplers) give a user
     # nothing to act on. Their class comes with Optuna, so they are filtered where studies load it.
     import optuna
@@ -236,25 +239,67 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
-    import optuna
-
-    from search.storage import open_storage
-
-    _quiet_optuna()
+def locate_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, str, str]:
+    """The study's config (from its YAML file, if given), name and storage URL."""
     if config_file is not None:
-        from search.config import load_study_config  # here: a study named by --name needs no Lightning
+        from search.config import (
+            load_study_config,  # here: a study named by --name needs no Lightning
+        )
 
         config = load_study_config(config_file, {"name": name, "storage": storage})
-        name, url = config.name, config.storage_url
-    elif name is not None:
-        config, url = None, storage or f"sqlite:///studies/{name}.db"
-    else:
-        raise StudyConfigError("name the study: give its YAML file or --name (and --storage if not the default)")
+        return config, config.name, config.storage_url
+    if name is not None:
+        return None, name, storage or f"sqlite:///studies/{name}.db"
+    raise StudyConfigError("name the study: give its YAML file or --name (and --storage if not the default)")
+
+
+def open_named_study(name: str, storage: optuna.storages.BaseStorage, url: str, config_file: Path | None) -> optuna.Study:
+    import optuna
+
     try:
-        return config, optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise StudyConfigError(f"no study {name!r} in {hide_password(url)}: run `nar study run` first") from None
+        raise StudyConfigError(f"no study {name!r} in {hide_password(url)}: run it first with `{_run_again(config_file)}`") from None
+
+
+def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
+    from search.storage import open_storage
+
+    quiet_optuna()
+    config, name, url = locate_study(config_file, name, storage)
+    return config, open_named_study(name, open_storage(url, create=False), url, config_file)
+
+
+def study_tracking_uri(config: StudyConfig | None, study: optuna.Study) -> str:
+    """Where the study's runs are tracked: as its file says, else as the study recorded it
+    (there with its password masked, so left out), else the local MLflow store."""
+    from search.tracking import default_tracking_uri
+
+    if config is not None:
+        return config.tracking_uri or default_tracking_uri()
+    recorded = study.user_attrs.get("config", {}).get("tracking_uri")
+    return without_password(recorded) if recorded else default_tracking_uri()
+
+
+def _naming(config_file: Path | None, name: str | None = None, storage: str | None = None,
+            tracking_uri: str | None = None, name_flag: str = "--name") -> list[str]:
+    """The arguments that name a study (and its tracking URI) as the user named them, for a
+    command printed as a hint; passwords left out."""
+    return (
+        ([str(config_file)] if config_file else []) + ([name_flag, name] if name else [])
+        + (["--storage", without_password(storage)] if storage else [])
+        + (["--tracking-uri", without_password(tracking_uri)] if tracking_uri else [])
+    )
+
+
+def _run_again(config_file: Path | None) -> str:
+    # A study named by --name has no file to name here: its YAML file is the user's.
+    return shlex.join(["nar", "study", "run", str(config_file) if config_file else "STUDY.yaml"])
+
+
+def _hint(line: str) -> None:
+    # Never wrapped, nor read as markup: a command in it must run as printed once copied.
+    console.print(escape(line), soft_wrap=True, highlight=False)
 
 
 Name = Annotated[str | None, typer.Option(help="study name (instead of a YAML file)")]
@@ -276,7 +321,7 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
     for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
         table.add_row(state.name.lower(), str(states.count(state) - (lost if state == TrialState.RUNNING else 0)))
     if lost:
-        table.add_row("worker gone", f"{lost} (marked failed and queued again by the next `nar study run`)")
+        table.add_row("worker gone", str(lost))
     trained = pareto.trained(study)
     if trained:
         best = max(trained, key=lambda t: t.user_attrs["val_auc"])
@@ -287,6 +332,8 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
     if rungs := halving.reached(study.trials, study.user_attrs["config"]["training"]["epochs"]):
         table.add_row("rungs reached", " · ".join(f"{n} at {e} epoch{'s' if e > 1 else ''}" for e, n in rungs.items()))
     console.print(table)
+    if lost:
+        _hint(f"the trials of workers that are gone are marked failed and queued again by: {_run_again(config_file)}")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -339,39 +386,27 @@ def pareto_command(
 def select_command(
     config_file: ConfigFile = None, name: Name = None, storage: Storage = None,
     max_auc_drop: Annotated[float, typer.Option(min=0, help="largest val AUC loss against the baseline")] = 0.005,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print it as JSON, with its study, storage and tracking URI: "
+                                          "what `nar export --selection` reads (passwords left out)")] = False,
 ) -> None:
     """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
     from search import pareto
+    from search.storage import open_storage
 
-    _, study = load_study(config_file, name, storage)
+    quiet_optuna()
+    config, study_name, url = locate_study(config_file, name, storage)
+    study = open_named_study(study_name, open_storage(url, create=False), url, config_file)
     chosen = pareto.select(study, max_auc_drop)
     if chosen is None:
         raise StudyConfigError(f"study {study.study_name} has no trained baseline yet: run it first")
     if as_json:
-        typer.echo(json.dumps(chosen.as_dict(), indent=2))
+        where = {"study": study_name, "storage": without_password(url), "tracking_uri": without_password(study_tracking_uri(config, study))}
+        typer.echo(json.dumps(chosen.as_dict() | where, indent=2))
         return
+    out = Path("exports") / f"{study_name}-trial{chosen.trial}"
+    export = ["nar", "export", *_naming(config_file, name, storage, name_flag="--study"), "--trial", str(chosen.trial), "--out", str(out)]
     console.print(
         f"trial [bold]{chosen.trial}[/] ({chosen.method}): {chosen.gflops:.3f} GFLOPs, {chosen.reduction:.2f}× cheaper, "
-        f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}; MLflow run {chosen.mlflow_run_id}\n"
-        f"export it: nar export --study {study.study_name} --trial {chosen.trial}"
+        f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}; MLflow run {chosen.mlflow_run_id}"
     )
-
-
-def dashboard_command(
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
-    host: Annotated[str, typer.Option(help="interface to bind; keep 127.0.0.1 unless you mean to share it")] = "127.0.0.1",
-) -> None:
-    """Start the MLflow UI on the local store and print its address."""
-    from search.tracking import default_artifact_root, default_tracking_uri, mlflow_home
-
-    default_artifact_root().mkdir(parents=True, exist_ok=True)
-    console.print(f"MLflow UI for {mlflow_home()} at [bold]http://{host}:{port}[/] (Ctrl-C stops it)")
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(),
-        "--artifacts-destination", str(default_artifact_root()), "--host", host, "--port", str(port),
-    ]
-    try:
-        subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
+    _hint(f"export it: {shlex.join(export)}")

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from search.console import console
 from rich.table import Table
 
 from lightning_modules.distill_settings import DistillSettings
 from lightning_modules.errors import TrainingError
 from models.errors import ModelError
 from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from search.console import console
 from search.methods import METHODS, ReductionOptions, get_method, method_help
 from search.reduce_cli import parse_phis
 from search.urls import hide_password

@@ -267,6 +267,8 @@ def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_pat
     assert run_cli("predict", slide, "--model", model, "--out", tmp_path / "maps") == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1
+    if problem != "not a slide":  # a refused model leaves no --out behind
+        assert not (tmp_path / "maps").exists()
 
 
 @pytest.mark.parametrize("problem", ["out under a file", "out is a file", "mpp of 1000", "mpp of 0"])
