@@ -31,11 +31,9 @@ let_openmp_threads_sleep()  # as `nar predict` does, before torch loads
 
 import torch  # noqa: E402
 
-from data.synth_slide import write_synthetic_slide  # noqa: E402
 from lightning_modules.slide_prediction import SlidePredictor, training_preprocessing, write_outputs  # noqa: E402
 from models.export import ExportedModel, load_export  # noqa: E402
-from models.reduce import nar_reduce  # noqa: E402
-from models.registry import original_spec  # noqa: E402
+from slide_bench import add_slide_and_model_arguments, reduced_spec, synthetic_slide  # noqa: E402
 
 
 def forward_throughput(predictor: SlidePredictor, seconds: float) -> float:
@@ -55,18 +53,10 @@ def forward_throughput(predictor: SlidePredictor, seconds: float) -> float:
     return runs * predictor.batch_size / (time.perf_counter() - start)
 
 
-def synthetic_slide(folder: Path, width: int, height: int, mpp: float) -> Path:
-    path = folder / f"synthetic-{width}x{height}-{mpp:g}.tiff"
-    if not path.exists():
-        print(f"rendering {path} (once)")
-        write_synthetic_slide(path, width=width, height=height, mpp=mpp, seed=0)
-    return path
-
-
 def reduced_model(model: str, input_size: int, phi: float) -> ExportedModel:
     """A randomly initialised reduced network, as `load_export` would return it. Not written
     to disk: exporting (ONNX tracing) would dominate the peak memory measured here."""
-    spec = nar_reduce(original_spec(model, input_size), phi) if phi else original_spec(model, input_size)
+    spec = reduced_spec(model, input_size, phi)
     return ExportedModel(Path("(in memory)"), spec, training_preprocessing(spec), spec.build().eval())
 
 
@@ -77,15 +67,8 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=8192, help="slide width, level-0 px (e.g. 40000)")
-    parser.add_argument("--height", type=int, default=8192)
-    parser.add_argument("--mpp", type=float, default=0.5, help="µm per level-0 pixel of the synthetic slide")
+    add_slide_and_model_arguments(parser)
     parser.add_argument("--slides", type=Path, default=Path("outputs/bench-slides"), help="where synthetic slides are kept")
-    parser.add_argument("--model", type=Path, help="export folder (default: a random reduced network)")
-    parser.add_argument("--arch", default="resnetv2_50", help="timm model of the default network")
-    parser.add_argument("--input-size", type=int, default=100, help="base input side of the default network")
-    parser.add_argument("--phi", type=float, default=2.0, help="NAR ϕ of the default network")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, help="patch-reading workers (default: nar predict's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--forward-seconds", type=float, default=10.0, help="network-alone timing per round")
