@@ -1,4 +1,4 @@
-"""Small synthetic data shared by the data tests (built once per test session)."""
+"""Small synthetic data shared by the tests (built once per test session), and `run_cli`."""
 
 from pathlib import Path
 
@@ -8,6 +8,15 @@ import tifffile
 
 from data.synth_patches import write_patches
 from data.synth_slide import write_synthetic_slide
+
+
+def run_cli(*args: object) -> int:
+    """`nar ARGS` run in this process: its exit code."""
+    from search.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in args])
+    return exit_info.value.code or 0
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,10 @@
 """The base network a study reduces: an export or training folder, or a plain timm state dict,
 checked against the original spec with one clear line when it does not fit."""
 
+import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-
-import pytest
 
 from models.base_network import load_base
 from models.errors import ModelError

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import run_cli
 from optuna.trial import TrialState
 from test_dashboard import children, experiment_names, free_port, get_json, group_alive, start, stop
 from test_recovery import dead_worker
-from test_study import load, run_cli, study_file
+from test_study import load, study_file
 
 from search.recovery import OWNER_ATTR
 

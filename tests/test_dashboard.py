@@ -14,19 +14,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import run_cli
 
-from search.cli import main
 from search.tracking import Tracker
 from search.urls import without_password
 
 NAR = Path(sys.executable).with_name("nar")
 START_SECONDS = 180
 
-
-def run_cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code or 0
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from data.sources import open_patch_source
 from data.splits import split_findings, split_patches
@@ -12,7 +13,6 @@ from data.synth_patches import write_patches
 from lightning_modules.training import TrainingConfig
 from models.reduce import nar_reduce
 from models.registry import original_spec
-from search.cli import main
 from search.tracking import Tracker
 from search.training_run import DATA_WARNINGS_TAG, DataSettings, train_and_record
 
@@ -58,13 +58,6 @@ def table_rows(output: str) -> list[list[str]]:
     """The cells of each line of rich tables."""
     return [line.replace("│", " ").replace("|", " ").split() for line in output.splitlines()]
 
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        return exit.code or 0
-    return 0
 
 
 def test_clean_splits_raise_no_findings(images, tmp_path):

@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from data.synth_patches import DIFFICULTIES, generate_patches, write_patches
 from data.synth_slide import read_slide_truth
-from search.cli import main
 
 
 def test_patches_are_deterministic_and_balanced():
@@ -49,13 +49,6 @@ def test_write_patches_layout(tmp_path: Path):
         assert row["path"].startswith({"0": "til-negative/", "1": "til-positive/"}[row["label"]])
         assert Image.open(tmp_path / row["path"]).size == (100, 100)
 
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        return exit.code or 0
-    return 0
 
 
 def test_cli_synth_patches(tmp_path: Path):

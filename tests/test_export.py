@@ -13,6 +13,7 @@ import onnxruntime
 import optuna
 import pytest
 import torch
+from conftest import run_cli
 from optuna.distributions import FloatDistribution
 
 import models.export
@@ -23,7 +24,6 @@ from models.export import export_model, load_export
 from models.reduce import nar_reduce
 from models.registry import original_spec
 from models.spec import spec_from_json
-from search import cli
 from search.config import StudyConfigError
 from search.export_cli import find_source
 from search.tracking import Tracker
@@ -31,11 +31,6 @@ from search.training_run import DataSettings, train_and_record
 
 FORMATS = {"model.safetensors", "spec.json", "model.torchscript.pt", "model.onnx", "preprocessing.json", "metadata.json", "config.json"}
 
-
-def run_cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(a) for a in args])
-    return exit_info.value.code or 0
 
 
 @pytest.fixture(scope="module")

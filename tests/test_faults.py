@@ -13,10 +13,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
 
 from search.storage import open_storage
 from search.tracking import Tracker
-from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
 
 PHIS = [0.0, 1.0, 2.0]
 SLOW_TRAINING = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}  # trials last a few seconds

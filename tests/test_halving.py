@@ -2,12 +2,13 @@
 a small two-worker study in which candidates stop at rungs and none restarts."""
 
 import pytest
+from conftest import run_cli
 from optuna.trial import TrialState
+from test_study import load, study_file
 
 from search import pareto
 from search.halving import RUNGS_ATTR, STOPPED_ATTR, STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
 from search.tracking import Tracker
-from test_study import load, run_cli, study_file
 
 
 @pytest.mark.parametrize(("epochs", "factor", "rungs", "expected"), [

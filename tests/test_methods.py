@@ -8,12 +8,12 @@ from typing import Any
 
 import optuna
 import pytest
+from conftest import run_cli
 from optuna.trial import FixedTrial
 
 from models.reduce import input_reduce, nar_reduce
 from models.registry import original_spec
 from models.spec import ArchSpec
-from search.cli import main
 from search.config import SearchSpace, StudyConfigError, load_study_config
 from search.methods import METHODS, Candidate, ReductionMethod, ReductionOptions, get_method, register
 from search.methods.nar import GAMMA_CONSTRAINT
@@ -30,11 +30,6 @@ def resnet() -> ArchSpec:
 def build(name: str, original: ArchSpec, **options: Any) -> Candidate:
     return get_method(name).from_options(original, ReductionOptions(**options))
 
-
-def run_cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code or 0
 
 
 def test_importing_the_package_registers_every_method_and_stays_light():

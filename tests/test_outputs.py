@@ -5,14 +5,7 @@ test_predict.py."""
 
 import pytest
 import torch
-
-from search import cli
-
-
-def run_cli(*args) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(a) for a in args])
-    return exit_info.value.code or 0
+from conftest import run_cli
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from timm.layers import ConvNormAct
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.classifier import PatchClassifier
 import lightning_modules.resrep as resrep_callback
+from lightning_modules.classifier import PatchClassifier
 from lightning_modules.resrep import ResRepCallback, converted_classifier
 from models.cost import count_gflops, spec_cost
 from models.registry import original_spec

@@ -9,10 +9,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import run_cli
 from optuna.trial import TrialState
 
 import search.training_run
-from search.cli import main
 from search.storage import open_storage
 from search.tracking import Tracker
 
@@ -37,11 +37,6 @@ def study_file(folder: Path, patches: Path, **overrides) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
 
-
-def run_cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code or 0
 
 
 def load(config_path: Path) -> optuna.Study:

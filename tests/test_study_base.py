@@ -7,15 +7,16 @@ import optuna
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from conftest import run_cli
 from optuna.trial import TrialState
+from safetensors.torch import load_file, save_file
+from test_study import load, study_file
 
 import models.init_modes.inherit
 import search.training_run
 from models.registry import original_spec
 from models.weights import save_network
 from search.tracking import Tracker
-from test_study import load, run_cli, study_file
 
 
 @pytest.fixture
