@@ -261,6 +261,9 @@ class ExportedModel:
     spec: ArchSpec
     preprocessing: Preprocessing
     model: nn.Module  # in eval mode, on the CPU
+    # SHA-256 of metadata.json, which records every other file's: names the export's exact
+    # contents (None for a network not loaded from an export folder).
+    sha256: str | None = None
 
 
 def load_export(folder: Path) -> ExportedModel:
@@ -281,7 +284,8 @@ def load_export(folder: Path) -> ExportedModel:
             f"{folder}: preprocessing.json says {preprocessing.input_size} px inputs but spec.json {spec.input_size} px: "
             "the files come from different exports"
         )
-    return ExportedModel(folder, spec, preprocessing, build_with_weights(spec, folder / WEIGHTS_FILE))
+    model = build_with_weights(spec, folder / WEIGHTS_FILE)
+    return ExportedModel(folder, spec, preprocessing, model, _sha256(folder / METADATA_FILE))
 
 
 def verify_checksums(folder: Path) -> None:

@@ -200,18 +200,34 @@ def export_command(
 def predict_command(
     slides: Annotated[list[str], typer.Argument(help="slide files, folders of slides or glob patterns")],
     model: Annotated[Path, typer.Option(help="export folder written by `nar export`")],
-    out: Annotated[Path, typer.Option(help="output folder: one sub-folder of TIL maps per slide")],
+    out: Annotated[Path, typer.Option(help="output folder: one sub-folder of TIL maps per slide, and slides.csv")],
     mpp: Annotated[float | None, typer.Option(help="µm per pixel for slides that do not record it")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers reading patches [default: 1 on CPU, more on GPU]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="write into a non-empty --out, replacing only these slides' maps")] = False,
+    engine: Annotated[
+        str, typer.Option(help="auto (onnx on a CPU, torch on a GPU), torch, onnx, or onnx-int8 (INT8, calibrated on each slide)")
+    ] = "auto",
+    calibration: Annotated[Path | None, typer.Option(help="folder of tissue patches to calibrate onnx-int8 on, instead of each slide")] = None,
+    shard: Annotated[str | None, typer.Option(help="map part K of N (from 1) of the sorted slides, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")] = None,
+    overwrite: Annotated[bool, typer.Option(help="map slides again that --out holds maps of, replacing only these maps' files")] = False,
 ) -> None:
-    """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide."""
+    """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide,
+    and a table of every slide. Slides this model has mapped in --out are skipped."""
     from openslide import OpenSlideError
 
     from data.sources import PATCH_UM
-    from lightning_modules.slide_prediction import SlidePredictor, find_slides, prepare_output, write_outputs
+    from lightning_modules.slide_prediction import (
+        INT8_AGREEMENT,
+        INT8_CACHE,
+        RunTable,
+        Shard,
+        SlidePredictor,
+        find_slides,
+        plan_run,
+        prepare_output,
+        write_outputs,
+    )
     from models.export import load_export
 
     if mpp is not None and not 0 < mpp <= PATCH_UM:
@@ -219,31 +235,51 @@ def predict_command(
             f"--mpp {mpp:g} is no slide resolution: give the µm per level-0 pixel, above 0 and at most {PATCH_UM:g} "
             f"(so that a {PATCH_UM:g} µm patch spans a pixel), e.g. 0.25 at 40x or 0.5 at 20x"
         )
-    paths = find_slides(slides)
+    part = Shard.parse(shard) if shard else Shard()
+    every = find_slides(slides)
+    paths = part.of(every)
     made = not out.exists()
-    prepare_output(out, overwrite)
+    prepare_output(out)
     try:
-        predictor = SlidePredictor(load_export(model), batch_size, workers, device)
+        predictor = SlidePredictor(load_export(model), batch_size, workers, device, engine=engine, calibration=calibration, cache=out / INT8_CACHE)
     except BaseException:
         if made:
             out.rmdir()  # a refused model leaves no --out behind; rmdir: only while it is still empty
         raise
+    plan = plan_run(paths, out, predictor.model, overwrite)
+    table = RunTable(out / part.table_name, overwrite)
+    if part.count > 1:
+        console.print(f"shard {part.index} of {part.count}: {len(paths)} of {len(every)} slides")
+    for path, summary in plan.skipped:
+        table.add(path, "skipped", summary, "mapped by this model before")
+    if plan.skipped:
+        console.print(f"skipped {len(plan.skipped)} slides this model has mapped in {out} before (--overwrite maps them again)")
     failed = []
-    for path in paths:
+    for path in plan.to_map:
         try:
             prediction = predictor.predict(path, mpp)
         except (DataError, OpenSlideError) as error:
             failed.append(path)
+            table.add(path, "failed", reason=_last_line(error))
             errors.print(f"[bold red]error:[/] {_naming(path, _last_line(error))}", highlight=False, soft_wrap=True)
             continue
         folder = write_outputs(prediction, out)
         summary = prediction.summary()
+        table.add(path, "mapped", summary)
         console.print(
             f"{path.name}: {summary['tissue_patches']} tissue patches, {summary['til_positive_fraction']:.1%} TIL-positive, "
             f"{summary['patches_per_second']:.0f} patches/s -> {folder}"
         )
+        if prediction.int8 and prediction.int8["agreement"] < INT8_AGREEMENT:
+            console.print(
+                f"[bold yellow]warning:[/] {path.name}: INT8 makes the same call as float32 for only {prediction.int8['agreement']:.1%} "
+                f"of {prediction.int8['calibration_patches']} calibration patches (below {INT8_AGREEMENT:.0%}): "
+                "use --engine onnx for float32 maps", highlight=False, soft_wrap=True,
+            )
+    mapped = len(plan.to_map) - len(failed)
+    console.print(f"{mapped} mapped, {len(plan.skipped)} skipped, {len(failed)} failed of {len(paths)} slides: {table.path}")
     if failed:
-        console.print(f"{len(paths) - len(failed)} of {len(paths)} slides mapped; failed: {', '.join(p.name for p in failed)}")
+        console.print(f"failed: {', '.join(p.name for p in failed)}")
         raise typer.Exit(2)
 
 

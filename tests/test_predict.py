@@ -1,5 +1,6 @@
-"""nar predict (issue 7): TIL maps of a synthetic slide from an export folder (the formats, the
-50 µm grid, agreement with the slide's ground truth) and bad input refused in one line."""
+"""nar predict (issues 7, 15): TIL maps of a synthetic slide from an export folder (the formats,
+the 50 µm grid, agreement with the slide's ground truth), bad input refused in one line, and
+runs over many slides: resumed, split into shards, listed in a table."""
 
 import csv
 import hashlib
@@ -21,14 +22,14 @@ from sklearn.metrics import roc_auc_score
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from data.synth_slide import read_slide_truth
+from data.synth_slide import read_slide_truth, write_synthetic_slide
+from data.tiling import SlideTileDataset, tile_slide
+from lightning_modules import slide_prediction
+from lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
 from models.errors import ModelError
 from models.export import export_model, load_export
 from models.spec import ArchSpec, register_spec
 from search import cli
-from data.tiling import SlideTileDataset, tile_slide
-from lightning_modules import slide_prediction
-from lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
 
 DARK = 0.45  # brightness (0-1) below which a pixel is hematoxylin-dense, as lymphocyte nuclei are
 EVEN_SHARE = 0.04  # share of dark pixels at which a patch is as likely TIL-positive as not
@@ -304,7 +305,7 @@ def test_an_existing_out_is_written_into_only_with_overwrite(detector, synthetic
     assert run_cli(*arguments, "--overwrite") == 0
     assert (out / "notes.txt").read_text() == "mine" and (out / name / "annotations.geojson").read_text() == "mine too"
     assert json.loads((out / name / "summary.json").read_text())["tissue_patches"] > 50
-    assert {p.name for p in out.iterdir()} == {"notes.txt", name}  # no staging left behind
+    assert {p.name for p in out.iterdir()} == {"notes.txt", name, "slides.csv"}  # no staging left behind
     assert {f"{name}.csv", f"prediction-{name}", f"{name}.heatmap.png"} < {p.name for p in (out / name).iterdir()}
 
 
@@ -323,3 +324,119 @@ def test_openmp_threads_sleep_in_nar_predict_unless_told_otherwise(command, aske
     spin_count = re.search(r"GOMP_SPINCOUNT\s*=\s*'(\d+)'", result.stderr)
     assert spin_count, result.stderr[-2000:]
     assert (spin_count.group(1) == "0") == sleeps
+
+
+@pytest.fixture(scope="module")
+def three_slides(tmp_path_factory) -> Path:
+    """A folder of three tiny slides (1024 × 768 px at 0.5 µm/px), named out of order."""
+    folder = tmp_path_factory.mktemp("three") / "slides"
+    folder.mkdir()
+    for seed, name in enumerate(["c", "a", "b"]):
+        write_synthetic_slide(folder / f"{name}.tiff", width=1024, height=768, mpp=0.5, seed=seed, tile=256)
+    return folder
+
+
+def read_table(path: Path) -> dict[str, dict[str, str]]:
+    """The run's table of slides, by slide file name."""
+    with path.open() as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["slide", "patches", "tissue_patches", "til_positive_fraction", "seconds", "status", "reason"]
+    return {Path(row["slide"]).name: row for row in rows}
+
+
+def map_files(out: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in out.glob("*/*")}
+
+
+def test_a_second_run_maps_only_the_slides_without_a_map_by_this_model(detector, three_slides, tmp_path, capsys):
+    out = tmp_path / "maps"
+    arguments = ["predict", three_slides, "--model", detector, "--out", out, "--workers", 0]
+    assert run_cli(*arguments) == 0
+    first = read_table(out / "slides.csv")
+    assert [row["status"] for row in first.values()] == ["mapped"] * 3
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    assert summary["model"]["sha256"] == load_export(detector).sha256
+    assert first["a.tiff"]["tissue_patches"] == str(summary["tissue_patches"]) and int(first["a.tiff"]["patches"]) == 10 * 7
+    assert float(first["a.tiff"]["til_positive_fraction"]) == summary["til_positive_fraction"]
+
+    shutil.rmtree(out / "b")  # as if the run had stopped before b
+    kept = map_files(out)
+    capsys.readouterr()
+    assert run_cli(*arguments) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("skipped 2 slides" in line for line in lines) == 1 and not any(line.startswith("a.tiff") for line in lines)
+    assert all(map_files(out)[path] == mtime for path, mtime in kept.items())  # a and c untouched
+    second = read_table(out / "slides.csv")
+    assert {name: row["status"] for name, row in second.items()} == {"a.tiff": "skipped", "b.tiff": "mapped", "c.tiff": "skipped"}
+    assert second["a.tiff"]["tissue_patches"] == first["a.tiff"]["tissue_patches"]  # from a's summary.json
+
+    assert run_cli(*arguments, "--overwrite") == 0  # maps every slide again
+    assert [row["status"] for row in read_table(out / "slides.csv").values()] == ["mapped"] * 3
+    assert all(map_files(out)[path] != mtime for path, mtime in kept.items())
+
+
+@pytest.mark.parametrize("made_by", ["another export", "INT8", "an older nar"])
+def test_maps_by_another_model_are_replaced_only_with_overwrite(made_by, detector, three_slides, tmp_path, capsys):
+    out = tmp_path / "maps"
+    arguments = ["predict", three_slides, "--model", detector, "--out", out, "--workers", 0]
+    assert run_cli(*arguments) == 0
+    summary = json.loads((out / "b" / "summary.json").read_text())
+    if made_by == "another export":
+        summary["model"]["sha256"] = "0" * 64
+    elif made_by == "INT8":
+        summary["model"]["engine"] = "onnx-int8"
+    else:
+        del summary["model"]
+    (out / "b" / "summary.json").write_text(json.dumps(summary))
+    before, table = map_files(out), (out / "slides.csv").read_text()
+    capsys.readouterr()
+    assert run_cli(*arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and " b " in error and "--overwrite" in error and len(error.splitlines()) == 1
+    assert map_files(out) == before and (out / "slides.csv").read_text() == table  # nothing written
+
+
+def test_shards_split_the_sorted_slides_and_write_a_table_each(detector, three_slides, tmp_path):
+    out = tmp_path / "maps"
+    for shard in ("1/2", "2/2"):
+        assert run_cli("predict", three_slides, "--model", detector, "--out", out, "--workers", 0, "--shard", shard) == 0
+    tables = {shard: read_table(out / f"slides-{shard}-of-2.csv") for shard in (1, 2)}
+    assert list(tables[1]) == ["a.tiff", "c.tiff"] and list(tables[2]) == ["b.tiff"]
+    assert all(row["status"] == "mapped" for table in tables.values() for row in table.values())
+    assert {path.name for path in out.iterdir()} == {"a", "b", "c", "slides-1-of-2.csv", "slides-2-of-2.csv"}
+    # More shards than slides: an empty one says so and leaves an empty table.
+    assert run_cli("predict", three_slides, "--model", detector, "--out", out, "--shard", "4/4") == 0
+    assert (out / "slides-4-of-4.csv").read_text().strip() == "slide,patches,tissue_patches,til_positive_fraction,seconds,status,reason"
+
+
+@pytest.mark.parametrize("shard", ["0/2", "3/2", "2", "a/b", "1/0"])
+def test_a_bad_shard_is_one_line_before_any_work(shard, detector, three_slides, tmp_path, capsys):
+    assert run_cli("predict", three_slides, "--model", detector, "--out", tmp_path / "maps", "--shard", shard) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "K from 1 to N" in error and "$SLURM_ARRAY_TASK_ID" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "maps").exists()
+
+
+def test_the_table_lists_failed_slides_with_the_reason(detector, three_slides, tmp_path):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    (slides / "a.tiff").symlink_to(three_slides / "a.tiff")
+    (slides / "broken.svs").write_text("not a slide")
+    out = tmp_path / "maps"
+    assert run_cli("predict", slides, "--model", detector, "--out", out, "--workers", 0) == 2
+    table = read_table(out / "slides.csv")
+    assert table["a.tiff"]["status"] == "mapped" and float(table["a.tiff"]["seconds"]) > 0
+    broken = table["broken.svs"]
+    assert broken["status"] == "failed" and "not a whole-slide image" in broken["reason"] and broken["tissue_patches"] == ""
+
+
+def test_a_table_of_the_same_name_that_nar_did_not_write_is_kept(detector, three_slides, tmp_path, capsys):
+    out = tmp_path / "maps"
+    out.mkdir()
+    (out / "slides.csv").write_text("my,own,table\n")
+    arguments = ["predict", three_slides / "a.tiff", "--model", detector, "--out", out, "--workers", 0]
+    assert run_cli(*arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert "slides.csv" in error and "--overwrite" in error and len(error.splitlines()) == 1
+    assert (out / "slides.csv").read_text() == "my,own,table\n" and not (out / "a").exists()
+    assert run_cli(*arguments, "--overwrite") == 0 and read_table(out / "slides.csv")["a.tiff"]["status"] == "mapped"
