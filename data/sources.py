@@ -28,6 +28,10 @@ from data.slides import SlideHandles, open_slide, read_patch, slide_mpp
 
 PATCH_UM = 50.0
 CLASS_NAMES = ("til-negative", "til-positive")
+# Patches are normalised with ImageNet's channel statistics (timm's IMAGENET_DEFAULT_MEAN and
+# _STD), in training and in prediction alike; here so that prediction needs no Lightning.
+PATCH_MEAN = (0.485, 0.456, 0.406)
+PATCH_STD = (0.229, 0.224, 0.225)
 CLASS_DIRS: Mapping[str, int] = {"til-negative": 0, "til-positive": 1, "0": 0, "1": 1}
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}

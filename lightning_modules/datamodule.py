@@ -9,16 +9,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data.sources import CLASS_DIRS, PATCH_UM, PatchDataset, open_patch_source
+from data.sources import CLASS_DIRS, PATCH_MEAN, PATCH_STD, PATCH_UM, PatchDataset, open_patch_source
 from data.splits import Finding, SplitSummary, check_splits, split_findings, split_patches, summarise_splits
 
 
 def eval_transform(
-    input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD
 ) -> v2.Compose:
     """uint8 C × H × W patch -> normalised float input_size × input_size."""
     return v2.Compose(
@@ -31,7 +30,7 @@ def eval_transform(
 
 
 def train_transform(
-    input_size: int, mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN, std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD
 ) -> v2.Compose:
     """eval_transform plus what does not change a patch's label: any of the 8 flips and
     quarter turns, and mild stain (colour) variation."""
@@ -79,8 +78,8 @@ class PatchDataModule(pl.LightningDataModule):
     predict_dataloader covers every patch of the source, in order.
     """
 
-    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
-    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    mean: tuple[float, ...] = PATCH_MEAN
+    std: tuple[float, ...] = PATCH_STD
 
     def __init__(
         self,

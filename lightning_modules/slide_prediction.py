@@ -39,9 +39,8 @@ from torch.utils.data import DataLoader
 
 from data.errors import DataError
 from data.slides import best_level, on_white, open_slide, resample
-from data.sources import CLASS_NAMES, IMAGE_SUFFIXES, PATCH_UM
+from data.sources import CLASS_NAMES, IMAGE_SUFFIXES, PATCH_MEAN, PATCH_STD, PATCH_UM
 from data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
-from lightning_modules.datamodule import PatchDataModule
 from models.errors import ModelError
 from models.export import ONNX_FILE, ExportedModel, Preprocessing, apply_umask
 from models.spec import ArchSpec
@@ -73,7 +72,7 @@ RUN_COLUMNS = ("slide", "patches", "tissue_patches", "til_positive_fraction", "s
 def training_preprocessing(spec: ArchSpec) -> Preprocessing:
     """What PatchDataModule fed the network in training: 50 µm patches at its input side,
     normalised by the data module's mean and std, classes in label order."""
-    return Preprocessing(spec.input_size, tuple(PatchDataModule.mean), tuple(PatchDataModule.std), CLASS_NAMES, PATCH_UM)
+    return Preprocessing(spec.input_size, PATCH_MEAN, PATCH_STD, CLASS_NAMES, PATCH_UM)
 
 
 def find_slides(arguments: Sequence[str]) -> list[Path]:

@@ -34,3 +34,10 @@ def test_help_answers_without_heavy_libraries(command):
     )
     assert result.stdout.strip().endswith("0 []"), result.stdout[-2000:] + result.stderr[-2000:]
     assert "Usage" in result.stdout
+
+
+def test_slide_prediction_loads_no_training_library():
+    """`nar predict` costs torch and the inference engines, not Lightning, MLflow or Optuna."""
+    code = "import lightning_modules.slide_prediction, sys; print(sorted(m for m in ('lightning', 'mlflow', 'optuna') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
