@@ -527,19 +527,38 @@ class SlidePredictor:
         )
 
 
-def prepare_output(out: Path) -> None:
+def prepare_output(out: Path, overwrite: bool = False) -> None:
     """Create `out` and check it can be written, before any slide is read: hours of inference
-    must not end in a permission error. An existing folder is fine: plan_run and RunTable refuse
-    to replace what nar predict did not make."""
+    must not end in a permission error. A folder holding only nar predict's own outputs is
+    fine (plan_run and RunTable decide per slide); one holding anything else is refused unless
+    `overwrite`, which writes beside those files and never touches them."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file, not a folder: choose another --out")
+    if out.is_dir() and not overwrite and (foreign := _not_ours(out)):
+        raise DataError(
+            f"--out {out} holds files nar predict did not write ({', '.join(foreign[:3])}): choose another --out, "
+            "or pass --overwrite to write beside them (they are kept)"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         os.rmdir(tempfile.mkdtemp(prefix=".nar-write-check.", dir=out))  # as write_outputs stages its files
     except OSError as error:
         reason = error.strerror or error
         raise DataError(f"cannot write to --out {out} ({reason}): choose a folder you can write to") from None
+
+
+def _not_ours(out: Path) -> list[str]:
+    """The entries of `out` that are not nar predict's: its slide folders, run tables and hidden
+    staging and caches are."""
+    def ours(entry: Path) -> bool:
+        if entry.name.startswith("."):
+            return True
+        if entry.is_file():
+            return re.fullmatch(r"slides(-\d+-of-\d+)?\.csv", entry.name) is not None
+        return entry.is_dir() and all(path.name in output_names(entry.name) for path in entry.iterdir())
+
+    return sorted(entry.name for entry in out.iterdir() if not ours(entry))
 
 
 def output_names(name: str) -> tuple[str, ...]:

@@ -239,7 +239,7 @@ def predict_command(
     every = find_slides(slides)
     paths = part.of(every)
     made = not out.exists()
-    prepare_output(out)
+    prepare_output(out, overwrite)
     try:
         predictor = SlidePredictor(load_export(model), batch_size, workers, device, engine=engine, calibration=calibration, cache=out / INT8_CACHE)
     except BaseException:

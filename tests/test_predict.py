@@ -299,7 +299,7 @@ def test_an_existing_out_is_written_into_only_with_overwrite(detector, synthetic
     arguments = ["predict", synthetic_slide, "--model", detector, "--out", out, "--workers", 0]
     assert run_cli(*arguments) == 2
     error = capsys.readouterr().err.strip()
-    assert "--overwrite" in error and len(error.splitlines()) == 1
+    assert "--overwrite" in error and "notes.txt" in error and len(error.splitlines()) == 1
     assert (out / name / "summary.json").read_text() == "an earlier run's"
 
     assert run_cli(*arguments, "--overwrite") == 0
