@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install test demo bench dashboard clean
+.PHONY: install test lint demo bench dashboard clean
 
 install: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2
+
+# Style and the layering (search → lightning_modules → models, data; pyproject's contracts).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 demo: $(STAMP)
 	$(BIN)/nar demo

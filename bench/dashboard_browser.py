@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from search.tracking import MLFLOW_HOME_ENV
+from nar_search.search.tracking import MLFLOW_HOME_ENV
 
 STUDY = "browser"
 LOCAL = "127.0.0.1"
@@ -47,24 +47,40 @@ LOCAL = "127.0.0.1"
 
 def study_config(folder: Path) -> Path:
     path = folder / f"{STUDY}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": STUDY, "model": "resnet18", "input_size": 48, "data": {"source": str(folder / "patches")},
-        "training": {"epochs": 2, "batch_size": 24, "patience": None, "accelerator": "cpu"},
-        "search": {"space": "paper", "methods": ["nar", "ir", "resrep"], "phi_values": [0, 1, 2],
-                   "flops_target_values": [0.5], "resrep_mask_interval": 1, "resrep_warmup_epochs": 0},
-        "sampler": "grid", "pruner": "halving", "halving": {"factor": 2, "rungs": 2}, "n_trials": 6,
-        "storage": f"sqlite:///{folder / 'study.db'}",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": STUDY,
+                "model": "resnet18",
+                "input_size": 48,
+                "data": {"source": str(folder / "patches")},
+                "training": {"epochs": 2, "batch_size": 24, "patience": None, "accelerator": "cpu"},
+                "search": {
+                    "space": "paper",
+                    "methods": ["nar", "ir", "resrep"],
+                    "phi_values": [0, 1, 2],
+                    "flops_target_values": [0.5],
+                    "resrep_mask_interval": 1,
+                    "resrep_warmup_epochs": 0,
+                },
+                "sampler": "grid",
+                "pruner": "halving",
+                "halving": {"factor": 2, "rungs": 2},
+                "n_trials": 6,
+                "storage": f"sqlite:///{folder / 'study.db'}",
+            }
+        )
+    )
     return path
 
 
 def run_study(folder: Path) -> None:
     if not (folder / "patches").is_dir():
-        from data.synth_patches import write_patches
+        from nar_search.data.synth_patches import write_patches
 
         write_patches(folder / "patches", n=72, seed=1)
     config = study_config(folder)
-    command = [sys.executable, "-m", "search.cli", "study", "run", str(config)]
+    command = [sys.executable, "-m", "nar_search.search.cli", "study", "run", str(config)]
     subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -79,8 +95,11 @@ def dashboard(folder: Path, port: int) -> Iterator[str]:
     """`nar dashboard` on 127.0.0.1:`port`, until the block ends (it and the MLflow server it starts)."""
     log = (folder / "dashboard.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "dashboard", "--port", str(port)], cwd=folder,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: the server goes with it
+        [sys.executable, "-m", "nar_search.search.cli", "dashboard", "--port", str(port)],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own group: the server goes with it
     )
     address = f"http://{LOCAL}:{port}"
     try:
@@ -105,9 +124,9 @@ def expected(folder: Path) -> dict:
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from search import pareto
-    from search.storage import open_storage
-    from search.tracking import default_tracking_uri
+    from nar_search.search import pareto
+    from nar_search.search.storage import open_storage
+    from nar_search.search.tracking import default_tracking_uri
 
     study = optuna.load_study(study_name=STUDY, storage=open_storage(f"sqlite:///{folder / 'study.db'}"))
     client = MlflowClient(default_tracking_uri())
@@ -115,7 +134,8 @@ def expected(folder: Path) -> dict:
     parent = client.search_runs([experiment], filter_string="tags.`nar.role` = 'study'")[0].info.run_id
     drawn = pareto.trained(study) + pareto.stopped(study)
     return {
-        "experiment": experiment, "parent": parent,
+        "experiment": experiment,
+        "parent": parent,
         "runs": {t.number: t.user_attrs["mlflow_run_id"] for t in drawn},
         "stopped": sorted(t.number for t in pareto.stopped(study)),
         "front": sorted(t.number for t in pareto.front(study)),
@@ -145,8 +165,12 @@ def check_in_browser(address: str, want: dict, chromium: str | None, shots: Path
         browser = playwright.chromium.launch(executable_path=chromium_path(playwright, chromium))
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         # Offline, as on a hospital network: nothing but the dashboard answers.
-        context.route("**/*", lambda route: route.continue_() if urlsplit(route.request.url).hostname == LOCAL
-                      else (blocked.append(route.request.url), route.abort()))
+        context.route(
+            "**/*",
+            lambda route: (
+                route.continue_() if urlsplit(route.request.url).hostname == LOCAL else (blocked.append(route.request.url), route.abort())
+            ),
+        )
         context.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
         context.on("weberror", lambda error: console.append(f"uncaught: {error.error}"))
         context.on("response", lambda response: refused.append(f"{response.status} {response.url}") if response.status >= 400 else None)
@@ -163,8 +187,10 @@ def check_in_browser(address: str, want: dict, chromium: str | None, shots: Path
         check(points.count() == len(want["runs"]), f"one point per trained or stopped trial ({len(want['runs'])})")
         check(all(labels[n].locator("text.label").text_content() == str(n) for n in labels), "each point labelled with its trial number")
         links = {n: point.get_attribute("href") for n, point in labels.items()}
-        check(links == {n: f"{address}/#/experiments/{want['experiment']}/runs/{run}" for n, run in want["runs"].items()},
-              "each point links to its run's page in the UI")
+        check(
+            links == {n: f"{address}/#/experiments/{want['experiment']}/runs/{run}" for n, run in want["runs"].items()},
+            "each point links to its run's page in the UI",
+        )
         stopped = sorted(n for n, point in labels.items() if "stopped" in point.get_attribute("class").split())
         check(stopped == want["stopped"], f"the trials stopped at a rung drawn apart: {stopped}")
         check(view.locator("polyline.front").count() == (1 if want["front"] else 0), f"the front drawn (trials {want['front']})")

@@ -14,11 +14,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from data.synth_patches import write_patches
-from lightning_modules.classifier import PatchClassifier
-from lightning_modules.datamodule import PatchDataModule
-from models.reduce import nar_reduce
-from models.registry import original_spec
+from nar_search.data.synth_patches import write_patches
+from nar_search.lightning_modules.classifier import PatchClassifier
+from nar_search.lightning_modules.datamodule import PatchDataModule
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
 
 
 def main() -> None:
@@ -36,13 +36,22 @@ def main() -> None:
             # Every patch in the training split: the epoch is over all of them.
             data = PatchDataModule(folder, spec.input_size, args.batch_size, num_workers=2, val_fraction=0.01, test_fraction=0.01)
             data.setup()
-            trainer = pl.Trainer(max_epochs=1, accelerator="auto", logger=False, enable_checkpointing=False,
-                                 limit_val_batches=0, enable_model_summary=False, enable_progress_bar=True)
+            trainer = pl.Trainer(
+                max_epochs=1,
+                accelerator="auto",
+                logger=False,
+                enable_checkpointing=False,
+                limit_val_batches=0,
+                enable_model_summary=False,
+                enable_progress_bar=True,
+            )
             start = time.perf_counter()
             trainer.fit(PatchClassifier(spec.to_dict()), train_dataloaders=data.train_dataloader())
             seconds = time.perf_counter() - start
-            print(f"{args.model} ϕ={phi:g} at {spec.input_size} px: one epoch of {data.num_train} patches "
-                  f"in {seconds:.1f} s ({data.num_train / seconds:.1f} patches/s, {torch.get_num_threads()} threads)")
+            print(
+                f"{args.model} ϕ={phi:g} at {spec.input_size} px: one epoch of {data.num_train} patches "
+                f"in {seconds:.1f} s ({data.num_train / seconds:.1f} patches/s, {torch.get_num_threads()} threads)"
+            )
 
 
 if __name__ == "__main__":

@@ -25,15 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.openmp import let_openmp_threads_sleep  # noqa: E402
+from nar_search.search.openmp import let_openmp_threads_sleep
 
 let_openmp_threads_sleep()  # as `nar predict` does, before torch loads
 
 import torch  # noqa: E402
-
-from lightning_modules.slide_prediction import SlidePredictor, training_preprocessing, write_outputs  # noqa: E402
-from models.export import ExportedModel, load_export  # noqa: E402
 from slide_bench import add_slide_and_model_arguments, reduced_spec, synthetic_slide  # noqa: E402
+
+from nar_search.lightning_modules.slide_prediction import SlidePredictor, training_preprocessing, write_outputs  # noqa: E402
+from nar_search.models.export import ExportedModel, load_export  # noqa: E402
 
 
 def forward_throughput(predictor: SlidePredictor, seconds: float) -> float:
@@ -101,14 +101,23 @@ def main() -> None:
         end_to_end, inference = patches / seconds, patches / prediction.inference_seconds
         ratios.append(end_to_end / forward)
         if round_ == 1:
-            print(f"slide        {args.width} x {args.height} px at {args.mpp:g} µm/px: {patches} tissue patches of {prediction.grid.patch_px} px")
-        print(f"round {round_}      forward {forward:6.1f}/s, end to end {end_to_end:6.1f}/s ({seconds:.1f} s: tiling "
-              f"{prediction.tiling_seconds:.1f}, inference {prediction.inference_seconds:.1f} at {inference:.1f}/s, writing "
-              f"{seconds - prediction.tiling_seconds - prediction.inference_seconds:.1f}), ratio {ratios[-1]:.2f} "
-              f"(inference stage {inference / forward:.2f})")
-    print(f"ratio        {statistics.median(ratios):.2f} end to end (median of {len(ratios)} rounds; {min(ratios):.2f} to {max(ratios):.2f})")
-    print(f"peak RSS     {peak_rss_mib():.0f} MiB main process ({rss_before:.0f} MiB before mapping the slide), "
-          f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB largest worker (pages shared with the main process included)")
+            print(
+                f"slide        {args.width} x {args.height} px at {args.mpp:g} µm/px: "
+                f"{patches} tissue patches of {prediction.grid.patch_px} px"
+            )
+        print(
+            f"round {round_}      forward {forward:6.1f}/s, end to end {end_to_end:6.1f}/s ({seconds:.1f} s: tiling "
+            f"{prediction.tiling_seconds:.1f}, inference {prediction.inference_seconds:.1f} at {inference:.1f}/s, writing "
+            f"{seconds - prediction.tiling_seconds - prediction.inference_seconds:.1f}), ratio {ratios[-1]:.2f} "
+            f"(inference stage {inference / forward:.2f})"
+        )
+    print(
+        f"ratio        {statistics.median(ratios):.2f} end to end (median of {len(ratios)} rounds; {min(ratios):.2f} to {max(ratios):.2f})"
+    )
+    print(
+        f"peak RSS     {peak_rss_mib():.0f} MiB main process ({rss_before:.0f} MiB before mapping the slide), "
+        f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB largest worker (pages shared with the main process included)"
+    )
 
 
 if __name__ == "__main__":

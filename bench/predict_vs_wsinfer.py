@@ -36,8 +36,9 @@ from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.export import TORCHSCRIPT_FILE, WSINFER_CONFIG_FILE
 from slide_bench import add_slide_and_model_arguments, reduced_spec, synthetic_slide
+
+from nar_search.models.export import TORCHSCRIPT_FILE, WSINFER_CONFIG_FILE
 
 WSINFER = ("wsinfer[openslide]==0.6.1", "zarr<3", "openslide-bin")
 TIL_COLUMN = "prob_til-positive"
@@ -66,8 +67,9 @@ def random_export(work: Path, arch: str, input_size: int, phi: float) -> Path:
         return folder
     import torch
 
-    from lightning_modules.slide_prediction import training_preprocessing
-    from models.export import export_model
+    from nar_search.lightning_modules.slide_prediction import training_preprocessing
+    from nar_search.models.export import export_model
+
     print(f"exporting a random {arch} reduced at ϕ {phi:g} to {folder} (once)")
     spec = reduced_spec(arch, input_size, phi)
     torch.manual_seed(0)
@@ -171,13 +173,35 @@ def tools(args: argparse.Namespace, work: Path, slide: Path, export: Path, wsinf
     nar_out, wsinfer_out = work / "outputs" / "nar", work / "outputs" / "wsinfer"
     batch = ["--batch-size", str(args.batch_size)]
     nar = [
-        str(Path(sys.executable).with_name("nar")), "predict", str(slide), "--model", str(export), "--out", str(nar_out),
-        *batch, "--workers", str(args.workers), "--device", "cpu",
+        str(Path(sys.executable).with_name("nar")),
+        "predict",
+        str(slide),
+        "--model",
+        str(export),
+        "--out",
+        str(nar_out),
+        *batch,
+        "--workers",
+        str(args.workers),
+        "--device",
+        "cpu",
     ]
     wsinfer_run = [
-        str(wsinfer), "run", "--wsi-dir", str(slide.parent), "--results-dir", str(wsinfer_out),
-        "--model-path", str(export / TORCHSCRIPT_FILE), "--config", str(export / WSINFER_CONFIG_FILE),
-        *batch, "--num-workers", str(args.workers), "--seg-binary-threshold", str(args.wsinfer_threshold),
+        str(wsinfer),
+        "run",
+        "--wsi-dir",
+        str(slide.parent),
+        "--results-dir",
+        str(wsinfer_out),
+        "--model-path",
+        str(export / TORCHSCRIPT_FILE),
+        "--config",
+        str(export / WSINFER_CONFIG_FILE),
+        *batch,
+        "--num-workers",
+        str(args.workers),
+        "--seg-binary-threshold",
+        str(args.wsinfer_threshold),
     ]
     return [
         Tool("nar", nar, {**os.environ, "OMP_NUM_THREADS": str(args.threads)}, nar_out, nar_out / slide.stem / f"{slide.stem}.csv"),
@@ -194,7 +218,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="OpenMP threads of each tool")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, which first alternating")
     parser.add_argument(
-        "--wsinfer-threshold", type=int, default=10,
+        "--wsinfer-threshold",
+        type=int,
+        default=10,
         help="WSInfer's tissue threshold on the 0-255 saturation (its default, 7, takes the synthetic glass, at 8, for tissue)",
     )
     args = parser.parse_args()
@@ -211,8 +237,10 @@ def main() -> None:
     nar, wsinfer_tool = both = tools(args, work, slide, export, wsinfer, wsinfer_variables)
     print(f"slide        {slide} ({args.width} x {args.height} px at {args.mpp:g} µm/px)")
     print(f"model        {export}")
-    print(f"setting      each tool: {args.threads} OpenMP threads, batch {args.batch_size}, {args.workers} reading workers, CPU; "
-          f"WSInfer reads with OpenSlide, as nar does, and finds tissue above saturation {args.wsinfer_threshold}")
+    print(
+        f"setting      each tool: {args.threads} OpenMP threads, batch {args.batch_size}, {args.workers} reading workers, CPU; "
+        f"WSInfer reads with OpenSlide, as nar does, and finds tissue above saturation {args.wsinfer_threshold}"
+    )
 
     seconds: dict[str, list[float]] = {tool.name: [] for tool in both}
     patches: dict[str, int] = {}
@@ -224,16 +252,22 @@ def main() -> None:
             seconds[tool.name].append(timed(tool.command, tool.variables, work / f"{tool.name.lower()}.log"))
             patches[tool.name] = len(til_map(tool.csv))
         rates = ", ".join(f"{name} {times[-1]:6.1f} s ({patches[name] / times[-1]:6.1f} patches/s)" for name, times in seconds.items())
-        print(f"round {round_}      {rates}: nar {seconds['WSInfer'][-1] / seconds['nar'][-1]:.2f}x as fast "
-              f"({' first, '.join(tool.name for tool in order)} second)")
+        print(
+            f"round {round_}      {rates}: nar {seconds['WSInfer'][-1] / seconds['nar'][-1]:.2f}x as fast "
+            f"({' first, '.join(tool.name for tool in order)} second)"
+        )
 
     for name, times in seconds.items():
         median = statistics.median(times)
-        print(f"{name:<12} {median:.1f} s per slide, {patches[name] / median:.1f} patches/s "
-              f"({patches[name]} patches; median of {len(times)} rounds)")
+        print(
+            f"{name:<12} {median:.1f} s per slide, {patches[name] / median:.1f} patches/s "
+            f"({patches[name]} patches; median of {len(times)} rounds)"
+        )
     ratios = [theirs / ours for ours, theirs in zip(seconds["nar"], seconds["WSInfer"])]
-    print(f"ratio        nar {statistics.median(ratios):.2f}x as fast as WSInfer per slide "
-          f"(median of {len(ratios)} rounds; {min(ratios):.2f} to {max(ratios):.2f})")
+    print(
+        f"ratio        nar {statistics.median(ratios):.2f}x as fast as WSInfer per slide "
+        f"(median of {len(ratios)} rounds; {min(ratios):.2f} to {max(ratios):.2f})"
+    )
     print(f"maps         {agreement(til_map(nar.csv), til_map(wsinfer_tool.csv))}")
 
 

@@ -83,22 +83,56 @@ PROFILES = {
     # paper's constant learning rate: a cosine schedule over 10 epochs left the full network at
     # a val AUC of 0.84, against 0.92 after 12 epochs at a constant rate.
     "cpu": Profile(
-        base_side=48, patches={"train": 1500, "val": 600, "test": 3000}, full_epochs=12, tuned_epochs=4, seeds=3,
-        phis=(1, 2, 3), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 2, "warmup_epochs": 1, "max_new": 64},
-        study_trials=10, confirm=3, scheduler="none",
-        fidelity_epochs=9, grid_phis=(0.5, 1, 1.5, 2, 2.5, 3), fidelity_trials=8, halving={"factor": 3, "rungs": 3},
+        base_side=48,
+        patches={"train": 1500, "val": 600, "test": 3000},
+        full_epochs=12,
+        tuned_epochs=4,
+        seeds=3,
+        phis=(1, 2, 3),
+        resrep_targets=(0.5,),
+        resrep_schedule={"mask_interval": 2, "warmup_epochs": 1, "max_new": 64},
+        study_trials=10,
+        confirm=3,
+        scheduler="none",
+        fidelity_epochs=9,
+        grid_phis=(0.5, 1, 1.5, 2, 2.5, 3),
+        fidelity_trials=8,
+        halving={"factor": 3, "rungs": 3},
     ),
     "paper": Profile(
-        base_side=240, patches={"train": 4300, "val": 1000, "test": 15000}, full_epochs=50, tuned_epochs=15, seeds=3,
-        phis=(1, 2, 3, 4, 5), resrep_targets=(0.75, 0.5), resrep_schedule={"mask_interval": 20, "warmup_epochs": 3, "max_new": 16},
-        study_trials=30, confirm=3, scheduler="none", workers=1, accelerator="gpu",
-        fidelity_epochs=27, grid_phis=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5), fidelity_trials=16, halving={"factor": 3, "rungs": 3},
+        base_side=240,
+        patches={"train": 4300, "val": 1000, "test": 15000},
+        full_epochs=50,
+        tuned_epochs=15,
+        seeds=3,
+        phis=(1, 2, 3, 4, 5),
+        resrep_targets=(0.75, 0.5),
+        resrep_schedule={"mask_interval": 20, "warmup_epochs": 3, "max_new": 16},
+        study_trials=30,
+        confirm=3,
+        scheduler="none",
+        workers=1,
+        accelerator="gpu",
+        fidelity_epochs=27,
+        grid_phis=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5),
+        fidelity_trials=16,
+        halving={"factor": 3, "rungs": 3},
     ),
     "smoke": Profile(
-        base_side=40, patches={"train": 96, "val": 48, "test": 96}, full_epochs=1, tuned_epochs=1, seeds=1,
-        phis=(1,), resrep_targets=(0.5,), resrep_schedule={"mask_interval": 1, "warmup_epochs": 0, "max_new": 64},
-        study_trials=3, confirm=1,
-        fidelity_epochs=2, grid_phis=(1,), fidelity_trials=3, halving={"factor": 2, "rungs": 2},
+        base_side=40,
+        patches={"train": 96, "val": 48, "test": 96},
+        full_epochs=1,
+        tuned_epochs=1,
+        seeds=1,
+        phis=(1,),
+        resrep_targets=(0.5,),
+        resrep_schedule={"mask_interval": 1, "warmup_epochs": 0, "max_new": 64},
+        study_trials=3,
+        confirm=1,
+        fidelity_epochs=2,
+        grid_phis=(1,),
+        fidelity_trials=3,
+        halving={"factor": 2, "rungs": 2},
     ),
 }
 
@@ -119,7 +153,7 @@ class Job:
     def key(self) -> str:
         """The row and seed as a file name."""
         name = self.row.translate(str.maketrans({"α": "a", "β": "b", "γ": "g", "ϕ": "phi", "ε": "eps"}))
-        slug = "".join(c if c.isascii() and c.isalnum() or c == "." else "-" for c in name)
+        slug = "".join(c if (c.isascii() and c.isalnum()) or c == "." else "-" for c in name)
         return f"{'-'.join(filter(None, slug.split('-')))}-seed{self.seed}"
 
 
@@ -148,7 +182,7 @@ class Row:
 
 def write_data(folder: Path, patches: dict[str, int]) -> Path:
     """Train, val and test patches from disjoint synthetic slides, in one manifest with fixed splits."""
-    from data.synth_patches import write_patches
+    from nar_search.data.synth_patches import write_patches
 
     manifest = folder / "manifest.csv"
     if manifest.exists():
@@ -170,14 +204,14 @@ def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: str | 
     """Trains one seed of one row and returns its figures, test predictions included."""
     import torch
 
-    from lightning_modules.datamodule import PatchDataModule
-    from lightning_modules.distill_settings import DistillSettings
-    from lightning_modules.training import TrainingConfig, train_spec
-    from models.base_network import load_base
-    from models.cost import spec_cost
-    from models.registry import original_spec
-    from models.weights import save_network
-    from search.methods import ReductionOptions, get_method
+    from nar_search.lightning_modules.datamodule import PatchDataModule
+    from nar_search.lightning_modules.distill_settings import DistillSettings
+    from nar_search.lightning_modules.training import TrainingConfig, train_spec
+    from nar_search.models.base_network import load_base
+    from nar_search.models.cost import spec_cost
+    from nar_search.models.registry import original_spec
+    from nar_search.models.weights import save_network
+    from nar_search.search.methods import ReductionOptions, get_method
 
     torch.set_num_threads(1 if profile.workers > 1 else torch.get_num_threads())
     method = get_method(job.method)
@@ -185,8 +219,14 @@ def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: str | 
     candidate = method.from_options(original_spec(MODEL, profile.base_side), ReductionOptions(**job.options))
     hooks = method.training(candidate)
     config = TrainingConfig(
-        epochs=job.epochs, batch_size=profile.batch_size, scheduler=profile.scheduler, patience=None, seed=job.seed,
-        accelerator=profile.accelerator, init=job.init, distill=DistillSettings() if job.distill else None,
+        epochs=job.epochs,
+        batch_size=profile.batch_size,
+        scheduler=profile.scheduler,
+        patience=None,
+        seed=job.seed,
+        accelerator=profile.accelerator,
+        init=job.init,
+        distill=DistillSettings() if job.distill else None,
     )
     datamodule = PatchDataModule(str(manifest), hooks.spec.input_size, profile.batch_size, seed=job.seed)
     run_dir = work / "runs" / job.key
@@ -196,9 +236,17 @@ def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: str | 
     save_network(run.classifier.model, spec, run_dir / "network")
     scores, labels = run.classifier.test_predictions()
     return {
-        "row": job.row, "seed": job.seed, "gflops": spec_cost(spec).gflops, "input_size": spec.input_size,
-        "val_auc": run.val_auc, "test_auc": run.test_auc, "epochs": run.epochs, "seconds": run.seconds,
-        "network": str(run_dir / "network"), "scores": scores.tolist(), "labels": labels.tolist(),
+        "row": job.row,
+        "seed": job.seed,
+        "gflops": spec_cost(spec).gflops,
+        "input_size": spec.input_size,
+        "val_auc": run.val_auc,
+        "test_auc": run.test_auc,
+        "epochs": run.epochs,
+        "seconds": run.seconds,
+        "network": str(run_dir / "network"),
+        "scores": scores.tolist(),
+        "labels": labels.tolist(),
     }
 
 
@@ -243,22 +291,35 @@ def run_study(profile: Profile, manifest: Path, work: Path, base: Path, name: st
     `settings` are the study file's sampler, search, n_trials and so on."""
     import optuna
 
-    from search.storage import open_storage
+    from nar_search.search.storage import open_storage
 
     config = {
-        "name": name, "model": MODEL, "input_size": profile.base_side, "base": str(base), "data": {"source": str(manifest)},
+        "name": name,
+        "model": MODEL,
+        "input_size": profile.base_side,
+        "base": str(base),
+        "data": {"source": str(manifest)},
         "training": {
-            "epochs": epochs, "batch_size": profile.batch_size, "patience": None, "scheduler": profile.scheduler,
-            "accelerator": profile.accelerator, "init": "inherit", "distill": {"weight": 0.5, "temperature": 2.0},
+            "epochs": epochs,
+            "batch_size": profile.batch_size,
+            "patience": None,
+            "scheduler": profile.scheduler,
+            "accelerator": profile.accelerator,
+            "init": "inherit",
+            "distill": {"weight": 0.5, "temperature": 2.0},
         },
-        "objective": "pareto", "storage": f"journal:{work / f'{name}.journal'}",
-        "tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "workers": profile.workers, **settings,
+        "objective": "pareto",
+        "storage": f"journal:{work / f'{name}.journal'}",
+        "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        "workers": profile.workers,
+        **settings,
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     threads = {"OMP_NUM_THREADS": "1"} if profile.workers > 1 else {}
-    subprocess.run([sys.executable, "-m", "search.cli", "study", "run", str(path)], cwd=work, check=True,
-                   env={**os.environ, **threads})
+    subprocess.run(
+        [sys.executable, "-m", "nar_search.search.cli", "study", "run", str(path)], cwd=work, check=True, env={**os.environ, **threads}
+    )
     return optuna.load_study(study_name=name, storage=open_storage(config["storage"]))
 
 
@@ -270,18 +331,28 @@ def trained_epochs(study) -> int:
 def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple[list[dict], int]:
     """A `bayes` study over α, β and ϕ from the base; returns the front's points (the base
     excluded) and the epochs its trials trained."""
-    from search import pareto
+    from nar_search.search import pareto
 
     study = run_study(
-        profile, manifest, work, base, "search-quality-bayes", profile.tuned_epochs, sampler="gp", n_trials=profile.study_trials,
-        search={"space": "bayes", "phi": {"low": 0.5, "high": max(profile.phis)}, "alpha": {"low": 1.0, "high": 1.6},
-                "beta": {"low": 1.0, "high": 1.3}},
+        profile,
+        manifest,
+        work,
+        base,
+        "search-quality-bayes",
+        profile.tuned_epochs,
+        sampler="gp",
+        n_trials=profile.study_trials,
+        search={
+            "space": "bayes",
+            "phi": {"low": 0.5, "high": max(profile.phis)},
+            "alpha": {"low": 1.0, "high": 1.6},
+            "beta": {"low": 1.0, "high": 1.3},
+        },
     )
     # A trial that reused an earlier one's network (two workers asked for the same point) is no new point.
     front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline") and "reused_from" not in t.user_attrs]
     front.sort(key=lambda t: t.user_attrs["gflops"])
-    points = [{k: t.user_attrs[k] for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc")} | {"trial": t.number}
-              for t in front]
+    points = [{k: t.user_attrs[k] for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc")} | {"trial": t.number} for t in front]
     return points, trained_epochs(study)
 
 
@@ -289,20 +360,39 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
     """The paper's ϕ grid at the full budget against a multi-fidelity TPE study over α, β, ϕ
     (successive halving on the front), both from the full network's seed 0: each front's
     hypervolume and the training compute spent."""
-    from search import pareto
+    from nar_search.search import pareto
 
     full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
     base, train = Path(full["network"]), profile.patches["train"]
-    space = {"phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)}, "alpha": {"low": 1.0, "high": 1.6},
-             "beta": {"low": 1.0, "high": 1.3}}
+    space = {
+        "phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)},
+        "alpha": {"low": 1.0, "high": 1.6},
+        "beta": {"low": 1.0, "high": 1.3},
+    }
     studies = {
         "full-budget grid (paper α β γ)": run_study(
-            profile, manifest, work, base, "fidelity-grid", profile.fidelity_epochs, sampler="grid",
-            n_trials=len(profile.grid_phis) + 1, search={"space": "paper", "phi_values": [0, *profile.grid_phis]},
+            profile,
+            manifest,
+            work,
+            base,
+            "fidelity-grid",
+            profile.fidelity_epochs,
+            sampler="grid",
+            n_trials=len(profile.grid_phis) + 1,
+            search={"space": "paper", "phi_values": [0, *profile.grid_phis]},
         ),
         "multi-fidelity TPE (α β ϕ)": run_study(
-            profile, manifest, work, base, "fidelity-tpe", profile.fidelity_epochs, sampler="tpe",
-            n_trials=profile.fidelity_trials, search={"space": "bayes", **space}, pruner="halving", halving=profile.halving,
+            profile,
+            manifest,
+            work,
+            base,
+            "fidelity-tpe",
+            profile.fidelity_epochs,
+            sampler="tpe",
+            n_trials=profile.fidelity_trials,
+            search={"space": "bayes", **space},
+            pruner="halving",
+            halving=profile.halving,
         ),
     }
     rows = {}
@@ -311,19 +401,29 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
         reference = (pareto.baseline(study).user_attrs["gflops"], 0.5)
         states, epochs = [t.state.name for t in study.trials], trained_epochs(study)
         rows[label] = {
-            "trials": len(study.trials), "full_budget": states.count("COMPLETE"), "stopped": states.count("PRUNED"),
-            "front": [{k: t.user_attrs.get(k) for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc", "test_auc")}
-                      | {"trial": t.number} for t in front],
+            "trials": len(study.trials),
+            "full_budget": states.count("COMPLETE"),
+            "stopped": states.count("PRUNED"),
+            "front": [
+                {k: t.user_attrs.get(k) for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc", "test_auc")} | {"trial": t.number}
+                for t in front
+            ],
             "hypervolume_val": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["val_auc"]) for t in front], reference),
             "hypervolume_test": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["test_auc"]) for t in front], reference),
-            "epochs": epochs, "compute": epochs * train,
+            "epochs": epochs,
+            "compute": epochs * train,
         }
     grid = rows["full-budget grid (paper α β γ)"]
     for row in rows.values():
         row["hypervolume_ratio"] = row["hypervolume_val"] / grid["hypervolume_val"]
         row["compute_ratio"] = row["compute"] / grid["compute"]
-    return {"base": str(base), "base_val_auc": full["val_auc"], "epochs": profile.fidelity_epochs,
-            "halving": profile.halving, "studies": rows}
+    return {
+        "base": str(base),
+        "base_val_auc": full["val_auc"],
+        "epochs": profile.fidelity_epochs,
+        "halving": profile.halving,
+        "studies": rows,
+    }
 
 
 def fidelity_report(fidelity: dict) -> str:
@@ -389,10 +489,20 @@ def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple
         (val, val_std), (test, test_std) = row.mean_std("val_auc"), row.mean_std("test_auc")
         low, high = bootstrap_interval(row, resamples)
         entry = {
-            "row": row.name, "group": row.group, "input_size": row.jobs[0]["input_size"], "gflops": row.gflops,
-            "reduction": full.gflops / row.gflops, "val_auc": val, "val_auc_std": val_std, "test_auc": test,
-            "test_auc_std": test_std, "test_auc_ci95": [low, high], "epochs": row.epochs, "compute": row.epochs * train,
-            "seconds": row.seconds, "seeds": [{k: j[k] for k in ("seed", "val_auc", "test_auc", "epochs")} for j in row.jobs],
+            "row": row.name,
+            "group": row.group,
+            "input_size": row.jobs[0]["input_size"],
+            "gflops": row.gflops,
+            "reduction": full.gflops / row.gflops,
+            "val_auc": val,
+            "val_auc_std": val_std,
+            "test_auc": test,
+            "test_auc_std": test_std,
+            "test_auc_ci95": [low, high],
+            "epochs": row.epochs,
+            "compute": row.epochs * train,
+            "seconds": row.seconds,
+            "seeds": [{k: j[k] for k in ("seed", "val_auc", "test_auc", "epochs")} for j in row.jobs],
         }
         table.append(entry)
         lines.append(
@@ -406,9 +516,11 @@ def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple
         strict = iso_auc([full, *members], full_auc - ISO_AUC_MARGIN)
         loose = iso_auc([full, *members], full_auc - full_std)
         groups[group] = {
-            "iso_auc_row": strict.name if strict else None, "iso_auc_reduction": full.gflops / strict.gflops if strict else None,
+            "iso_auc_row": strict.name if strict else None,
+            "iso_auc_reduction": full.gflops / strict.gflops if strict else None,
             "within_one_std_row": loose.name if loose else None,
-            "within_one_std_reduction": full.gflops / loose.gflops if loose else None, "compute": compute,
+            "within_one_std_reduction": full.gflops / loose.gflops if loose else None,
+            "compute": compute,
         }
     most_reduced = max((row for row in rows if row.group == "nar scratch"), key=lambda row: full.gflops / row.gflops)
     gap = full_auc - most_reduced.mean_std("test_auc")[0]
@@ -426,11 +538,19 @@ def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple
     for group, figures in groups.items():
         strict = f"{figures['iso_auc_reduction']:.2f}×" if figures["iso_auc_reduction"] else "–"
         loose = f"{figures['within_one_std_reduction']:.2f}×" if figures["within_one_std_reduction"] else "–"
-        lines.append(f"| {group} | {figures['iso_auc_row'] or 'none'} | {strict} | {figures['within_one_std_row'] or 'none'} "
-                     f"| {loose} | {figures['compute']:,} |")
+        lines.append(
+            f"| {group} | {figures['iso_auc_row'] or 'none'} | {strict} | {figures['within_one_std_row'] or 'none'} "
+            f"| {loose} | {figures['compute']:,} |"
+        )
     lines += ["", f"Wall time: {wall / 60:.1f} min. Bayes study: {study['trials']} trials, front {study['front']}."]
-    results = {"profile": asdict(profile), "rows": table, "methods": groups, "discriminative": {
-        "gap": gap, "seed_ranges_overlap": overlap, "most_reduced": most_reduced.name}, "study": study, "wall_seconds": wall}
+    results = {
+        "profile": asdict(profile),
+        "rows": table,
+        "methods": groups,
+        "discriminative": {"gap": gap, "seed_ranges_overlap": overlap, "most_reduced": most_reduced.name},
+        "study": study,
+        "wall_seconds": wall,
+    }
     return "\n".join(lines), results
 
 
@@ -439,8 +559,9 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--work", type=Path, default=None, help="where data, runs and results go (default: runs/search-quality-PROFILE)")
     parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
-    parser.add_argument("--only", choices=["fidelity"], default=None,
-                        help="fidelity: only the multi-fidelity study against the full-budget grid")
+    parser.add_argument(
+        "--only", choices=["fidelity"], default=None, help="fidelity: only the multi-fidelity study against the full-budget grid"
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.workers:
@@ -473,11 +594,11 @@ def measure(profile: Profile, runner: Runner, manifest: Path, work: Path) -> tup
     """Every row's trainings and the study; finished trainings are kept, so this resumes."""
     seeds = range(profile.seeds)
 
-    def row(name: str, group: str, method: str, options: dict, init: str, distill: bool, epochs: int,
-            bases: list[str] | None = None) -> tuple[str, tuple[str, list[Future]]]:
+    def row(
+        name: str, group: str, method: str, options: dict, init: str, distill: bool, epochs: int, bases: list[str] | None = None
+    ) -> tuple[str, tuple[str, list[Future]]]:
         """A row's jobs, one per seed; seed k starts from `bases[k]` when given."""
-        jobs = [runner.submit(Job(name, method, options, init, distill, epochs, seed), bases[seed] if bases else None)
-                for seed in seeds]
+        jobs = [runner.submit(Job(name, method, options, init, distill, epochs, seed), bases[seed] if bases else None) for seed in seeds]
         return name, (group, jobs)
 
     full_epochs, tuned_epochs = profile.full_epochs, profile.tuned_epochs
@@ -489,11 +610,24 @@ def measure(profile: Profile, runner: Runner, manifest: Path, work: Path) -> tup
     full = rows_of({"full (ϕ 0)": futures["full (ϕ 0)"]})[0]
     bases = [job["network"] for job in full.jobs]  # seed k of a row from the base starts from full seed k
     for phi in profile.phis:
-        futures.update([row(f"NAR ϕ{phi:g} inherit+distill", "nar inherit+distill", "nar", {"phi": phi}, "inherit", True,
-                            tuned_epochs, bases)])
+        futures.update(
+            [row(f"NAR ϕ{phi:g} inherit+distill", "nar inherit+distill", "nar", {"phi": phi}, "inherit", True, tuned_epochs, bases)]
+        )
     for target in profile.resrep_targets:
-        futures.update([row(f"ResRep ε{target:g} from base", "resrep", "resrep", {"flops_target": target, **profile.resrep_schedule},
-                            "inherit", False, tuned_epochs, bases)])
+        futures.update(
+            [
+                row(
+                    f"ResRep ε{target:g} from base",
+                    "resrep",
+                    "resrep",
+                    {"flops_target": target, **profile.resrep_schedule},
+                    "inherit",
+                    False,
+                    tuned_epochs,
+                    bases,
+                )
+            ]
+        )
     rows = rows_of(futures)  # waits: the study wants both cores
     base = Path(max(full.jobs, key=lambda job: job["val_auc"])["network"])
     print(f"study base: {base} (the full network's best seed by val AUC)", flush=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from models.spec import ArchSpec
+    from nar_search.models.spec import ArchSpec
 
 
 def add_slide_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_slide_and_model_arguments(parser: argparse.ArgumentParser) -> None:
 def synthetic_slide(folder: Path, width: int, height: int, mpp: float) -> Path:
     """The slide, rendered once, alone in a folder of its own (its ground truth goes beside that
     folder): WSInfer takes every file of a slide folder for a slide."""
-    from data.synth_slide import truth_paths, write_synthetic_slide
+    from nar_search.data.synth_slide import truth_paths, write_synthetic_slide
 
     name = f"synthetic-{width}x{height}-{mpp:g}"
     path = folder / name / f"{name}.tiff"
@@ -43,8 +43,8 @@ def synthetic_slide(folder: Path, width: int, height: int, mpp: float) -> Path:
 def reduced_spec(arch: str, input_size: int, phi: float) -> ArchSpec:
     """The default network's spec: `arch` at `input_size`, reduced by NAR at `phi`; its weights
     are left random (seed the generator before building), as speed does not depend on them."""
-    from models.reduce import nar_reduce
-    from models.registry import original_spec
+    from nar_search.models.reduce import nar_reduce
+    from nar_search.models.registry import original_spec
 
     original = original_spec(arch, input_size)
     return nar_reduce(original, phi) if phi else original

@@ -21,13 +21,13 @@ import optuna
 import torch
 import yaml
 
-import search.training_run
-from data.synth_patches import write_patches
-from lightning_modules.classifier import PatchClassifier
-from lightning_modules.training import SeedRun, TrainingResult
-from search.config import load_study_config
-from search.study import StudyRunner, open_study
-from search.tracking import Tracker
+import nar_search.search.training_run
+from nar_search.data.synth_patches import write_patches
+from nar_search.lightning_modules.classifier import PatchClassifier
+from nar_search.lightning_modules.training import SeedRun, TrainingResult
+from nar_search.search.config import load_study_config
+from nar_search.search.study import StudyRunner, open_study
+from nar_search.search.tracking import Tracker
 
 
 def untrained(spec, datamodule, config, run_dir, *args, **kwargs) -> TrainingResult:
@@ -45,19 +45,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search.training_run.train_spec = untrained
+    nar_search.search.training_run.train_spec = untrained
 
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
         os.chdir(folder)  # the trials' run folders go here
         write_patches(folder / "patches", n=16, seed=0)
         config_file = folder / "bench.yaml"
-        config_file.write_text(yaml.safe_dump({
-            "name": "overhead", "model": args.model, "input_size": args.input_size,
-            "data": {"source": str(folder / "patches")},
-            "search": {"space": "bayes", "phi": {"low": 0, "high": 2}}, "sampler": "random", "n_trials": args.trials,
-            "storage": f"sqlite:///{folder / 'study.db'}", "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
-        }))
+        config_file.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "overhead",
+                    "model": args.model,
+                    "input_size": args.input_size,
+                    "data": {"source": str(folder / "patches")},
+                    "search": {"space": "bayes", "phi": {"low": 0, "high": 2}},
+                    "sampler": "random",
+                    "n_trials": args.trials,
+                    "storage": f"sqlite:///{folder / 'study.db'}",
+                    "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+                }
+            )
+        )
         config = load_study_config(config_file, {})
         study = open_study(config)
         runner = StudyRunner(config, study, Tracker(config.tracking_uri))
@@ -74,8 +83,13 @@ def main() -> None:
     reused = sum("reused_from" in t.user_attrs for t in study.trials)
     tenth = max(1, len(durations) // 10)
     print(f"{len(durations)} trials of {args.model} at {args.input_size} px ({reused} reused an earlier architecture)")
-    print(f"overhead per trial: median {statistics.median(durations):.3f} s, mean {statistics.fmean(durations):.3f} s, max {max(durations):.3f} s")
-    print(f"first {tenth}: mean {statistics.fmean(durations[:tenth]):.3f} s · last {tenth}: mean {statistics.fmean(durations[-tenth:]):.3f} s")
+    print(
+        f"overhead per trial: median {statistics.median(durations):.3f} s, "
+        f"mean {statistics.fmean(durations):.3f} s, max {max(durations):.3f} s"
+    )
+    print(
+        f"first {tenth}: mean {statistics.fmean(durations[:tenth]):.3f} s · last {tenth}: mean {statistics.fmean(durations[-tenth:]):.3f} s"
+    )
 
 
 if __name__ == "__main__":

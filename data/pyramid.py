@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 from rich.progress import Progress
 
-from data.errors import DataError
+from nar_search.data.errors import DataError
 
 JPEG_QUALITY = 90
 TileSource = Callable[[int, int], np.ndarray]  # (x, y) -> tile × tile × 3 uint8

@@ -11,7 +11,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
-from data.errors import DataError
+from nar_search.data.errors import DataError
 
 # OpenSlide picks the level below a requested downsample strictly; scanners store levels like
 # 4.00012, so a request for exactly 4 would get the finer level.
@@ -22,15 +22,12 @@ def open_slide(path: Path, named_in: str = "") -> openslide.OpenSlide:
     """Open a whole slide, or raise DataError naming it (and where it was named, e.g. 'x.csv line 3')."""
     where = f"{named_in}: " if named_in else ""
     if not Path(path).is_file():
-        raise DataError(
-            f"{where}slide {path} does not exist; check the path (relative paths start at the file that names them)"
-        )
+        raise DataError(f"{where}slide {path} does not exist; check the path (relative paths start at the file that names them)")
     try:
         return openslide.OpenSlide(path)
     except openslide.OpenSlideError as error:
         raise DataError(
-            f"{where}{path} is not a whole-slide image OpenSlide can read ({error}); "
-            "give a slide file (.svs, .tiff, .ndpi, .mrxs, ...)"
+            f"{where}{path} is not a whole-slide image OpenSlide can read ({error}); give a slide file (.svs, .tiff, .ndpi, .mrxs, ...)"
         ) from None
 
 
@@ -43,8 +40,7 @@ def slide_mpp(slide: openslide.OpenSlide, path: Path, override: float | None = N
     values = [slide.properties.get(key) for key in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y)]
     if None in values:
         raise DataError(
-            f"{path} records no microns per pixel (openslide.mpp-x/-y); "
-            "pass the scanner's value with --mpp (e.g. 0.25 at 40x, 0.5 at 20x)"
+            f"{path} records no microns per pixel (openslide.mpp-x/-y); pass the scanner's value with --mpp (e.g. 0.25 at 40x, 0.5 at 20x)"
         )
     return float(np.mean([float(value) for value in values]))
 

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data.errors import DataError
-from data.slides import SlideHandles, open_slide, read_patch, slide_mpp
+from nar_search.data.errors import DataError
+from nar_search.data.slides import SlideHandles, open_slide, read_patch, slide_mpp
 
 PATCH_UM = 50.0
 CLASS_NAMES = ("til-negative", "til-positive")
@@ -85,9 +85,7 @@ class ImagePatches(PatchDataset):
             with Image.open(path) as image:
                 return np.array(image.convert("RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
-            raise DataError(
-                f"{self.named_in[index]}cannot read image {path} ({error}); replace the file or drop its line"
-            ) from None
+            raise DataError(f"{self.named_in[index]}cannot read image {path} ({error}); replace the file or drop its line") from None
 
     def identities(self) -> list[str]:
         # Real paths, found once per folder: patches are many, their folders few.
@@ -144,8 +142,7 @@ def read_class_folders(root: Path, class_dirs: Mapping[str, int] = CLASS_DIRS) -
     folders = {name: label for name, label in class_dirs.items() if (root / name).is_dir()}
     if not folders:
         raise DataError(
-            f"{root} has no class folders: expected sub-folders named {', '.join(class_dirs)} "
-            "(or name yours with the class folder option)"
+            f"{root} has no class folders: expected sub-folders named {', '.join(class_dirs)} (or name yours with the class folder option)"
         )
     paths, labels = [], []
     for name, label in folders.items():
@@ -205,14 +202,10 @@ def read_manifest(path: Path) -> ImagePatches:
         named_in.append(where + ": ")
     if not paths:
         raise DataError(f"{path} lists no patches")
-    return ImagePatches(
-        f"manifest {path}", paths, labels, named_in, slides if has_slide else None, splits if has_split else None
-    )
+    return ImagePatches(f"manifest {path}", paths, labels, named_in, slides if has_slide else None, splits if has_split else None)
 
 
-def read_slide_coordinates(
-    path: Path, mpp: float | None = None, patch_um: float = PATCH_UM, side: int = 100
-) -> SlidePatches:
+def read_slide_coordinates(path: Path, mpp: float | None = None, patch_um: float = PATCH_UM, side: int = 100) -> SlidePatches:
     """Whole slides and labelled patch centres: `slide,x,y,label` (level-0 pixels)."""
     _, rows = _csv_rows(path)
     slide_paths, centres, labels = [], [], []
@@ -228,9 +221,7 @@ def read_slide_coordinates(
         try:
             x, y = round(float(row["x"])), round(float(row["y"]))
         except (KeyError, ValueError):
-            raise DataError(
-                f"{where}: x and y must be numbers (level-0 pixels), got {row.get('x')!r}, {row.get('y')!r}"
-            ) from None
+            raise DataError(f"{where}: x and y must be numbers (level-0 pixels), got {row.get('x')!r}, {row.get('y')!r}") from None
         width, height = dimensions[slide_path]
         if not (0 <= x < width and 0 <= y < height):
             raise DataError(f"{where}: centre ({x}, {y}) lies outside {slide_path} ({width} x {height} level-0 pixels)")
@@ -239,9 +230,7 @@ def read_slide_coordinates(
         labels.append(_label(row.get("label"), where))
     if not slide_paths:
         raise DataError(f"{path} lists no patches")
-    return SlidePatches(
-        f"slide coordinates {path}", slide_paths, np.array(centres), labels, slide_mpp_of, patch_um, side
-    )
+    return SlidePatches(f"slide coordinates {path}", slide_paths, np.array(centres), labels, slide_mpp_of, patch_um, side)
 
 
 def open_patch_source(

@@ -13,13 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from data.errors import DataError
-from data.sources import CLASS_NAMES, SPLITS, PatchDataset
+from nar_search.data.errors import DataError
+from nar_search.data.sources import CLASS_NAMES, SPLITS, PatchDataset
 
 
-def _take(
-    indices: np.ndarray, count: int, groups: np.ndarray | None, labels: np.ndarray, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _take(indices: np.ndarray, count: int, groups: np.ndarray | None, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (rest, taken), taking `count` groups (or patches, stratified by label)."""
     if count == 0:
         return indices, indices[:0]
@@ -31,9 +29,7 @@ def _take(
     return indices[rest], indices[taken]
 
 
-def split_patches(
-    dataset: PatchDataset, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
-) -> dict[str, np.ndarray]:
+def split_patches(dataset: PatchDataset, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarray]:
     """Indices of the train, val and test patches.
 
     A source that fixes its splits keeps them. Otherwise whole slides go to one split (the
@@ -64,9 +60,7 @@ def split_patches(
         rest, test_indices = _take(everything, test, groups, labels, seed)
         train_indices, val_indices = _take(rest, val, groups, labels, seed)
     except ValueError as error:  # scikit-learn: a class too small to stratify
-        raise DataError(
-            f"{dataset.description}: cannot split into train/val/test ({error}); add patches or change the fractions"
-        ) from None
+        raise DataError(f"{dataset.description}: cannot split into train/val/test ({error}); add patches or change the fractions") from None
     return {"train": train_indices, "val": val_indices, "test": test_indices}
 
 
@@ -125,8 +119,7 @@ def check_splits(summaries: Sequence[SplitSummary], fractions: Mapping[str, floa
         if len(present) == 1:
             consequence = "training needs both classes" if split.name == "train" else "AUC is undefined"
             raise DataError(
-                f"{consequence}: split {split.name} holds only class {present[0]}; "
-                "add patches of both classes or change the fractions"
+                f"{consequence}: split {split.name} holds only class {present[0]}; add patches of both classes or change the fractions"
             )
 
 
@@ -178,8 +171,7 @@ def _shared_between_splits(dataset: PatchDataset, splits: Mapping[str, np.ndarra
             if shared := members[first] & members[second]:
                 yield Finding(
                     f"{first} and {second} share {_counted(len(shared), kind)}",
-                    f"splits {first} and {second} share {_counted(len(shared), kind)} (e.g. {min(shared)}): "
-                    f"{_SHARED_CONSEQUENCE[kind]}",
+                    f"splits {first} and {second} share {_counted(len(shared), kind)} (e.g. {min(shared)}): {_SHARED_CONSEQUENCE[kind]}",
                 )
 
 

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 from rich.progress import track
 
-from data.difficulty import DifficultyName
-from data.errors import DataError
-from data.sources import CLASS_NAMES, PATCH_UM
-from data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
+from nar_search.data.difficulty import DifficultyName
+from nar_search.data.errors import DataError
+from nar_search.data.sources import CLASS_NAMES, PATCH_UM
+from nar_search.data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,12 @@ class Difficulty:
 
 
 DIFFICULTIES: dict[DifficultyName, Difficulty] = {
-    "easy": Difficulty(
-        extra_lymphocytes=4.0, lone_lymphocyte=0.3, lookalikes=0.5, closeness=0.0, stain_variation=0.5, blur_um=(0.2, 0.4)
-    ),
+    "easy": Difficulty(extra_lymphocytes=4.0, lone_lymphocyte=0.3, lookalikes=0.5, closeness=0.0, stain_variation=0.5, blur_um=(0.2, 0.4)),
     # Tuned so that a CNN reaches an AUC of about 0.9 at 100 px and clearly less at 32 px.
     "default": Difficulty(
         extra_lymphocytes=1.5, lone_lymphocyte=0.7, lookalikes=2.5, closeness=0.2, stain_variation=1.0, blur_um=(0.2, 0.5)
     ),
-    "hard": Difficulty(
-        extra_lymphocytes=1.0, lone_lymphocyte=0.8, lookalikes=3.5, closeness=0.5, stain_variation=1.5, blur_um=(0.3, 0.8)
-    ),
+    "hard": Difficulty(extra_lymphocytes=1.0, lone_lymphocyte=0.8, lookalikes=3.5, closeness=0.5, stain_variation=1.5, blur_um=(0.3, 0.8)),
 }
 
 # Nuclei whose centre lies outside the patch still show their cut edge.
@@ -120,8 +116,7 @@ def generate_patches(
     labels = np.random.default_rng((seed, 0)).permutation(np.arange(n) % 2)
     flipped = np.random.default_rng((seed, 1)).random(n) < label_noise
     appearances = [
-        Appearance.sample(np.random.default_rng((seed, 2, slide)), preset.stain_variation, preset.blur_um)
-        for slide in range(slides)
+        Appearance.sample(np.random.default_rng((seed, 2, slide)), preset.stain_variation, preset.blur_um) for slide in range(slides)
     ]
     tumour_bias = np.random.default_rng((seed, 3)).normal(0, 0.6, slides)
     for i in range(n):

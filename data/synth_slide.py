@@ -20,10 +20,10 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import gaussian
 
-from data.errors import DataError
-from data.pyramid import write_pyramid
-from data.sources import PATCH_UM
-from data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
+from nar_search.data.errors import DataError
+from nar_search.data.pyramid import write_pyramid
+from nar_search.data.sources import PATCH_UM
+from nar_search.data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
 
 MASK_VALUES = {"glass": 0, "tissue": 128, "til_region": 255}
 TISSUE_SHARE = 0.45  # of the slide
@@ -114,9 +114,7 @@ class SlidePainter:
         origin_um = ((x - margin) * self.mpp, (y - margin) * self.mpp)
         # A soft edge a few µm wide, like a section's border.
         alpha = np.clip(tissue / 0.05 + 0.5, 0, 1)
-        image = render(
-            self.appearance, self.texture, nuclei, rng, origin_um=origin_um, shape=(side, side), mpp=self.mpp, tissue=alpha
-        )
+        image = render(self.appearance, self.texture, nuclei, rng, origin_um=origin_um, shape=(side, side), mpp=self.mpp, tissue=alpha)
         return image[margin:-margin, margin:-margin]
 
 
@@ -174,7 +172,9 @@ def write_synthetic_slide(
         for folder in (out.parent, mask_path.parent):
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"cannot write {out} and its truth in {mask_path.parent} ({error.strerror or error}): choose another --out") from None
+        raise DataError(
+            f"cannot write {out} and its truth in {mask_path.parent} ({error.strerror or error}): choose another --out"
+        ) from None
     layout = SlideLayout.sample(np.random.default_rng((seed, 0)), width, height)
     description = aperio_description(width, height, tile, mpp) if aperio else None
     painter = SlidePainter(layout, mpp, tile, seed)

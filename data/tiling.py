@@ -19,8 +19,8 @@ from skimage.filters import median, threshold_otsu
 from skimage.morphology import closing, disk, remove_small_holes, remove_small_objects
 from torch.utils.data import Dataset
 
-from data.slides import SlideHandles, best_level, on_white, open_slide, read_patch, slide_mpp
-from data.sources import PATCH_UM
+from nar_search.data.slides import SlideHandles, best_level, on_white, open_slide, read_patch, slide_mpp
+from nar_search.data.sources import PATCH_UM
 
 THUMBNAIL_UM = 4.0  # µm per thumbnail pixel, unless that makes it larger than THUMBNAIL_SIDE
 THUMBNAIL_SIDE = 2048
@@ -93,9 +93,7 @@ def _drop_blank(slide: openslide.OpenSlide, coords: np.ndarray, patch_px: int) -
     return coords[keep]
 
 
-def tile_slide(
-    path: str | Path, patch_um: float = PATCH_UM, mpp: float | None = None, *, skip_blank: bool = True
-) -> SlideGrid:
+def tile_slide(path: str | Path, patch_um: float = PATCH_UM, mpp: float | None = None, *, skip_blank: bool = True) -> SlideGrid:
     """The grid of patch_um patches over the tissue of the slide at `path`.
 
     mpp overrides the slide's microns per pixel (needed when the slide does not record it).

@@ -55,9 +55,7 @@ class CellKind:
         }
         return replace(self, **blend)
 
-    def sample(
-        self, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, angle: np.ndarray | None = None
-    ) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, angle: np.ndarray | None = None) -> np.ndarray:
         """Nuclei of this kind centred at (x, y) µm, as a NUCLEUS record array."""
         n = len(x)
         cells = np.zeros(n, NUCLEUS)
@@ -72,28 +70,53 @@ class CellKind:
 
 
 LYMPHOCYTE = CellKind(
-    radius_um=(3.0, 3.8), elongation=(1.0, 1.15), wobble=(0.0, 0.04),
-    darkness=(1.6, 2.2), rim=(0.0, 0.1), grain=(0.05, 0.15), halo=(0.3, 0.6),
+    radius_um=(3.0, 3.8),
+    elongation=(1.0, 1.15),
+    wobble=(0.0, 0.04),
+    darkness=(1.6, 2.2),
+    rim=(0.0, 0.1),
+    grain=(0.05, 0.15),
+    halo=(0.3, 0.6),
 )
 TUMOUR = CellKind(
-    radius_um=(4.5, 7.0), elongation=(1.1, 1.8), wobble=(0.05, 0.15),
-    darkness=(0.55, 1.0), rim=(0.3, 0.6), grain=(0.4, 0.7), halo=(0.0, 0.1),
+    radius_um=(4.5, 7.0),
+    elongation=(1.1, 1.8),
+    wobble=(0.05, 0.15),
+    darkness=(0.55, 1.0),
+    rim=(0.3, 0.6),
+    grain=(0.4, 0.7),
+    halo=(0.0, 0.1),
 )
 FIBROBLAST = CellKind(
-    radius_um=(2.5, 3.5), elongation=(2.5, 4.5), wobble=(0.0, 0.08),
-    darkness=(1.0, 1.5), rim=(0.0, 0.1), grain=(0.1, 0.3), halo=(0.0, 0.1),
+    radius_um=(2.5, 3.5),
+    elongation=(2.5, 4.5),
+    wobble=(0.0, 0.08),
+    darkness=(1.0, 1.5),
+    rim=(0.0, 0.1),
+    grain=(0.1, 0.3),
+    halo=(0.0, 0.1),
 )
 # Look-alikes, as large, dark and round as lymphocytes but told apart by fine detail that
 # lower resolutions lose: small dense nuclei (plasma cells, tangentially cut tumour nuclei)
 # with coarse chromatin and a ragged outline, and apoptotic debris, clusters of dark
 # fragments that blur into one round blob.
 DENSE_NUCLEUS = CellKind(
-    radius_um=(3.0, 4.0), elongation=(1.0, 1.25), wobble=(0.1, 0.2),
-    darkness=(1.5, 2.1), rim=(0.0, 0.15), grain=(0.8, 1.0), halo=(0.3, 0.6),
+    radius_um=(3.0, 4.0),
+    elongation=(1.0, 1.25),
+    wobble=(0.1, 0.2),
+    darkness=(1.5, 2.1),
+    rim=(0.0, 0.15),
+    grain=(0.8, 1.0),
+    halo=(0.3, 0.6),
 )
 DEBRIS_FRAGMENT = CellKind(
-    radius_um=(0.8, 1.6), elongation=(1.0, 1.6), wobble=(0.1, 0.3),
-    darkness=(1.8, 2.6), rim=(0.0, 0.0), grain=(0.0, 0.1), halo=(0.0, 0.3),
+    radius_um=(0.8, 1.6),
+    elongation=(1.0, 1.6),
+    wobble=(0.1, 0.3),
+    darkness=(1.8, 2.6),
+    rim=(0.0, 0.0),
+    grain=(0.0, 0.1),
+    halo=(0.0, 0.3),
 )
 
 
@@ -164,9 +187,7 @@ class Texture:
     def fibre_angle_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.fibre_angle + 0.4 * self.warp.at(x, y)
 
-    def cells(
-        self, rng: np.random.Generator, box: tuple[float, float, float, float], lookalikes: float, lookalike: CellKind
-    ) -> np.ndarray:
+    def cells(self, rng: np.random.Generator, box: tuple[float, float, float, float], lookalikes: float, lookalike: CellKind) -> np.ndarray:
         """Tumour nuclei, fibroblasts, `lookalikes` per 50 × 50 µm (half of them debris) and no
         lymphocytes, centred in box = (x0, y0, x1, y1) µm."""
         x0, y0, x1, y1 = box
@@ -210,9 +231,7 @@ class Appearance:
     noise: float
 
     @classmethod
-    def sample(
-        cls, rng: np.random.Generator, variation: float = 1.0, blur_um: tuple[float, float] = (0.3, 0.7)
-    ) -> Appearance:
+    def sample(cls, rng: np.random.Generator, variation: float = 1.0, blur_um: tuple[float, float] = (0.3, 0.7)) -> Appearance:
         def stain(vector: np.ndarray, strength: float) -> np.ndarray:
             jittered = np.clip(vector + rng.normal(0, 0.06 * variation, 3), 0.02, None)
             return jittered / np.linalg.norm(jittered) * strength

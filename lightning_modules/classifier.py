@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
-from lightning_modules.distillation import distillation_loss
-from lightning_modules.errors import TrainingError
-from models.resrep import param_groups
-from models.spec import spec_from_dict
+from nar_search.lightning_modules.distillation import distillation_loss
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.models.resrep import param_groups
+from nar_search.models.spec import spec_from_dict
 
 Scheduler = Literal["none", "step", "cosine"]
 

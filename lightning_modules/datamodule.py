@@ -12,13 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from data.sources import CLASS_DIRS, PATCH_MEAN, PATCH_STD, PATCH_UM, PatchDataset, open_patch_source
-from data.splits import Finding, SplitSummary, check_splits, split_findings, split_patches, summarise_splits
+from nar_search.data.sources import CLASS_DIRS, PATCH_MEAN, PATCH_STD, PATCH_UM, PatchDataset, open_patch_source
+from nar_search.data.splits import Finding, SplitSummary, check_splits, split_findings, split_patches, summarise_splits
 
 
-def eval_transform(
-    input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD
-) -> v2.Compose:
+def eval_transform(input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD) -> v2.Compose:
     """uint8 C × H × W patch -> normalised float input_size × input_size."""
     return v2.Compose(
         [
@@ -29,9 +27,7 @@ def eval_transform(
     )
 
 
-def train_transform(
-    input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD
-) -> v2.Compose:
+def train_transform(input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD) -> v2.Compose:
     """eval_transform plus what does not change a patch's label: any of the 8 flips and
     quarter turns, and mild stain (colour) variation."""
     return v2.Compose(

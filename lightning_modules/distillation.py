@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from lightning_modules.datamodule import PatchDataModule
+from nar_search.lightning_modules.datamodule import PatchDataModule
 
 
 def distillation_loss(
@@ -27,8 +27,10 @@ def distillation_loss(
     if weight == 0:
         return hard
     soft = F.kl_div(
-        F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
-        reduction="batchmean", log_target=True,
+        F.log_softmax(student / temperature, dim=1),
+        F.log_softmax(teacher / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
     )
     return (1 - weight) * hard + weight * temperature**2 * soft
 

@@ -11,9 +11,18 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from torch.optim import Optimizer
 
-from lightning_modules.classifier import PatchClassifier
-from lightning_modules.errors import TrainingError
-from models.resrep import LASSO_STRENGTH, ResRepSpec, WidthCost, compactors, convert, insert_compactors, reset_gradients, update_masks
+from nar_search.lightning_modules.classifier import PatchClassifier
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.models.resrep import (
+    LASSO_STRENGTH,
+    ResRepSpec,
+    WidthCost,
+    compactors,
+    convert,
+    insert_compactors,
+    reset_gradients,
+    update_masks,
+)
 
 
 class ResRepCallback(Callback):
@@ -47,11 +56,16 @@ class ResRepCallback(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: PatchClassifier) -> None:
         decayed = {
-            id(param) for optimizer in trainer.optimizers for group in optimizer.param_groups
-            if group.get("weight_decay") for param in group["params"]
+            id(param)
+            for optimizer in trainer.optimizers
+            for group in optimizer.param_groups
+            if group.get("weight_decay")
+            for param in group["params"]
         }
         if decayed & {id(compactor.weight) for compactor in compactors(pl_module.model)}:
-            raise TrainingError("ResRep's compactors must get no weight decay: build the optimiser from models.resrep.param_groups")
+            raise TrainingError(
+                "ResRep's compactors must get no weight decay: build the optimiser from nar_search.models.resrep.param_groups"
+            )
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: PatchClassifier, optimizer: Optimizer) -> None:
         if trainer.current_epoch >= self.warmup_epochs and trainer.global_step % self.mask_interval == 0:
@@ -73,7 +87,10 @@ def converted_classifier(classifier: PatchClassifier, flops_target: float, drop_
 
 
 def resrep_training(
-    flops_target: float, mask_interval: int = 200, warmup_epochs: int = 5, lasso_strength: float = LASSO_STRENGTH,
+    flops_target: float,
+    mask_interval: int = 200,
+    warmup_epochs: int = 5,
+    lasso_strength: float = LASSO_STRENGTH,
     max_new: int = 4,
 ) -> tuple[list[Callback], Callable[[PatchClassifier], PatchClassifier]]:
     """The callbacks and the end-of-training conversion that make `train_spec` run ResRep."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -37,13 +38,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from data.errors import DataError
-from data.slides import best_level, on_white, open_slide, resample
-from data.sources import CLASS_NAMES, IMAGE_SUFFIXES, PATCH_MEAN, PATCH_STD, PATCH_UM
-from data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
-from models.errors import ModelError
-from models.export import ONNX_FILE, ExportedModel, Preprocessing, apply_umask
-from models.spec import ArchSpec
+from nar_search.data.errors import DataError
+from nar_search.data.slides import best_level, on_white, open_slide, resample
+from nar_search.data.sources import CLASS_NAMES, IMAGE_SUFFIXES, PATCH_MEAN, PATCH_STD, PATCH_UM
+from nar_search.data.tiling import BLANK_STD, SlideGrid, SlideTileDataset, tile_slide
+from nar_search.models.errors import ModelError
+from nar_search.models.export import ONNX_FILE, ExportedModel, Preprocessing, apply_umask
+from nar_search.models.spec import ArchSpec
 
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
 TIL_CLASS = "til-positive"
@@ -175,8 +176,13 @@ def quantise(model: Path, inputs: np.ndarray, target: Path) -> None:
     logging.disable(logging.WARNING)  # its advice (pre-processing, formats) goes to the root logger
     try:
         quantize_static(
-            model, target, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=True,
+            model,
+            target,
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
         )
     finally:
         logging.disable(disabled)
@@ -202,7 +208,9 @@ def folder_calibration_patches(folder: Path, side: int) -> np.ndarray:
         raise DataError(f"--calibration {folder} is not a folder: give a folder of tissue patch images")
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
-        raise DataError(f"--calibration {folder} holds no patch images ({', '.join(sorted(IMAGE_SUFFIXES))}): give a folder of tissue patches")
+        raise DataError(
+            f"--calibration {folder} holds no patch images ({', '.join(sorted(IMAGE_SUFFIXES))}): give a folder of tissue patches"
+        )
     patches = []
     for index in spread(len(images), CALIBRATION_PATCHES):
         try:
@@ -264,8 +272,11 @@ class Int8Engines:
             fp32, quantised = (torch.cat([engine(batch) for batch in batches]) for engine in (self.reference, int8))
         same = (fp32[:, til] >= TIL_THRESHOLD) == (quantised[:, til] >= TIL_THRESHOLD)
         return {
-            "calibration_patches": len(patches), "agreement": same.float().mean().item(),
-            "max_abs_difference": (fp32 - quantised).abs().max().item(), "threshold": TIL_THRESHOLD, "quantisation": QUANTISATION,
+            "calibration_patches": len(patches),
+            "agreement": same.float().mean().item(),
+            "max_abs_difference": (fp32 - quantised).abs().max().item(),
+            "threshold": TIL_THRESHOLD,
+            "quantisation": QUANTISATION,
         }
 
 
@@ -318,7 +329,7 @@ class SlideStripDataset(SlideTileDataset):
 def _adjacent_runs(coords: np.ndarray, indices: list[int], step: int) -> list[list[int]]:
     """The indices cut wherever a patch is not the right-hand neighbour of the one before."""
     runs = [[indices[0]]]
-    for previous, index in zip(indices, indices[1:]):
+    for previous, index in itertools.pairwise(indices):
         if coords[index, 1] == coords[previous, 1] and coords[index, 0] == coords[previous, 0] + step:
             runs[-1].append(index)
         else:
@@ -434,7 +445,9 @@ def resolve_engine(engine: str, device: torch.device, exported: ExportedModel) -
     if engine != "torch" and device.type != "cpu":
         raise ModelError(f"--engine {engine} runs on the CPU, not on {device}: use --device cpu, or --engine torch")
     if engine != "torch" and not has_onnx:
-        raise ModelError(f"{exported.folder} holds no {ONNX_FILE} for --engine {engine}: export the model with `nar export`, or use --engine torch")
+        raise ModelError(
+            f"{exported.folder} holds no {ONNX_FILE} for --engine {engine}: export the model with `nar export`, or use --engine torch"
+        )
     return engine
 
 
@@ -494,8 +507,15 @@ class SlidePredictor:
         probabilities = self.probabilities(grid, net)
         mapped = ~np.isnan(probabilities).any(axis=1)
         return SlidePrediction(
-            replace(grid, coords=grid.coords[mapped]), dimensions, self.exported.preprocessing.class_names,
-            probabilities[mapped], int((~mapped).sum()), tiled - start, time.perf_counter() - tiled, self.model, int8,
+            replace(grid, coords=grid.coords[mapped]),
+            dimensions,
+            self.exported.preprocessing.class_names,
+            probabilities[mapped],
+            int((~mapped).sum()),
+            tiled - start,
+            time.perf_counter() - tiled,
+            self.model,
+            int8,
         )
 
     def probabilities(self, grid: SlideGrid, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
@@ -551,6 +571,7 @@ def prepare_output(out: Path, overwrite: bool = False) -> None:
 def _not_ours(out: Path) -> list[str]:
     """The entries of `out` that are not nar predict's: its slide folders, run tables and hidden
     staging and caches are."""
+
     def ours(entry: Path) -> bool:
         if entry.name.startswith("."):
             return True
@@ -610,8 +631,10 @@ def same_model(made: Mapping[str, object], model: Mapping[str, object]) -> bool:
     """Whether maps made by `made` (a summary's model) are what `model` would make: the same
     export, by SHA-256, at the same precision. Every float engine gives the same probabilities
     within 1e-3; INT8 only agrees with them at the threshold."""
-    return made.get("sha256") is not None and made.get("sha256") == model["sha256"] and (
-        (made.get("engine") == INT8_ENGINE) == (model["engine"] == INT8_ENGINE)
+    return (
+        made.get("sha256") is not None
+        and made.get("sha256") == model["sha256"]
+        and ((made.get("engine") == INT8_ENGINE) == (model["engine"] == INT8_ENGINE))
     )
 
 
@@ -783,7 +806,9 @@ def heatmap(prediction: SlidePrediction) -> Image.Image:
     figure.suptitle(
         f"{prediction.name}: {prediction.til_positive_fraction:.1%} {TIL_CLASS}\n"
         f"({len(grid)} tissue patches of {grid.patch_px * grid.mpp:g} µm, threshold {TIL_THRESHOLD:g})",
-        y=1 - 8 / figure_height, va="top", wrap=True,
+        y=1 - 8 / figure_height,
+        va="top",
+        wrap=True,
     )
     canvas.draw()
     return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")

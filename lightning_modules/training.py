@@ -12,13 +12,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from lightning_modules.classifier import PatchClassifier, Scheduler
-from lightning_modules.distill_settings import DistillSettings
-from lightning_modules.distillation import TeacherTargets
-from lightning_modules.errors import TrainingError
-from models.base_network import BaseNetwork
-from models.init_modes import get_init_mode
-from models.spec import ArchSpec
+from nar_search.lightning_modules.classifier import PatchClassifier, Scheduler
+from nar_search.lightning_modules.distill_settings import DistillSettings
+from nar_search.lightning_modules.distillation import TeacherTargets
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.models.base_network import BaseNetwork
+from nar_search.models.init_modes import get_init_mode
+from nar_search.models.spec import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,13 @@ def train_spec(
     for seed in range(config.seed, config.seed + config.seeds):
         pl.seed_everything(seed, workers=True, verbose=False)
         classifier = PatchClassifier(
-            spec.to_dict(), lr=config.lr, weight_decay=config.weight_decay, scheduler=config.scheduler,
-            max_epochs=config.epochs, distill_weight=distill.weight, distill_temperature=distill.temperature,
+            spec.to_dict(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            scheduler=config.scheduler,
+            max_epochs=config.epochs,
+            distill_weight=distill.weight,
+            distill_temperature=distill.temperature,
         )
         init_mode.initialise(classifier.model, spec, base)
         history = EpochHistory()
@@ -149,10 +154,17 @@ def train_spec(
             classifier = finalize(classifier)
             val_auc = trainer.validate(classifier, datamodule=datamodule, verbose=False)[0]["val_auc"]
             test_auc = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]["test_auc"]
-        runs.append(SeedRun(
-            seed=seed, val_auc=float(val_auc), test_auc=float(test_auc),
-            epochs=len(history.epochs), seconds=seconds, history=history.epochs, classifier=classifier,
-        ))
+        runs.append(
+            SeedRun(
+                seed=seed,
+                val_auc=float(val_auc),
+                test_auc=float(test_auc),
+                epochs=len(history.epochs),
+                seconds=seconds,
+                history=history.epochs,
+                classifier=classifier,
+            )
+        )
     return TrainingResult(runs=runs)
 
 
@@ -168,7 +180,12 @@ def evaluate_base(
     val_auc = trainer.validate(classifier, datamodule=datamodule, verbose=False)[0]["val_auc"]
     test_auc = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]["test_auc"]
     run = SeedRun(
-        seed=config.seed, val_auc=float(val_auc), test_auc=float(test_auc), epochs=0,
-        seconds=time.perf_counter() - start, history=[], classifier=classifier,
+        seed=config.seed,
+        val_auc=float(val_auc),
+        test_auc=float(test_auc),
+        epochs=0,
+        seconds=time.perf_counter() - start,
+        history=[],
+        classifier=classifier,
     )
     return TrainingResult(runs=[run])

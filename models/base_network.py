@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.errors import ModelError
-from models.export import METADATA_FILE, verify_checksums
-from models.registry import original_spec
-from models.spec import ArchSpec, spec_from_json
-from models.weights import SPEC_FILE, WEIGHTS_FILE, check_state, read_state
+from nar_search.models.errors import ModelError
+from nar_search.models.export import METADATA_FILE, verify_checksums
+from nar_search.models.registry import original_spec
+from nar_search.models.spec import ArchSpec, spec_from_json
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, check_state, read_state
 
 
 @dataclass(frozen=True)

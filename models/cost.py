@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.spec import ArchSpec
+from nar_search.models.spec import ArchSpec
 
 # Ops that are convolutions or dense layers; anything else (norms, pools, adds) is free.
 _COUNTED_OPS = {"convolution", "addmm", "mm", "bmm", "linear"}

@@ -26,20 +26,24 @@ from typing import Any
 import torch
 from torch import nn
 
-# Importing the families registers their specs, so that any exported spec.json loads.
-import models.registry  # noqa: F401
-import models.resrep  # noqa: F401
-from models.cost import spec_cost
-from models.errors import ModelError
-from models.spec import ArchSpec, spec_from_json
-from models.weights import SPEC_FILE, WEIGHTS_FILE, build_with_weights, save_weights
+from nar_search.models.cost import spec_cost
+from nar_search.models.errors import ModelError
+from nar_search.models.spec import ArchSpec, spec_from_json
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, build_with_weights, save_weights
+
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
 PREPROCESSING_FILE = "preprocessing.json"
 METADATA_FILE = "metadata.json"
 WSINFER_CONFIG_FILE = "config.json"
 EXPORT_FILES = (
-    SPEC_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE, PREPROCESSING_FILE, WSINFER_CONFIG_FILE, METADATA_FILE,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    TORCHSCRIPT_FILE,
+    ONNX_FILE,
+    PREPROCESSING_FILE,
+    WSINFER_CONFIG_FILE,
+    METADATA_FILE,
 )
 _LOADED_FILES = (SPEC_FILE, WEIGHTS_FILE, PREPROCESSING_FILE)  # what load_export reads
 TOLERANCE = 1e-4  # largest difference of any output from PyTorch's, absolute and relative
@@ -63,8 +67,12 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "input_size": self.input_size, "patch_um": self.patch_um, "um_per_px": self.um_per_px,
-            "mean": list(self.mean), "std": list(self.std), "class_names": list(self.class_names),
+            "input_size": self.input_size,
+            "patch_um": self.patch_um,
+            "um_per_px": self.um_per_px,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.class_names),
             "input": "float32 N x 3 x input_size x input_size, RGB scaled to [0, 1], then (x - mean) / std",
             "output": "logits N x len(class_names); softmax gives the class probabilities",
         }
@@ -73,11 +81,16 @@ class Preprocessing:
     def from_dict(cls, data: Mapping[str, Any], origin: Path) -> Preprocessing:
         try:
             return cls(
-                input_size=int(data["input_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
-                class_names=tuple(data["class_names"]), patch_um=float(data["patch_um"]),
+                input_size=int(data["input_size"]),
+                mean=tuple(data["mean"]),
+                std=tuple(data["std"]),
+                class_names=tuple(data["class_names"]),
+                patch_um=float(data["patch_um"]),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise ModelError(f"{origin} is not a valid preprocessing file ({type(error).__name__}: {error}): export the model again") from None
+            raise ModelError(
+                f"{origin} is not a valid preprocessing file ({type(error).__name__}: {error}): export the model again"
+            ) from None
 
 
 def wsinfer_config(spec: ArchSpec, preprocessing: Preprocessing) -> dict[str, Any]:
@@ -185,8 +198,15 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> No
 def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     try:
         torch.onnx.export(
-            model, (example,), str(path), input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False, verbose=False,
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
         )
     except Exception as error:
         raise ModelError(f"cannot export the model to ONNX ({type(error).__name__}: {str(error).splitlines()[0]})") from None
@@ -199,6 +219,7 @@ def _check_round_trip(folder: Path, model: nn.Module, input_size: int) -> None:
 
     batch = torch.randn(_CHECK_BATCH, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+
     def rebuilt() -> nn.Module:
         return build_with_weights(spec_from_json((folder / SPEC_FILE).read_text()), folder / WEIGHTS_FILE)
 
@@ -311,7 +332,5 @@ def verify_checksums(folder: Path) -> None:
             raise ModelError(f"{path}, listed in {METADATA_FILE}, is missing: export the model again")
         if _sha256(path) != digest:
             raise ModelError(
-                f"{path} has changed since it was exported (its SHA-256 differs from {METADATA_FILE}'s): "
-                "export the model again"
+                f"{path} has changed since it was exported (its SHA-256 differs from {METADATA_FILE}'s): export the model again"
             )
-

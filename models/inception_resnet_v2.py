@@ -11,9 +11,9 @@ import torch
 from timm.layers import create_classifier
 from torch import nn
 
-from models.inception_v4 import Width, inception_conv
-from models.rounding import Rounding, scale_depth, scale_width
-from models.spec import ArchSpec, Stage, register_spec
+from nar_search.models.inception_v4 import Width, inception_conv
+from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 
 class Mixed5b(nn.Module):
@@ -233,7 +233,7 @@ class InceptionResNetV2Spec(ArchSpec):
         block35s, block17s, block8s = self.repeats
         original.repeat = original.repeat[:block35s]
         original.repeat_1 = original.repeat_1[:block17s]
-        original.repeat_2 = original.repeat_2[:block8s - 1]
+        original.repeat_2 = original.repeat_2[: block8s - 1]
 
     def stages(self) -> list[Stage]:
         # The blocks are where concatenated widths are summed: read them from a shapes-only build.

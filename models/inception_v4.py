@@ -5,17 +5,18 @@ layers under timm's module names, so that the original size is exactly timm's `i
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from timm.layers import ConvNormAct, create_classifier
 from torch import nn
 
-from models.rounding import Rounding, scale_depth, scale_width
-from models.spec import ArchSpec, Stage, register_spec
+from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 Width = Callable[[int], int]
 """Maps one of timm's hard-coded conv widths to the width to build."""
@@ -174,18 +175,27 @@ class InceptionC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.branch1_0(x)
         x2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
-        return torch.cat((
-            self.branch0(x),
-            self.branch1_1a(x1), self.branch1_1b(x1),
-            self.branch2_3a(x2), self.branch2_3b(x2),
-            self.branch3(x),
-        ), 1)
+        return torch.cat(
+            (
+                self.branch0(x),
+                self.branch1_1a(x1),
+                self.branch1_1b(x1),
+                self.branch2_3a(x2),
+                self.branch2_3b(x2),
+                self.branch3(x),
+            ),
+            1,
+        )
 
 
 STAGE_NAMES: dict[type[nn.Module], str] = {
-    Mixed3a: "Mixed-3a", Mixed4a: "Mixed-4a", Mixed5a: "Mixed-5a",
-    InceptionA: "Inception-A", ReductionA: "Reduction-A",
-    InceptionB: "Inception-B", ReductionB: "Reduction-B",
+    Mixed3a: "Mixed-3a",
+    Mixed4a: "Mixed-4a",
+    Mixed5a: "Mixed-5a",
+    InceptionA: "Inception-A",
+    ReductionA: "Reduction-A",
+    InceptionB: "Inception-B",
+    ReductionB: "Reduction-B",
     InceptionC: "Inception-C",
 }
 
@@ -201,9 +211,13 @@ class InceptionV4(nn.Module):
         ]
         inception_a, inception_b, inception_c = repeats
         block_types = [
-            Mixed3a, Mixed4a, Mixed5a,
-            *[InceptionA] * inception_a, ReductionA,
-            *[InceptionB] * inception_b, ReductionB,
+            Mixed3a,
+            Mixed4a,
+            Mixed5a,
+            *[InceptionA] * inception_a,
+            ReductionA,
+            *[InceptionB] * inception_b,
+            ReductionB,
             *[InceptionC] * inception_c,
         ]
         blocks, chs = [], stem[-1].out_channels

@@ -8,9 +8,9 @@ import copy
 
 from torch import nn
 
-from models.channels import dependency_graph, out_channels, prunable_roots, remove_out_channels
-from models.errors import ModelError
-from models.spec import ArchSpec
+from nar_search.models.channels import dependency_graph, out_channels, prunable_roots, remove_out_channels
+from nar_search.models.errors import ModelError
+from nar_search.models.spec import ArchSpec
 
 
 def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module) -> None:

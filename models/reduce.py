@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from models.errors import ModelError
-from models.rounding import Rounding, check_rounding, scale_side
-from models.spec import ArchSpec, Reduction
+from nar_search.models.errors import ModelError
+from nar_search.models.rounding import Rounding, check_rounding, scale_side
+from nar_search.models.spec import ArchSpec, Reduction
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
 # The paper's own coefficients give α·β²·γ² = 1.92, 4% below 2: the default must admit them.
@@ -61,8 +61,15 @@ def nar_reduce(
 ) -> ArchSpec:
     depth, width, resolution = coefficients.factors(phi)
     record = Reduction(
-        method="nar", alpha=coefficients.alpha, beta=coefficients.beta, gamma=coefficients.gamma, phi=phi,
-        depth_factor=depth, width_factor=width, resolution_factor=resolution, rounding=check_rounding(rounding),
+        method="nar",
+        alpha=coefficients.alpha,
+        beta=coefficients.beta,
+        gamma=coefficients.gamma,
+        phi=phi,
+        depth_factor=depth,
+        width_factor=width,
+        resolution_factor=resolution,
+        rounding=check_rounding(rounding),
     )
     return _apply(original, record)
 

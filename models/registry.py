@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import timm
 
-from models.errors import ModelError
-from models.inception_resnet_v2 import InceptionResNetV2Spec
-from models.inception_v4 import InceptionV4Spec
-from models.resnetv2 import ResNetV2Spec
-from models.spec import ArchSpec
-from models.timm_generic import TimmCNNSpec
+from nar_search.models.errors import ModelError
+from nar_search.models.inception_resnet_v2 import InceptionResNetV2Spec
+from nar_search.models.inception_v4 import InceptionV4Spec
+from nar_search.models.resnetv2 import ResNetV2Spec
+from nar_search.models.spec import ArchSpec
+from nar_search.models.timm_generic import TimmCNNSpec
 
 # The paper's networks have their own exact specs; any other timm CNN goes the generic way.
 EXACT_FAMILIES: dict[str, type[ArchSpec]] = {

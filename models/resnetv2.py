@@ -3,16 +3,17 @@ with timm's own ResNetV2 so names, init and state dicts stay timm's."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import ClassVar
 from unittest import mock
 
 import timm
 from torch import nn
 
-from models.rounding import Rounding, scale_depth, scale_width
-from models.spec import ArchSpec, Stage, register_spec
+from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 BOTTLENECK_EXPANSION = 4
 
@@ -21,7 +22,7 @@ BOTTLENECK_EXPANSION = 4
 def _exact_widths() -> Iterator[None]:
     # timm's ResNetV2 rounds every width to a multiple of 8; the paper's widths (58, 233, …)
     # are exact, and the divisible8 mode has already rounded. So widths pass through as given.
-    with mock.patch("timm.models.resnetv2.make_divisible", lambda v, *args, **kwargs: int(round(v))):
+    with mock.patch("timm.models.resnetv2.make_divisible", lambda v, *args, **kwargs: round(v)):
         yield
 
 

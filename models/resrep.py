@@ -20,8 +20,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from models.channels import dependency_graph, remove_out_channels
-from models.spec import ArchSpec, Reduction, Stage, register_spec, spec_from_dict
+from nar_search.models.channels import dependency_graph, remove_out_channels
+from nar_search.models.spec import ArchSpec, Reduction, Stage, register_spec, spec_from_dict
 
 LASSO_STRENGTH = 1e-4
 DEAD_ROW_NORM = 1e-5  # compactor rows below this are dropped by the conversion
@@ -183,7 +183,8 @@ class WidthCost:
             conv = plain.get_submodule(name)
             group = graph.get_pruning_group(conv, graph.get_pruner_of_module(conv).prune_out_channels, [0])
             consumers[name] = [
-                (dep.target.module, len(rows)) for dep, rows in group
+                (dep.target.module, len(rows))
+                for dep, rows in group
                 if graph.is_in_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (nn.Conv2d, nn.Linear))
             ]
             varying.update(layer for layer, _ in consumers[name])
@@ -196,7 +197,10 @@ class WidthCost:
             else:
                 fixed += gflops
         return cls(
-            widths=widths, fixed=fixed, per_pair=tuple(per_pair), channels=tuple(channels),
+            widths=widths,
+            fixed=fixed,
+            per_pair=tuple(per_pair),
+            channels=tuple(channels),
             own={name: index[plain.get_submodule(name)] for name in widths},
             consumers={name: tuple((index[layer], per) for layer, per in layers) for name, layers in consumers.items()},
         )
@@ -326,9 +330,12 @@ class ResRepSpec(ArchSpec):
     @classmethod
     def of(cls, base: ArchSpec, widths: Mapping[str, int], flops_target: float) -> ResRepSpec:
         return cls(
-            model_name=base.model_name, input_size=base.input_size, num_classes=base.num_classes,
+            model_name=base.model_name,
+            input_size=base.input_size,
+            num_classes=base.num_classes,
             reduction=Reduction(method="resrep", flops_target=flops_target),
-            base=base, widths=tuple(widths.items()),
+            base=base,
+            widths=tuple(widths.items()),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
-from models.errors import ModelError
+from nar_search.models.errors import ModelError
 
 Rounding = Literal["paper", "divisible8"]
 ROUNDING_MODES: tuple[str, ...] = get_args(Rounding)

@@ -4,12 +4,13 @@ builder turns into an `nn.Module`. A reduced network is a spec plus weights."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from models.errors import ModelError
-from models.rounding import Rounding
+from nar_search.models.errors import ModelError
+from nar_search.models.rounding import Rounding
 
 if TYPE_CHECKING:  # type hints only: a spec (and the CLI's --help) stays free of torch until it builds
     from torch import nn
@@ -77,21 +78,33 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-SPEC_TYPES: dict[str, type[ArchSpec]] = {}
+_SPEC_TYPES: dict[str, type[ArchSpec]] = {}
+FAMILY_MODULES = ("resnetv2", "inception_v4", "inception_resnet_v2", "timm_generic", "resrep")
 
 
 def register_spec(spec_type: type[ArchSpec]) -> type[ArchSpec]:
     """Class decorator: makes a family's spec type loadable from JSON by its `family` name."""
-    SPEC_TYPES[spec_type.family] = spec_type
+    _SPEC_TYPES[spec_type.family] = spec_type
     return spec_type
+
+
+def spec_types() -> dict[str, type[ArchSpec]]:
+    """Every family's spec type by name, complete however little of the package the caller
+    imported (a notebook that loads a checkpoint imports the classifier only). The families are
+    imported here rather than with this module: they bring torch and timm, and the CLI's --help
+    starts without them."""
+    for module in FAMILY_MODULES:
+        importlib.import_module(f"nar_search.models.{module}")
+    return _SPEC_TYPES
 
 
 def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
     data = dict(data)
     family = data.pop("family", None)
-    if family not in SPEC_TYPES:
-        raise ModelError(f"unknown architecture family {family!r} in spec: known families are {', '.join(sorted(SPEC_TYPES))}")
-    spec_type = SPEC_TYPES[family]
+    known = spec_types()
+    if family not in known:
+        raise ModelError(f"unknown architecture family {family!r} in spec: known families are {', '.join(sorted(known))}")
+    spec_type = known[family]
     names = {f.name for f in dataclasses.fields(spec_type)}
     unknown = set(data) - names
     if unknown:

@@ -11,10 +11,10 @@ import timm
 import torch
 from torch import nn
 
-from models.channels import shrink_widths
-from models.errors import ModelError
-from models.rounding import Rounding, scale_depth, scale_width
-from models.spec import ArchSpec, Stage, register_spec
+from nar_search.models.channels import shrink_widths
+from nar_search.models.errors import ModelError
+from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 
 def find_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -39,8 +39,9 @@ def _block_shapes(model: nn.Module, stages: list[tuple[str, nn.Module]], input_s
     hooks = []
     for (_, stage), record in zip(stages, preserving):
         for i, block in enumerate(stage.children()):
-            hooks.append(block.register_forward_hook(
-                lambda _m, args, out, record=record, i=i: record.__setitem__(i, args[0].shape == out.shape)))
+            hooks.append(
+                block.register_forward_hook(lambda _m, args, out, record=record, i=i: record.__setitem__(i, args[0].shape == out.shape))
+            )
     was_training = model.training
     try:
         with torch.no_grad():
@@ -55,7 +56,7 @@ def _block_shapes(model: nn.Module, stages: list[tuple[str, nn.Module]], input_s
 def drop_blocks(model: nn.Module, depths: tuple[int, ...], input_size: int) -> None:
     """Keeps the first `depths[s]` blocks of stage s; later blocks become identities."""
     stages = find_stages(model)
-    for (name, stage), keep, preserving in zip(stages, depths, _block_shapes(model, stages, input_size)):
+    for (_name, stage), keep, preserving in zip(stages, depths, _block_shapes(model, stages, input_size)):
         # A block that changes shape (stride, width) is never dropped.
         last_needed = max((i for i, ok in enumerate(preserving) if not ok), default=-1)
         for index, (child_name, _) in enumerate(list(stage.named_children())):

@@ -13,8 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import nn
 
-from models.errors import ModelError
-from models.spec import ArchSpec
+from nar_search.models.errors import ModelError
+from nar_search.models.spec import ArchSpec
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 # A network travels as these two files: its spec and its weights.
@@ -51,7 +51,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a file it cannot or will not read
+    except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path} is not a plain PyTorch state dict ({first}): save one with torch.save(model.state_dict())") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):

@@ -11,25 +11,25 @@ import logging
 import sys
 import warnings
 
-from search.openmp import let_openmp_threads_sleep
+from nar_search.search.openmp import let_openmp_threads_sleep
 
 if sys.argv[1:2] == ["predict"]:
     let_openmp_threads_sleep()  # before the command imports torch
 
-import typer  # noqa: E402
+import typer
 
-from data.errors import DataError  # noqa: E402
-from lightning_modules.errors import TrainingError  # noqa: E402
-from models.errors import ModelError  # noqa: E402
-from search.console import errors  # noqa: E402
-from search.dashboard_cli import dashboard_command  # noqa: E402
-from search.data_cli import data_app  # noqa: E402
-from search.demo_cli import demo_command  # noqa: E402
-from search.errors import StudyConfigError  # noqa: E402
-from search.export_cli import export_command, predict_command  # noqa: E402
-from search.reduce_cli import reduce_command  # noqa: E402
-from search.study_cli import study_app  # noqa: E402
-from search.train_cli import train_command  # noqa: E402
+from nar_search.data.errors import DataError
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.models.errors import ModelError
+from nar_search.search.console import errors
+from nar_search.search.dashboard_cli import dashboard_command
+from nar_search.search.data_cli import data_app
+from nar_search.search.demo_cli import demo_command
+from nar_search.search.errors import StudyConfigError
+from nar_search.search.export_cli import export_command, predict_command
+from nar_search.search.reduce_cli import reduce_command
+from nar_search.search.study_cli import study_app
+from nar_search.search.train_cli import train_command
 
 app = typer.Typer(
     name="nar",

@@ -10,13 +10,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lightning_modules.distill_settings import DistillSettings
-from lightning_modules.training import TrainingConfig
-from models.init_modes import get_init_mode
-from models.reduce import DEFAULT_TOLERANCE
-from search.errors import StudyConfigError
-from search.methods import get_method
-from search.urls import hide_password
+from nar_search.lightning_modules.distill_settings import DistillSettings
+from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.models.init_modes import get_init_mode
+from nar_search.models.reduce import DEFAULT_TOLERANCE
+from nar_search.search.errors import StudyConfigError
+from nar_search.search.methods import get_method
+from nar_search.search.urls import hide_password
 
 
 class _Strict(BaseModel):
@@ -166,8 +166,10 @@ class StudyConfig(_Strict):
         if self.objective == "budget" and self.gflops_budget is None:
             raise ValueError("objective 'budget' needs gflops_budget (the most GFLOPs a patch may cost)")
         if self.pruner == "halving" and self.objective != "pareto":
-            raise ValueError("pruner 'halving' judges candidates on the Pareto front: use objective 'pareto', "
-                             "or pruner 'median' or 'hyperband' for a budget study")
+            raise ValueError(
+                "pruner 'halving' judges candidates on the Pareto front: use objective 'pareto', "
+                "or pruner 'median' or 'hyperband' for a budget study"
+            )
         if self.pruner == "halving" and self.training.epochs < 2:
             raise ValueError(f"pruner 'halving' needs rungs: training.epochs ({self.training.epochs}) must be at least 2")
         if self.pruner == "halving" and self.training.seeds > 1:

@@ -15,11 +15,20 @@ from typing import Annotated, Any
 
 import typer
 
-from search.console import console
-from search.errors import StudyConfigError
-from search.interrupts import Interrupted, interruptible
-from search.study_cli import Name, Storage, load_study, locate_study, open_named_study, quiet_optuna, signal_name, study_tracking_uri
-from search.urls import hide_password
+from nar_search.search.console import console
+from nar_search.search.errors import StudyConfigError
+from nar_search.search.interrupts import Interrupted, interruptible
+from nar_search.search.study_cli import (
+    Name,
+    Storage,
+    load_study,
+    locate_study,
+    open_named_study,
+    quiet_optuna,
+    signal_name,
+    study_tracking_uri,
+)
+from nar_search.search.urls import hide_password
 
 LOCALHOST = "127.0.0.1"  # the dashboards serve this machine only: reach them from elsewhere through an SSH tunnel
 STOP_SECONDS = 15  # a server's grace to end on SIGTERM before it is killed
@@ -29,16 +38,21 @@ def dashboard_command(
     config_file: Annotated[Path | None, typer.Argument(help="study YAML file: its tracking URI (with --optuna, its storage)")] = None,
     name: Name = None,
     storage: Storage = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI to serve (default: the study's, else the local store)")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI to serve (default: the study's, else the local store)")
+    ] = None,
     optuna_: Annotated[bool, typer.Option("--optuna", help="optuna-dashboard on the study's storage instead of the MLflow UI")] = False,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help=f"port on {LOCALHOST} (default: 5000; 8080 with --optuna)")] = None,
 ) -> None:
     """The MLflow UI of a study's runs (or with --optuna, optuna-dashboard on its trials) on 127.0.0.1,
     until Ctrl-C or SIGTERM, which stop its server too.
 
-    Without a study or --tracking-uri: the local MLflow store, $NAR_MLFLOW_HOME/store (NAR_MLFLOW_HOME is ./mlflow unless set), where studies and `nar train` track their runs when they name no tracking URI.
+    Without a study or --tracking-uri: the local MLflow store, $NAR_MLFLOW_HOME/store
+    (NAR_MLFLOW_HOME is ./mlflow unless set), where studies and `nar train` track their runs
+    when they name no tracking URI.
 
-    A study is named as for `nar study status`: its YAML file, or --name (and --storage); the MLflow UI then serves the tracking URI the study was run with.
+    A study is named as for `nar study status`: its YAML file, or --name (and --storage); the
+    MLflow UI then serves the tracking URI the study was run with.
     """
     if optuna_:
         if tracking_uri:
@@ -52,7 +66,7 @@ def dashboard_command(
 
 
 def _serve_mlflow(tracking_uri: str | None, port: int) -> None:
-    from search.tracking import default_artifact_root, default_tracking_uri
+    from nar_search.search.tracking import default_artifact_root, default_tracking_uri
 
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
         console.print(f"the runs are tracked by the MLflow server at {hide_password(tracking_uri)}: open it there")
@@ -116,9 +130,8 @@ def _serve_optuna(config_file: Path | None, name: str | None, storage: str | Non
 
     import optuna_dashboard
 
-    from search.study import OBJECTIVE_NAMES
-
-    from search.storage import open_storage
+    from nar_search.search.storage import open_storage
+    from nar_search.search.study import OBJECTIVE_NAMES
 
     class Server(ThreadingMixIn, WSGIServer):  # the dashboard's page makes requests in parallel
         daemon_threads = True
@@ -132,10 +145,12 @@ def _serve_optuna(config_file: Path | None, name: str | None, storage: str | Non
     backend = open_storage(url, create=False)
     study = open_named_study(study_name, backend, url, config_file)
     if study.metric_names is None:  # a study made before its objectives were named
-        study.set_metric_names(list(OBJECTIVE_NAMES[:len(study.directions)]))
+        study.set_metric_names(list(OBJECTIVE_NAMES[: len(study.directions)]))
     _check_free(port)
     server = make_server(LOCALHOST, port, optuna_dashboard.wsgi(backend), server_class=Server, handler_class=QuietHandler)
-    console.print(f"optuna-dashboard for study {study_name} in {hide_password(url)} at [bold]http://{LOCALHOST}:{port}[/] (Ctrl-C stops it)")
+    console.print(
+        f"optuna-dashboard for study {study_name} in {hide_password(url)} at [bold]http://{LOCALHOST}:{port}[/] (Ctrl-C stops it)"
+    )
     try:
         with interruptible():
             server.serve_forever()

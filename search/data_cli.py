@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from data.difficulty import DifficultyName
-from search.console import console
+from nar_search.data.difficulty import DifficultyName
+from nar_search.search.console import console
 
 data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def synth_patches(
     slides: int | None = typer.Option(None, min=1, help="Synthetic slides the patches come from (default: n/40, at least 4)."),
 ) -> None:
     """Render synthetic H&E patches labelled TIL-positive (2+ lymphocytes) or negative."""
-    from data.synth_patches import write_patches
+    from nar_search.data.synth_patches import write_patches
 
     manifest = write_patches(out, n, seed, difficulty, mpp, label_noise, slides)
     console.print(f"Wrote {n} patches and {manifest}", soft_wrap=True)
@@ -31,7 +31,11 @@ def synth_patches(
 
 @data_app.command("synth-slide")
 def synth_slide(
-    out: Path = typer.Option(..., help="Slide to write (.tiff); its ground truth goes into <slide folder>-truth/, so that the slide folder holds slides only (as WSInfer needs)."),
+    out: Path = typer.Option(
+        ...,
+        help="Slide to write (.tiff); its ground truth goes into <slide folder>-truth/, "
+        "so that the slide folder holds slides only (as WSInfer needs).",
+    ),
     mpp: float = typer.Option(0.5, min=0.05, help="Microns per level-0 pixel."),
     width: int = typer.Option(4096, min=64, help="Level-0 width in pixels."),
     height: int = typer.Option(3072, min=64, help="Level-0 height in pixels."),
@@ -40,7 +44,7 @@ def synth_slide(
     aperio: bool = typer.Option(False, help="Describe the slide like an Aperio scanner does (AppMag, MPP)."),
 ) -> None:
     """Render a pyramidal whole slide with tissue and TIL-rich regions, plus its ground-truth mask."""
-    from data.synth_slide import truth_paths, write_synthetic_slide
+    from nar_search.data.synth_slide import truth_paths, write_synthetic_slide
 
     levels = write_synthetic_slide(out, width=width, height=height, mpp=mpp, seed=seed, tile=tile, aperio=aperio)
     mask, sidecar = truth_paths(out)
@@ -60,9 +64,9 @@ def inspect(
     import numpy as np
     from rich.markup import escape
 
-    from data.errors import DataError
-    from data.sources import open_patch_source
-    from data.splits import check_splits, slide_table, split_findings, split_patches, summarise_splits, summary_table
+    from nar_search.data.errors import DataError
+    from nar_search.data.sources import open_patch_source
+    from nar_search.data.splits import check_splits, slide_table, split_findings, split_patches, summarise_splits, summary_table
 
     dataset = open_patch_source(source, mpp=mpp)
     console.print(f"{dataset.description}: {len(dataset)} patches", soft_wrap=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.console import console
+from nar_search.search.console import console
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 PATCHES, BASE = Path("demo/patches"), Path("demo/base")
@@ -15,10 +15,10 @@ MAX_AUC_DROP = 0.01  # the margin the demo states its reduced networks against
 
 def demo_command() -> None:
     """Make synthetic TIL patches, train a base network, search cheaper ones from it, print the front."""
-    from data.synth_patches import write_patches
-    from search import pareto
-    from search.study_cli import load_study, run_command
-    from search.train_cli import train_command
+    from nar_search.data.synth_patches import write_patches
+    from nar_search.search import pareto
+    from nar_search.search.study_cli import load_study, run_command
+    from nar_search.search.train_cli import train_command
 
     if not (PATCHES / "manifest.csv").exists():
         console.print(f"rendering 1,200 synthetic TIL patches from 30 slides into {PATCHES}")
@@ -28,8 +28,14 @@ def demo_command() -> None:
         # A constant rate, as the candidates train at: in the demo's few epochs, annealing it
         # gave nothing (8 cosine epochs ended at test AUC 0.848, which a constant rate reached by its 4th).
         train_command(
-            data=PATCHES, model="resnetv2_50", input_size=48, epochs=6, scheduler="none", patience=0,
-            experiment="demo-base", run_dir=BASE,
+            data=PATCHES,
+            model="resnetv2_50",
+            input_size=48,
+            epochs=6,
+            scheduler="none",
+            patience=0,
+            experiment="demo-base",
+            run_dir=BASE,
         )
     run_command(config_file=DEMO_CONFIG, data=PATCHES)
     _, study = load_study(DEMO_CONFIG, None, None)

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from data.errors import DataError
-from models.errors import ModelError
-from models.spec import ArchSpec, spec_from_json
-from search.console import console, errors
-from search.errors import StudyConfigError
-from search.study_cli import load_study, study_tracking_uri
-from search.urls import hide_password
+from nar_search.data.errors import DataError
+from nar_search.models.errors import ModelError
+from nar_search.models.spec import ArchSpec, spec_from_json
+from nar_search.search.console import console, errors
+from nar_search.search.errors import StudyConfigError
+from nar_search.search.study_cli import load_study, study_tracking_uri
+from nar_search.search.urls import hide_password
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,7 +50,7 @@ def find_source(
 ) -> ModelSource:
     """The run named by exactly one of: a study (YAML or name) and trial, a run id, or the
     JSON that `nar study select --json` prints."""
-    from search.tracking import Tracker
+    from nar_search.search.tracking import Tracker
 
     given = [name for name, value in (("a study", config_file or study), ("--run-id", run_id), ("--selection", selection)) if value]
     if len(given) != 1:
@@ -67,7 +67,7 @@ def find_source(
 def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
     """The selection's run, in the tracking URI it names (--tracking-uri first): the run holds
     the network, so the study's storage, which it names too, need not be reachable from here."""
-    from search.tracking import Tracker
+    from nar_search.search.tracking import Tracker
 
     try:
         row = json.loads(path.read_text())
@@ -80,7 +80,9 @@ def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
     return ModelSource(run_id, uri, study=row.get("study"), trial=row.get("trial"))
 
 
-def _study_trial(config_file: Path | None, name: str | None, number: int | None, storage: str | None, tracking_uri: str | None) -> ModelSource:
+def _study_trial(
+    config_file: Path | None, name: str | None, number: int | None, storage: str | None, tracking_uri: str | None
+) -> ModelSource:
     if number is None:
         raise StudyConfigError("which trial? add --trial N (`nar study select` names the cheapest good one)")
     config, study = load_study(config_file, name, storage)
@@ -101,8 +103,7 @@ def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module,
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    import models.export  # noqa: F401  (it registers every family, so that any run's spec.json loads)
-    from models.weights import build_with_weights
+    from nar_search.models.weights import build_with_weights
 
     client = MlflowClient(tracking_uri=source.tracking_uri)
     try:
@@ -120,10 +121,13 @@ def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module,
     trial = source.trial if source.trial is not None else tags.get("optuna.trial_number")
     about = {
         "source": {
-            "study": source.study or tags.get("optuna.study"), "trial": None if trial is None else int(trial),
-            "mlflow_run_id": source.run_id, "tracking_uri": hide_password(source.tracking_uri),
+            "study": source.study or tags.get("optuna.study"),
+            "trial": None if trial is None else int(trial),
+            "mlflow_run_id": source.run_id,
+            "tracking_uri": hide_password(source.tracking_uri),
         },
-        "val_auc": metrics.get("val_auc"), "test_auc": metrics.get("test_auc"),
+        "val_auc": metrics.get("val_auc"),
+        "test_auc": metrics.get("test_auc"),
     }
     return spec, model, about
 
@@ -139,8 +143,8 @@ def register_export(folder: Path, source: ModelSource, name: str, alias: str | N
     from mlflow.types import Schema, TensorSpec
 
     import mlflow
-    from models.export import ONNX_FILE, PREPROCESSING_FILE
-    from search.tracking import PARENT_TAG
+    from nar_search.models.export import ONNX_FILE, PREPROCESSING_FILE
+    from nar_search.search.tracking import PARENT_TAG
 
     preprocessing = json.loads((folder / PREPROCESSING_FILE).read_text())
     side = preprocessing["input_size"]
@@ -155,9 +159,13 @@ def register_export(folder: Path, source: ModelSource, name: str, alias: str | N
         tags = {"nar.role": "export", PARENT_TAG: source.run_id}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"export {name}", tags=tags):
             info = mlflow.onnx.log_model(
-                onnx.load(str(folder / ONNX_FILE)), name="model", registered_model_name=name, signature=signature,
+                onnx.load(str(folder / ONNX_FILE)),
+                name="model",
+                registered_model_name=name,
+                signature=signature,
                 extra_files=[str(p) for p in sorted(folder.iterdir()) if p.name != ONNX_FILE],
-                metadata={"preprocessing": preprocessing}, pip_requirements=["onnxruntime", "onnx"],
+                metadata={"preprocessing": preprocessing},
+                pip_requirements=["onnxruntime", "onnx"],
             )
         version = int(info.registered_model_version)
         if alias:
@@ -181,8 +189,8 @@ def export_command(
     alias: Annotated[str | None, typer.Option(help="registry alias for the new version, e.g. champion")] = None,
 ) -> None:
     """Export a trained network: safetensors + spec, TorchScript, ONNX, preprocessing and a WSInfer config."""
-    from lightning_modules.slide_prediction import training_preprocessing
-    from models.export import export_model
+    from nar_search.lightning_modules.slide_prediction import training_preprocessing
+    from nar_search.models.export import export_model
 
     if alias and not register:
         raise typer.BadParameter("an alias needs --register NAME", param_hint="--alias")
@@ -194,7 +202,9 @@ def export_command(
     console.print(f"exported {source.describe()} ({spec.model_name}, {spec.input_size} px) to [bold]{folder}[/]: formats agree within 1e-4")
     if register:
         version = register_export(folder, source, register, alias)
-        console.print(f"registered as [bold]{register}[/] version {version}" + (f", alias {alias}: models:/{register}@{alias}" if alias else ""))
+        console.print(
+            f"registered as [bold]{register}[/] version {version}" + (f", alias {alias}: models:/{register}@{alias}" if alias else "")
+        )
 
 
 def predict_command(
@@ -208,16 +218,20 @@ def predict_command(
     engine: Annotated[
         str, typer.Option(help="auto (onnx on a CPU, torch on a GPU), torch, onnx, or onnx-int8 (INT8, calibrated on each slide)")
     ] = "auto",
-    calibration: Annotated[Path | None, typer.Option(help="folder of tissue patches to calibrate onnx-int8 on, instead of each slide")] = None,
-    shard: Annotated[str | None, typer.Option(help="map part K of N (from 1) of the sorted slides, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="folder of tissue patches to calibrate onnx-int8 on, instead of each slide")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="map part K of N (from 1) of the sorted slides, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="map slides again that --out holds maps of, replacing only these maps' files")] = False,
 ) -> None:
     """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide,
     and a table of every slide. Slides this model has mapped in --out are skipped."""
     from openslide import OpenSlideError
 
-    from data.sources import PATCH_UM
-    from lightning_modules.slide_prediction import (
+    from nar_search.data.sources import PATCH_UM
+    from nar_search.lightning_modules.slide_prediction import (
         INT8_AGREEMENT,
         INT8_CACHE,
         RunTable,
@@ -228,7 +242,7 @@ def predict_command(
         prepare_output,
         write_outputs,
     )
-    from models.export import load_export
+    from nar_search.models.export import load_export
 
     if mpp is not None and not 0 < mpp <= PATCH_UM:
         raise DataError(
@@ -241,7 +255,9 @@ def predict_command(
     made = not out.exists()
     prepare_output(out, overwrite)
     try:
-        predictor = SlidePredictor(load_export(model), batch_size, workers, device, engine=engine, calibration=calibration, cache=out / INT8_CACHE)
+        predictor = SlidePredictor(
+            load_export(model), batch_size, workers, device, engine=engine, calibration=calibration, cache=out / INT8_CACHE
+        )
     except BaseException:
         if made:
             out.rmdir()  # a refused model leaves no --out behind; rmdir: only while it is still empty
@@ -274,7 +290,9 @@ def predict_command(
             console.print(
                 f"[bold yellow]warning:[/] {path.name}: INT8 makes the same call as float32 for only {prediction.int8['agreement']:.1%} "
                 f"of {prediction.int8['calibration_patches']} calibration patches (below {INT8_AGREEMENT:.0%}): "
-                "use --engine onnx for float32 maps", highlight=False, soft_wrap=True,
+                "use --engine onnx for float32 maps",
+                highlight=False,
+                soft_wrap=True,
             )
     mapped = len(plan.to_map) - len(failed)
     console.print(f"{mapped} mapped, {len(plan.skipped)} skipped, {len(failed)} failed of {len(paths)} slides: {table.path}")

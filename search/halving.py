@@ -17,8 +17,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 if TYPE_CHECKING:  # Lightning loads with the trainings, not with every reader of a study
-    from lightning_modules.rungs import Rungs
-    from search.tracking import Tracker
+    from nar_search.lightning_modules.rungs import Rungs
+    from nar_search.search.tracking import Tracker
 
 RUNGS_ATTR = "rungs"  # [{"epochs", "val_auc", "promoted"}, ...] in the order reached
 STOPPED_ATTR = "stopped_at_rung"  # epochs trained by a candidate that a rung stopped
@@ -41,8 +41,9 @@ class RungResult:
     gflops: float
 
     def dominates(self, other: RungResult) -> bool:
-        return (self.val_auc >= other.val_auc and self.gflops <= other.gflops
-                and (self.val_auc > other.val_auc or self.gflops < other.gflops))
+        return (
+            self.val_auc >= other.val_auc and self.gflops <= other.gflops and (self.val_auc > other.val_auc or self.gflops < other.gflops)
+        )
 
 
 def _fronts(results: list[RungResult]) -> list[list[RungResult]]:
@@ -124,7 +125,7 @@ class RungJudge:
 
 
 def rungs_callback(study: optuna.Study, trial: optuna.Trial, tracker: Tracker, epochs: int, factor: int, rungs: int) -> Rungs:
-    from lightning_modules.rungs import Rungs
+    from nar_search.lightning_modules.rungs import Rungs
 
     return Rungs(rung_epochs(epochs, factor, rungs), RungJudge(study, trial, tracker, factor))
 

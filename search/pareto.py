@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.halving import STOPPED_ATTR, RungResult
+from nar_search.search.halving import STOPPED_ATTR, RungResult
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class TrialRow:
     baseline: bool
     pareto: bool
     stopped_at_rung: int | None = None  # epochs, for a candidate that successive halving stopped
-
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,12 +76,22 @@ def baseline(study: optuna.Study) -> FrozenTrial | None:
 def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True) -> TrialRow:
     attrs = trial.user_attrs
     return TrialRow(
-        trial=trial.number, method=attrs["method"], alpha=attrs.get("alpha"), beta=attrs.get("beta"),
-        gamma=attrs.get("gamma"), phi=attrs.get("phi"), flops_target=attrs.get("flops_target"),
-        input_size=attrs["input_size"], gflops=attrs["gflops"],
+        trial=trial.number,
+        method=attrs["method"],
+        alpha=attrs.get("alpha"),
+        beta=attrs.get("beta"),
+        gamma=attrs.get("gamma"),
+        phi=attrs.get("phi"),
+        flops_target=attrs.get("flops_target"),
+        input_size=attrs["input_size"],
+        gflops=attrs["gflops"],
         reduction=(baseline_gflops / attrs["gflops"]) if baseline_gflops else float("nan"),
-        val_auc=attrs["val_auc"], test_auc=attrs["test_auc"], mlflow_run_id=attrs.get("mlflow_run_id", ""),
-        baseline=bool(attrs.get("baseline")), pareto=on_front, stopped_at_rung=attrs.get(STOPPED_ATTR),
+        val_auc=attrs["val_auc"],
+        test_auc=attrs["test_auc"],
+        mlflow_run_id=attrs.get("mlflow_run_id", ""),
+        baseline=bool(attrs.get("baseline")),
+        pareto=on_front,
+        stopped_at_rung=attrs.get(STOPPED_ATTR),
     )
 
 

@@ -12,11 +12,11 @@ from html import escape
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import to_hex  # noqa: E402
-from matplotlib.ticker import LogLocator, MaxNLocator  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_hex
+from matplotlib.ticker import LogLocator, MaxNLocator
+from sklearn.metrics import roc_auc_score, roc_curve
 
 BASELINE_NAME = "baseline (ϕ = 0)"
 STOPPED_NAME = "stopped at a rung (its AUC there)"
@@ -68,16 +68,24 @@ def pareto_png(points: list[dict], front: list[dict], title: str) -> bytes:
     for method, group in _by_method(finished).items():
         axes.scatter([p["gflops"] for p in group], [p["val_auc"] for p in group], c=colours[method], label=method.upper(), alpha=0.75)
     if stopped:
-        axes.scatter([p["gflops"] for p in stopped], [p["val_auc"] for p in stopped], facecolors="none",
-                     edgecolors=STOPPED_COLOUR, label=STOPPED_NAME, alpha=0.75)
+        axes.scatter(
+            [p["gflops"] for p in stopped],
+            [p["val_auc"] for p in stopped],
+            facecolors="none",
+            edgecolors=STOPPED_COLOUR,
+            label=STOPPED_NAME,
+            alpha=0.75,
+        )
     if front:
         axes.step([p["gflops"] for p in front], [p["val_auc"] for p in front], where="post", c="black", lw=1.2, label="Pareto front")
     for point in points:
         if point["baseline"]:
-            axes.scatter([point["gflops"]], [point["val_auc"]], marker="*", s=220, c="gold", edgecolors="black", zorder=5,
-                         label=BASELINE_NAME)
-        axes.annotate(str(point["trial"]), (point["gflops"], point["val_auc"]), xytext=(4, 4), textcoords="offset points",
-                      fontsize="x-small")
+            axes.scatter(
+                [point["gflops"]], [point["val_auc"]], marker="*", s=220, c="gold", edgecolors="black", zorder=5, label=BASELINE_NAME
+            )
+        axes.annotate(
+            str(point["trial"]), (point["gflops"], point["val_auc"]), xytext=(4, 4), textcoords="offset points", fontsize="x-small"
+        )
     axes.set(xscale="log", xlabel="GFLOPs per patch (log)", ylabel="val AUC", title=title)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")
@@ -140,16 +148,19 @@ def _latency(point: dict) -> str | None:
 def _details(point: dict) -> str:
     """What hovering over a point tells, one fact a line."""
     standing = (
-        f"stopped at the {point['stopped_at_rung']}-epoch rung (its val AUC there)" if point.get("stopped_at_rung")
+        f"stopped at the {point['stopped_at_rung']}-epoch rung (its val AUC there)"
+        if point.get("stopped_at_rung")
         else ("baseline, " if point["baseline"] else "") + ("on the Pareto front" if point["pareto"] else "dominated")
     )
-    return "\n".join([
-        f"trial {point['trial']} · {point['label']}",
-        standing,
-        f"input {point['input_size']} px · {point['gflops']:.4g} GFLOPs · {_latency(point) or 'latency not recorded'}",
-        f"val AUC {_plus_minus(point['val_auc'], point['val_auc_std'])}",
-        f"test AUC {_plus_minus(point['test_auc'], point['test_auc_std'])}",
-    ])
+    return "\n".join(
+        [
+            f"trial {point['trial']} · {point['label']}",
+            standing,
+            f"input {point['input_size']} px · {point['gflops']:.4g} GFLOPs · {_latency(point) or 'latency not recorded'}",
+            f"val AUC {_plus_minus(point['val_auc'], point['val_auc_std'])}",
+            f"test AUC {_plus_minus(point['test_auc'], point['test_auc_std'])}",
+        ]
+    )
 
 
 def _kind(point: dict) -> str:
@@ -158,8 +169,7 @@ def _kind(point: dict) -> str:
 
 def _star(x: float, y: float, radius: float) -> str:
     corners = [
-        (x + r * math.sin(k * math.pi / 5), y - r * math.cos(k * math.pi / 5))
-        for k, r in zip(range(10), [radius, radius * 0.45] * 5)
+        (x + r * math.sin(k * math.pi / 5), y - r * math.cos(k * math.pi / 5)) for k, r in zip(range(10), [radius, radius * 0.45] * 5)
     ]
     return " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in corners)
 
@@ -201,14 +211,19 @@ def _axes_svg(frame: _Frame) -> list[str]:
     parts = [f'<rect class="area" x="{frame.left}" y="{frame.top}" width="{width}" height="{height}"/>']
     for tick in frame.gflops_ticks():
         x = frame.x(tick)
-        parts += [f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top}" y2="{frame.bottom}"/>',
-                  f'<text class="tick" x="{x:.1f}" y="{frame.bottom + 16}" text-anchor="middle">{tick:.3g}</text>']
+        parts += [
+            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top}" y2="{frame.bottom}"/>',
+            f'<text class="tick" x="{x:.1f}" y="{frame.bottom + 16}" text-anchor="middle">{tick:.3g}</text>',
+        ]
     for tick in frame.auc_ticks():
         y = frame.y(tick)
-        parts += [f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{y:.1f}" y2="{y:.1f}"/>',
-                  f'<text class="tick" x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.3g}</text>']
+        parts += [
+            f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{y:.1f}" y2="{y:.1f}"/>',
+            f'<text class="tick" x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.3g}</text>',
+        ]
     centre, middle = (frame.left + frame.right) / 2, (frame.top + frame.bottom) / 2
-    return parts + [
+    return [
+        *parts,
         f'<text class="axis" x="{centre}" y="{frame.bottom + 40}" text-anchor="middle">GFLOPs per patch (log)</text>',
         f'<text class="axis" x="18" y="{middle}" text-anchor="middle" transform="rotate(-90 18 {middle})">val AUC</text>',
     ]
@@ -295,14 +310,16 @@ def pareto_html(points: list[dict], front: list[dict], title: str) -> str:
         *_legend_svg(points, front, colours, x=frame.right + 24, y=frame.top + 10),
         "</svg>",
     ]
-    return "\n".join([
-        "<!DOCTYPE html>",
-        f'<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{_STYLE}</style></head><body>',
-        *svg,
-        '<div id="tip" hidden></div>',
-        f"<script>{_SCRIPT}</script>",
-        "</body></html>",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            f'<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{_STYLE}</style></head><body>',
+            *svg,
+            '<div id="tip" hidden></div>',
+            f"<script>{_SCRIPT}</script>",
+            "</body></html>",
+        ]
+    )
 
 
 def _markdown(text: str) -> str:

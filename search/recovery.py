@@ -18,7 +18,7 @@ import optuna
 from mlflow.entities import RunStatus
 from optuna.trial import FrozenTrial, TrialState
 
-from search.tracking import Tracker
+from nar_search.search.tracking import Tracker
 
 OWNER_ATTR = "worker"
 RETRY_ATTR = "retry_of"
@@ -64,7 +64,8 @@ def awaiting_retry(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
     if trial.state == TrialState.RUNNING:
         return worker_gone(trial)
     return (
-        trial.state == TrialState.FAIL and FAILURE_ATTR in trial.user_attrs
+        trial.state == TrialState.FAIL
+        and FAILURE_ATTR in trial.user_attrs
         and not any(t.user_attrs.get(RETRY_ATTR) == trial.number for t in trials)
     )
 

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from models.errors import ModelError
-from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from models.spec import ArchSpec
-from search.console import console
-from search.methods import METHODS, ReductionOptions, get_method, method_help
+from nar_search.models.errors import ModelError
+from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from nar_search.models.spec import ArchSpec
+from nar_search.search.console import console
+from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
 
 
 def parse_phis(text: str) -> list[float]:
@@ -25,7 +25,7 @@ def parse_phis(text: str) -> list[float]:
             start, stop, step = parts if len(parts) == 3 else (*parts, 1.0)
             if step <= 0 or stop < start:
                 raise ValueError
-            count = int(round((stop - start) / step)) + 1
+            count = round((stop - start) / step) + 1
             return [round(start + i * step, 10) for i in range(count)]
         return [float(p) for p in text.split(",")]
     except ValueError:
@@ -49,12 +49,14 @@ def reduce_command(
     as_json: Annotated[bool, typer.Option("--json", help="print specs and costs as JSON")] = False,
 ) -> None:
     """Show the reduced architecture and its cost at one ϕ or a sweep of ϕ."""
-    from models.cost import measure_latency, spec_cost
-    from models.registry import original_spec
+    from nar_search.models.cost import measure_latency, spec_cost
+    from nar_search.models.registry import original_spec
 
     strategy = get_method(method)
     if strategy.reduces_in_training:
-        raise ModelError(f"{method} reduces a network while it trains: nothing to show before; try `nar train --method {method} --data PATCHES`")
+        raise ModelError(
+            f"{method} reduces a network while it trains: nothing to show before; try `nar train --method {method} --data PATCHES`"
+        )
     original = original_spec(model, input_size)
     base_cost = spec_cost(original)
     records = []

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from search.methods import METHODS, ReductionMethod, get_method
+from nar_search.search.methods import METHODS, ReductionMethod, get_method
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.config import SearchSpace
+    from nar_search.search.config import SearchSpace
 
 
 def methods(space: SearchSpace) -> list[str]:

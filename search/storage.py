@@ -10,9 +10,9 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.errors import StudyConfigError
-from search.recovery import requeue
-from search.urls import hide_password
+from nar_search.search.errors import StudyConfigError
+from nar_search.search.recovery import requeue
+from nar_search.search.urls import hide_password
 
 JOURNAL_PREFIX = "journal:"
 HEARTBEAT_SECONDS = 30

@@ -13,28 +13,28 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from lightning_modules.distillation import TeacherTargets
-from lightning_modules.errors import TrainingError
-from lightning_modules.rungs import Rungs
-from lightning_modules.training import TrainingConfig
-from models.base_network import BaseNetwork, load_base
-from models.cost import spec_cost
-from models.errors import ModelError
-from models.init_modes import get_init_mode
-from models.reduce import PAPER_COEFFICIENTS, input_reduce
-from models.registry import original_spec
-from models.spec import ArchSpec, Reduction
-from search import pareto, space
-from search.config import StudyConfig, StudyConfigError
-from search.halving import EXPECTED_GFLOPS_ATTR, STOPPED_ATTR, STOPPED_TAG, rungs_callback
-from search.interrupts import Interrupted
-from search.methods import Candidate, ReductionMethod
-from search.plots import pareto_html, pareto_markdown, pareto_png
-from search.recovery import OWNER_ATTR, RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
-from search.storage import check_parallel, open_storage
-from search.tracking import Tracker, run_link
-from search.urls import hide_password
-from search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
+from nar_search.lightning_modules.distillation import TeacherTargets
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.rungs import Rungs
+from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.models.base_network import BaseNetwork, load_base
+from nar_search.models.cost import spec_cost
+from nar_search.models.errors import ModelError
+from nar_search.models.init_modes import get_init_mode
+from nar_search.models.reduce import PAPER_COEFFICIENTS, input_reduce
+from nar_search.models.registry import original_spec
+from nar_search.models.spec import ArchSpec, Reduction
+from nar_search.search import pareto, space
+from nar_search.search.config import StudyConfig, StudyConfigError
+from nar_search.search.halving import EXPECTED_GFLOPS_ATTR, STOPPED_ATTR, STOPPED_TAG, rungs_callback
+from nar_search.search.interrupts import Interrupted
+from nar_search.search.methods import Candidate, ReductionMethod
+from nar_search.search.plots import pareto_html, pareto_markdown, pareto_png
+from nar_search.search.recovery import OWNER_ATTR, RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
+from nar_search.search.storage import check_parallel, open_storage
+from nar_search.search.tracking import Tracker, run_link
+from nar_search.search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
+from nar_search.search.urls import hide_password
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 PARETO_ATTR = "pareto_trials"
@@ -77,7 +77,11 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     # Parallel workers (each runs with workers = 1): a running trial counts as a poor result, so they spread out.
     return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True,
+        seed=seed,
+        n_startup_trials=startup,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
     )
 
 
@@ -116,11 +120,15 @@ def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.S
     check_largest_phi(config, original_network(config, base))
     directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     study = optuna.create_study(
-        study_name=config.name, storage=open_storage(config.storage_url), sampler=make_sampler(config),
-        pruner=make_pruner(config), directions=directions, load_if_exists=True,
+        study_name=config.name,
+        storage=open_storage(config.storage_url),
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        directions=directions,
+        load_if_exists=True,
     )
     if study.metric_names is None:  # new, or made before its objectives were named
-        study.set_metric_names(list(OBJECTIVE_NAMES[:len(directions)]))
+        study.set_metric_names(list(OBJECTIVE_NAMES[: len(directions)]))
     if not study.trials:
         study.enqueue_trial(space.baseline_params(config.search), user_attrs={"baseline": True})
         study.set_user_attr("config", config.masked())
@@ -160,11 +168,18 @@ class StudyRunner:
             experiment = self.tracker.experiment_id(self.config.name)
             run = self.tracker.client.create_run(experiment, run_name=f"study {self.config.name}", tags={"nar.role": "study"})
             run_id = run.info.run_id
-            self.tracker.log_params(run_id, {
-                "model": self.config.model, "space": self.config.search.space, "sampler": self.config.sampler,
-                "objective": self.config.objective, "n_trials": self.config.n_trials,
-                "storage": hide_password(self.config.storage_url), "methods": space.methods(self.config.search),
-            })
+            self.tracker.log_params(
+                run_id,
+                {
+                    "model": self.config.model,
+                    "space": self.config.search.space,
+                    "sampler": self.config.sampler,
+                    "objective": self.config.objective,
+                    "n_trials": self.config.n_trials,
+                    "storage": hide_password(self.config.storage_url),
+                    "methods": space.methods(self.config.search),
+                },
+            )
             self.tracker.log_files(run_id, {"study_config.json": json.dumps(self.config.masked(), indent=2)})
             self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
         return run_id
@@ -197,7 +212,9 @@ class StudyRunner:
         run_name = trial_run_name(trial.number, method.label(candidate))
         run_dir = Path("runs") / self.config.name / f"trial-{trial.number}"
         record = {
-            "parent_run_id": self.parent_run_id, "tags": self._tags(trial, method.name), "progress": self.progress,
+            "parent_run_id": self.parent_run_id,
+            "tags": self._tags(trial, method.name),
+            "progress": self.progress,
             "on_run_created": lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         }
         data, config = DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config()
@@ -206,9 +223,18 @@ class StudyRunner:
         else:
             base = self._await_base(trial) if _needs_base(config) else None
             outcome = train_and_record(
-                self.tracker, self.config.name, run_name, training.spec, data, config, run_dir,
-                callbacks=[*self._pruning_callbacks(trial), *rungs, *training.callbacks], finalize=training.finalize,
-                base=base, teacher=self._teacher_of(base, config), **record,
+                self.tracker,
+                self.config.name,
+                run_name,
+                training.spec,
+                data,
+                config,
+                run_dir,
+                callbacks=[*self._pruning_callbacks(trial), *rungs, *training.callbacks],
+                finalize=training.finalize,
+                base=base,
+                teacher=self._teacher_of(base, config),
+                **record,
             )
         trial.set_user_attr("spec", outcome.spec.to_dict())
         for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "latency_ms", "seconds", "epochs"):
@@ -327,13 +353,11 @@ class StudyRunner:
         (living) worker still trains it, this trial waits rather than train the same network twice."""
         while True:
             twins = [
-                other for other in self.study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING))
+                other
+                for other in self.study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING))
                 if other.number != number and other.user_attrs.get("architecture") == key
             ]
-            trained = [
-                t for t in twins
-                if (t.state == TrialState.COMPLETE and "gflops" in t.user_attrs) or STOPPED_ATTR in t.user_attrs
-            ]
+            trained = [t for t in twins if (t.state == TrialState.COMPLETE and "gflops" in t.user_attrs) or STOPPED_ATTR in t.user_attrs]
             if trained:
                 return trained[0]
             if not any(t.state == TrialState.RUNNING and t.number < number and not worker_gone(t) for t in twins):
@@ -349,7 +373,8 @@ class StudyRunner:
         trial.set_user_attr("latency_ms", attrs.get("latency_ms"))  # absent from twins trained before it was kept
         trial.set_user_attr("reused_from", twin.number)
         tags = self._tags(trial, trial.user_attrs["method"]) | {
-            "reused_from_trial": str(twin.number), "reused_run_id": attrs["mlflow_run_id"],
+            "reused_from_trial": str(twin.number),
+            "reused_run_id": attrs["mlflow_run_id"],
         }
         run_name = trial_run_name(trial.number, trial.user_attrs[LABEL_ATTR])
         with self.tracker.run(self.config.name, run_name, tags, self.parent_run_id) as run_id:
@@ -379,18 +404,27 @@ class StudyRunner:
         points = [_point(row, trials[row.trial], experiment_id) for row in pareto.pareto_rows(study, every_trial=True)]
         front = [point for point in points if point["pareto"]]
         title = f"{self.config.name}: val AUC vs GFLOPs ({len(points)} trained)"
-        self.tracker.log_files(self.parent_run_id, {
-            "pareto.json": json.dumps(front, indent=2),
-            "trials.json": json.dumps(points, indent=2),
-            "pareto.png": pareto_png(points, front, title),
-            "pareto.html": pareto_html(points, front, title),
-        })
+        self.tracker.log_files(
+            self.parent_run_id,
+            {
+                "pareto.json": json.dumps(front, indent=2),
+                "trials.json": json.dumps(points, indent=2),
+                "pareto.png": pareto_png(points, front, title),
+                "pareto.html": pareto_html(points, front, title),
+            },
+        )
         self.tracker.describe_experiment(self.config.name, pareto_markdown(front, title, run_link(experiment_id, self.parent_run_id)))
         states = [t.state for t in trials]
-        self.tracker.log_metrics(self.parent_run_id, {
-            "trials_complete": states.count(TrialState.COMPLETE), "trials_pruned": states.count(TrialState.PRUNED),
-            "trials_failed": states.count(TrialState.FAIL), "pareto_size": len(front),
-        }, step=len(states))
+        self.tracker.log_metrics(
+            self.parent_run_id,
+            {
+                "trials_complete": states.count(TrialState.COMPLETE),
+                "trials_pruned": states.count(TrialState.PRUNED),
+                "trials_failed": states.count(TrialState.FAIL),
+                "pareto_size": len(front),
+            },
+            step=len(states),
+        )
 
     def optimize(self, callbacks: list = ()) -> None:
         """Runs trials until the study holds its number of finished trials and no retry waits."""
@@ -400,7 +434,9 @@ class StudyRunner:
         if remaining <= 0:
             return
         self.study.optimize(
-            self.run_trial, n_trials=remaining, catch=(Exception,),
+            self.run_trial,
+            n_trials=remaining,
+            catch=(Exception,),
             callbacks=[MaxTrialsCallback(self.config.n_trials, states=COUNTED_STATES), self.refresh, *callbacks],
         )
 
@@ -410,6 +446,8 @@ def _point(row: pareto.TrialRow, trial: FrozenTrial, experiment_id: str) -> dict
     attrs = trial.user_attrs
     return row.as_dict() | {
         "label": attrs.get(LABEL_ATTR, row.method),  # trials recorded before labels were kept: their method
-        "val_auc_std": attrs.get("val_auc_std"), "test_auc_std": attrs.get("test_auc_std"),
-        "latency_ms": attrs.get("latency_ms"), "run_link": run_link(experiment_id, row.mlflow_run_id),
+        "val_auc_std": attrs.get("val_auc_std"),
+        "test_auc_std": attrs.get("test_auc_std"),
+        "latency_ms": attrs.get("latency_ms"),
+        "run_link": run_link(experiment_id, row.mlflow_run_id),
     }

@@ -18,18 +18,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.console import console
-from search.errors import StudyConfigError
-from search.interrupts import Interrupted, exit_code, interruptible
-from search.urls import hide_password, without_password
+from nar_search.search.console import console
+from nar_search.search.errors import StudyConfigError
+from nar_search.search.interrupts import Interrupted, exit_code, interruptible
+from nar_search.search.urls import hide_password, without_password
 
 if TYPE_CHECKING:
     import optuna
 
-    from search import pareto
-    from search.config import StudyConfig
-    from search.recovery import Recovery
-    from search.study import StudyRunner
+    from nar_search.search import pareto
+    from nar_search.search.config import StudyConfig
+    from nar_search.search.recovery import Recovery
+    from nar_search.search.study import StudyRunner
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
@@ -37,29 +37,55 @@ ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see co
 
 
 def _config(
-    path: Path | None, name: str | None = None, model: str | None = None, data: Path | None = None,
-    trials: int | None = None, sampler: str | None = None, space_: str | None = None, storage: str | None = None,
-    tracking_uri: str | None = None, workers: int | None = None, epochs: int | None = None, input_size: int | None = None,
+    path: Path | None,
+    name: str | None = None,
+    model: str | None = None,
+    data: Path | None = None,
+    trials: int | None = None,
+    sampler: str | None = None,
+    space_: str | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    workers: int | None = None,
+    epochs: int | None = None,
+    input_size: int | None = None,
 ) -> StudyConfig:
-    from search.config import load_study_config
+    from nar_search.search.config import load_study_config
 
-    config = load_study_config(path, {
-        "name": name, "model": model, "data.source": str(data) if data else None, "n_trials": trials,
-        "sampler": sampler, "search.space": space_, "storage": storage, "tracking_uri": tracking_uri,
-        "workers": workers, "training.epochs": epochs, "input_size": input_size,
-    })
+    config = load_study_config(
+        path,
+        {
+            "name": name,
+            "model": model,
+            "data.source": str(data) if data else None,
+            "n_trials": trials,
+            "sampler": sampler,
+            "search.space": space_,
+            "storage": storage,
+            "tracking_uri": tracking_uri,
+            "workers": workers,
+            "training.epochs": epochs,
+            "input_size": input_size,
+        },
+    )
     if not config.data.source.exists():
         raise StudyConfigError(f"data source {config.data.source} not found: make it with `nar data synth-patches` or fix data.source")
     return config
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[last]}"), console=console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=console,
+    )
 
 
 def _counted(study: optuna.Study) -> int:
-    from search.study import COUNTED_STATES
+    from nar_search.search.study import COUNTED_STATES
 
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
@@ -91,9 +117,9 @@ def run_command(
     input_size: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
-    from search.recovery import recover, unresolved_failures
-    from search.study import StudyRunner, given_base, open_study
-    from search.tracking import Tracker
+    from nar_search.search.recovery import recover, unresolved_failures
+    from nar_search.search.study import StudyRunner, given_base, open_study
+    from nar_search.search.tracking import Tracker
 
     quiet_optuna()
     config = _config(config_file, name, model, data, trials, sampler, space_, storage, tracking_uri, workers, epochs, input_size)
@@ -115,14 +141,18 @@ def run_command(
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
         runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
-        console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the running trials are marked failed and their "
-                      "MLflow runs KILLED; run the same command to resume")
+        console.print(
+            f"[yellow]interrupted[/] ({signal_name(stop)}): the running trials are marked failed and their "
+            "MLflow runs KILLED; run the same command to resume"
+        )
         raise typer.Exit(exit_code(stop)) from None
     runner.publish(study)
     if failures := unresolved_failures(study):
         runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
-        console.print(f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): their MLflow runs say why "
-                      "(tag failure_reason); run the same command to retry them")
+        console.print(
+            f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): their MLflow runs say why "
+            "(tag failure_reason); run the same command to retry them"
+        )
         raise typer.Exit(1)
     runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
     _print_front(study, config.name)
@@ -144,7 +174,7 @@ def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
     the trial of a worker that dies, and runs what no worker is left to run."""
     import yaml
 
-    from search.recovery import RECOVERY_SECONDS, recover
+    from nar_search.search.recovery import RECOVERY_SECONDS, recover
 
     study = runner.study
     settings, files = json.loads(config.model_dump_json()), []
@@ -160,8 +190,11 @@ def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
     logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
     logs[0].parent.mkdir(parents=True, exist_ok=True)
     processes = [
-        subprocess.Popen([sys.executable, "-m", "search.cli", "study", "worker", str(file), "--no-recover"],
-                         stdout=log.open("w"), stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, "-m", "nar_search.search.cli", "study", "worker", str(file), "--no-recover"],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         for file, log in zip(files, logs)
     ]
     ended: set[int] = set()
@@ -208,12 +241,14 @@ def worker_command(
     config_file: ConfigFile = None,
     storage: Annotated[str | None, typer.Option(help="the study's storage URL (journal or PostgreSQL)")] = None,
     tracking_uri: Annotated[str | None, typer.Option()] = None,
-    recover_: Annotated[bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")] = True,
+    recover_: Annotated[
+        bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")
+    ] = True,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done."""
-    from search.recovery import recover
-    from search.study import StudyRunner, given_base, open_study
-    from search.tracking import Tracker
+    from nar_search.search.recovery import recover
+    from nar_search.search.study import StudyRunner, given_base, open_study
+    from nar_search.search.tracking import Tracker
 
     quiet_optuna()
     config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
@@ -242,7 +277,7 @@ def quiet_optuna() -> None:
 def locate_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, str, str]:
     """The study's config (from its YAML file, if given), name and storage URL."""
     if config_file is not None:
-        from search.config import (
+        from nar_search.search.config import (
             load_study_config,  # here: a study named by --name needs no Lightning
         )
 
@@ -263,7 +298,7 @@ def open_named_study(name: str, storage: optuna.storages.BaseStorage, url: str, 
 
 
 def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
-    from search.storage import open_storage
+    from nar_search.search.storage import open_storage
 
     quiet_optuna()
     config, name, url = locate_study(config_file, name, storage)
@@ -273,7 +308,7 @@ def load_study(config_file: Path | None, name: str | None, storage: str | None) 
 def study_tracking_uri(config: StudyConfig | None, study: optuna.Study) -> str:
     """Where the study's runs are tracked: as its file says, else as the study recorded it
     (there with its password masked, so left out), else the local MLflow store."""
-    from search.tracking import default_tracking_uri
+    from nar_search.search.tracking import default_tracking_uri
 
     if config is not None:
         return config.tracking_uri or default_tracking_uri()
@@ -281,12 +316,18 @@ def study_tracking_uri(config: StudyConfig | None, study: optuna.Study) -> str:
     return without_password(recorded) if recorded else default_tracking_uri()
 
 
-def _naming(config_file: Path | None, name: str | None = None, storage: str | None = None,
-            tracking_uri: str | None = None, name_flag: str = "--name") -> list[str]:
+def _naming(
+    config_file: Path | None,
+    name: str | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    name_flag: str = "--name",
+) -> list[str]:
     """The arguments that name a study (and its tracking URI) as the user named them, for a
     command printed as a hint; passwords left out."""
     return (
-        ([str(config_file)] if config_file else []) + ([name_flag, name] if name else [])
+        ([str(config_file)] if config_file else [])
+        + ([name_flag, name] if name else [])
         + (["--storage", without_password(storage)] if storage else [])
         + (["--tracking-uri", without_password(tracking_uri)] if tracking_uri else [])
     )
@@ -311,8 +352,8 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
     """Trials done, running, failed, pruned; the best so far."""
     from optuna.trial import TrialState
 
-    from search import halving, pareto
-    from search.recovery import worker_gone
+    from nar_search.search import halving, pareto
+    from nar_search.search.recovery import worker_gone
 
     _, study = load_study(config_file, name, storage)
     states = [t.state for t in study.trials]
@@ -347,7 +388,7 @@ def _off_front(row: pareto.TrialRow) -> str:
 
 
 def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> None:
-    from search import pareto
+    from nar_search.search import pareto
 
     title = f"{'Trials' if every_trial else 'Pareto front'} of {name}: val AUC vs GFLOPs"
     table = Table(title=title)
@@ -357,23 +398,32 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
         coefficients = "/".join(f"{v:.3g}" for v in (row.alpha, row.beta, row.gamma)) if row.alpha else "–"
         knob = f"ε {row.flops_target:g}" if row.flops_target is not None else _fmt(row.phi, 2)
         table.add_row(
-            f"{row.trial}{'*' if row.baseline else ''}{_off_front(row) if every_trial else ''}", row.method, coefficients, knob,
+            f"{row.trial}{'*' if row.baseline else ''}{_off_front(row) if every_trial else ''}",
+            row.method,
+            coefficients,
+            knob,
             str(row.input_size),
-            _fmt(row.gflops), f"{row.reduction:.2f}×", _fmt(row.val_auc, 4), _fmt(row.test_auc, 4),
+            _fmt(row.gflops),
+            f"{row.reduction:.2f}×",
+            _fmt(row.val_auc, 4),
+            _fmt(row.test_auc, 4),
         )
     table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target" + (
-        "; · not on the front; ‖N stopped at the N-epoch rung (its val AUC there)" if every_trial else "")
+        "; · not on the front; ‖N stopped at the N-epoch rung (its val AUC there)" if every_trial else ""
+    )
     console.print(table)
 
 
 @study_app.command("pareto")
 def pareto_command(
-    config_file: ConfigFile = None, name: Name = None, storage: Storage = None,
+    config_file: ConfigFile = None,
+    name: Name = None,
+    storage: Storage = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the front as JSON")] = False,
     every_trial: Annotated[bool, typer.Option("--all", help="every trained trial, the front marked")] = False,
 ) -> None:
     """The Pareto front: trial, method, α, β, γ, ϕ, input side, GFLOPs, reduction, val and test AUC."""
-    from search import pareto
+    from nar_search.search import pareto
 
     _, study = load_study(config_file, name, storage)
     if as_json:
@@ -384,14 +434,21 @@ def pareto_command(
 
 @study_app.command("select")
 def select_command(
-    config_file: ConfigFile = None, name: Name = None, storage: Storage = None,
+    config_file: ConfigFile = None,
+    name: Name = None,
+    storage: Storage = None,
     max_auc_drop: Annotated[float, typer.Option(min=0, help="largest val AUC loss against the baseline")] = 0.005,
-    as_json: Annotated[bool, typer.Option("--json", help="print it as JSON, with its study, storage and tracking URI: "
-                                          "what `nar export --selection` reads (passwords left out)")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="print it as JSON, with its study, storage and tracking URI: what `nar export --selection` reads (passwords left out)",
+        ),
+    ] = False,
 ) -> None:
     """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
-    from search import pareto
-    from search.storage import open_storage
+    from nar_search.search import pareto
+    from nar_search.search.storage import open_storage
 
     quiet_optuna()
     config, study_name, url = locate_study(config_file, name, storage)

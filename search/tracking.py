@@ -13,7 +13,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from search.interrupts import Interrupted
+from nar_search.search.interrupts import Interrupted
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
@@ -76,7 +76,11 @@ class Tracker:
 
     @contextmanager
     def run(
-        self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+        self,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
     ) -> Iterator[str]:
         """A new run, ended FINISHED, FAILED (reason in tag `failure_reason`) or KILLED."""
         run_tags = dict(tags or {})
@@ -99,7 +103,7 @@ class Tracker:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         self.log_metric_series(run_id, [(name, float(value), step) for name, value in metrics.items()])
@@ -107,7 +111,7 @@ class Tracker:
     def log_metric_series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
         items = [Metric(name, value, 0, step) for name, value, step in points]
         for start in range(0, len(items), _BATCH):
-            self.client.log_batch(run_id, metrics=items[start:start + _BATCH])
+            self.client.log_batch(run_id, metrics=items[start : start + _BATCH])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

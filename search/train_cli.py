@@ -9,14 +9,14 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from lightning_modules.distill_settings import DistillSettings
-from lightning_modules.errors import TrainingError
-from models.errors import ModelError
-from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from search.console import console
-from search.methods import METHODS, ReductionOptions, get_method, method_help
-from search.reduce_cli import parse_phis
-from search.urls import hide_password
+from nar_search.lightning_modules.distill_settings import DistillSettings
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.models.errors import ModelError
+from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from nar_search.search.console import console
+from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
+from nar_search.search.reduce_cli import parse_phis
+from nar_search.search.urls import hide_password
 
 # px: 10x the side of a 50 µm patch at 20x (100 px); beyond it one batch alone outgrows memory.
 MAX_INPUT_SIDE = 1024
@@ -49,9 +49,16 @@ def train_command(
     precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = "32-true",
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
     mpp: Annotated[float | None, typer.Option(help="µm/px for slides without MPP")] = None,
-    base: Annotated[Path | None, typer.Option(help="the trained original (ϕ = 0) network: a folder of `nar train`/`nar export`, or its weights (.safetensors, .pt)")] = None,
-    init: Annotated[str | None, typer.Option(help="scratch or inherit (the base's kept blocks and channels); default: inherit with --base")] = None,
-    distill_weight: Annotated[float | None, typer.Option(min=0, max=1, help="share of the loss learnt from the base as teacher; default: 0.5 with --base, else 0")] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(help="the trained original (ϕ = 0) network: a folder of `nar train`/`nar export`, or its weights (.safetensors, .pt)"),
+    ] = None,
+    init: Annotated[
+        str | None, typer.Option(help="scratch or inherit (the base's kept blocks and channels); default: inherit with --base")
+    ] = None,
+    distill_weight: Annotated[
+        float | None, typer.Option(min=0, max=1, help="share of the loss learnt from the base as teacher; default: 0.5 with --base, else 0")
+    ] = None,
     distill_temperature: Annotated[float, typer.Option(min=0.01, help="softmax temperature of distillation")] = DistillSettings.temperature,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the local store under mlflow/)")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "nar-train",
@@ -60,12 +67,12 @@ def train_command(
     """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
     import torch
 
-    from lightning_modules.training import TrainingConfig
-    from models.base_network import load_base
-    from models.init_modes import get_init_mode
-    from models.registry import original_spec
-    from search.tracking import Tracker
-    from search.training_run import DataSettings, train_and_record
+    from nar_search.lightning_modules.training import TrainingConfig
+    from nar_search.models.base_network import load_base
+    from nar_search.models.init_modes import get_init_mode
+    from nar_search.models.registry import original_spec
+    from nar_search.search.tracking import Tracker
+    from nar_search.search.training_run import DataSettings, train_and_record
 
     if input_size is not None and input_size > MAX_INPUT_SIDE:
         raise ModelError(
@@ -79,8 +86,16 @@ def train_command(
     if len(values) != 1:
         raise typer.BadParameter("train takes a single ϕ; run a study to compare several", param_hint="--phi")
     options = ReductionOptions(
-        phi=values[0], alpha=alpha, beta=beta, gamma=gamma, tolerance=tolerance, rounding=rounding,
-        flops_target=flops_target, mask_interval=mask_interval, warmup_epochs=warmup_epochs, max_new=max_new,
+        phi=values[0],
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        tolerance=tolerance,
+        rounding=rounding,
+        flops_target=flops_target,
+        mask_interval=mask_interval,
+        warmup_epochs=warmup_epochs,
+        max_new=max_new,
     )
     if base is None and ((init and get_init_mode(init).needs_base) or distill_weight):
         raise ModelError("--init inherit and --distill-weight learn from a base network: give --base, or leave them out")
@@ -89,8 +104,17 @@ def train_command(
     training = strategy.training(candidate)
     weight = (DistillSettings.weight if given else 0.0) if distill_weight is None else distill_weight
     config = TrainingConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
-        patience=patience or None, seeds=seeds, seed=seed, precision=precision, accelerator=accelerator, num_workers=workers,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        scheduler=scheduler,
+        patience=patience or None,
+        seeds=seeds,
+        seed=seed,
+        precision=precision,
+        accelerator=accelerator,
+        num_workers=workers,
         init=get_init_mode(init or ("inherit" if given else "scratch")).name,
         distill=DistillSettings(weight, distill_temperature) if weight > 0 else None,
     )
@@ -98,8 +122,16 @@ def train_command(
     run_dir = run_dir or Path("runs") / experiment / f"{run_name}-{datetime.now():%Y%m%d-%H%M%S}"
     tracker = Tracker(tracking_uri)
     outcome = train_and_record(
-        tracker, experiment, run_name, training.spec, DataSettings(data, mpp), config, run_dir,
-        callbacks=training.callbacks, base=given, finalize=training.finalize,
+        tracker,
+        experiment,
+        run_name,
+        training.spec,
+        DataSettings(data, mpp),
+        config,
+        run_dir,
+        callbacks=training.callbacks,
+        base=given,
+        finalize=training.finalize,
     )
     spec = outcome.spec
     table = Table(title=f"{run_name} · input {spec.input_size} px", show_header=False)

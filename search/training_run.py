@@ -12,18 +12,18 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from rich.markup import escape
 
-from data.splits import Finding
-from lightning_modules.classifier import PatchClassifier
-from lightning_modules.datamodule import PatchDataModule
-from lightning_modules.distillation import TeacherTargets
-from lightning_modules.training import TrainingConfig, TrainingResult, evaluate_base, train_spec
-from models.base_network import BaseNetwork
-from models.cost import measure_latency, spec_cost
-from models.spec import ArchSpec
-from models.weights import WEIGHTS_FILE, save_network
-from search.console import errors
-from search.plots import roc_png
-from search.tracking import Tracker
+from nar_search.data.splits import Finding
+from nar_search.lightning_modules.classifier import PatchClassifier
+from nar_search.lightning_modules.datamodule import PatchDataModule
+from nar_search.lightning_modules.distillation import TeacherTargets
+from nar_search.lightning_modules.training import TrainingConfig, TrainingResult, evaluate_base, train_spec
+from nar_search.models.base_network import BaseNetwork
+from nar_search.models.cost import measure_latency, spec_cost
+from nar_search.models.spec import ArchSpec
+from nar_search.models.weights import WEIGHTS_FILE, save_network
+from nar_search.search.console import errors
+from nar_search.search.plots import roc_png
+from nar_search.search.tracking import Tracker
 
 DATA_WARNINGS_TAG = "nar.data_warnings"
 
@@ -37,8 +37,14 @@ class DataSettings:
 
     def datamodule(self, input_size: int, config: TrainingConfig) -> PatchDataModule:
         return PatchDataModule(
-            str(self.source), input_size=input_size, batch_size=config.batch_size, num_workers=config.num_workers,
-            seed=config.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction, mpp=self.mpp,
+            str(self.source),
+            input_size=input_size,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            seed=config.seed,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            mpp=self.mpp,
         )
 
 
@@ -97,6 +103,7 @@ def train_and_record(
     pruning, and its conversion to the thinner network that is evaluated and recorded).
     `base` is the trained original network that `config.init` and `config.distill` start
     from and learn from."""
+
     def train(datamodule: PatchDataModule) -> TrainingResult:
         return train_spec(spec, datamodule, config, run_dir, callbacks, base, progress, finalize, teacher)
 
@@ -118,6 +125,7 @@ def evaluate_and_record(
     on_run_created: Callable[[str], None] | None = None,
 ) -> CandidateOutcome:
     """The given base network evaluated, not trained, and recorded as a run like any other."""
+
     def evaluate(datamodule: PatchDataModule) -> TrainingResult:
         return evaluate_base(base, datamodule, config, run_dir, progress)
 
@@ -152,17 +160,34 @@ def _record(
         latency = measure_latency(result.best.classifier.model, trained.input_size, batch_size=8, warmup=1, repeats=3)
         (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
         epochs = sum(run.epochs for run in result.runs)
-        tracker.log_metrics(run_id, {
-            "val_auc": val_auc, "val_auc_std": val_std, "test_auc": test_auc, "test_auc_std": test_std,
-            "gflops": cost.gflops, "params": cost.params, "latency_ms_per_patch": latency.ms_per_patch,
-            "throughput_patches_per_s": latency.throughput, "train_seconds": result.seconds,
-            "epochs_trained": epochs,
-        })
+        tracker.log_metrics(
+            run_id,
+            {
+                "val_auc": val_auc,
+                "val_auc_std": val_std,
+                "test_auc": test_auc,
+                "test_auc_std": test_std,
+                "gflops": cost.gflops,
+                "params": cost.params,
+                "latency_ms_per_patch": latency.ms_per_patch,
+                "throughput_patches_per_s": latency.throughput,
+                "train_seconds": result.seconds,
+                "epochs_trained": epochs,
+            },
+        )
         tracker.log_metric_series(run_id, _curves(result))
         _log_model_artifacts(tracker, run_id, result, run_dir)
     return CandidateOutcome(
-        run_id=run_id, spec=trained, gflops=cost.gflops, params=cost.params, val_auc=val_auc, val_auc_std=val_std,
-        test_auc=test_auc, test_auc_std=test_std, latency_ms=latency.ms_per_patch, seconds=result.seconds,
+        run_id=run_id,
+        spec=trained,
+        gflops=cost.gflops,
+        params=cost.params,
+        val_auc=val_auc,
+        val_auc_std=val_std,
+        test_auc=test_auc,
+        test_auc_std=test_std,
+        latency_ms=latency.ms_per_patch,
+        seconds=result.seconds,
         epochs=epochs,
     )
 
@@ -176,7 +201,8 @@ def _warn_of_data_findings(tracker: Tracker, run_id: str, source: Path, findings
     errors.print(
         f"[bold yellow]warning:[/] {escape(str(source))}: {escape(reasons)}: the AUCs may mislead; "
         f"`nar data inspect {escape(str(source))}` shows the splits and what to fix",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -198,8 +224,11 @@ def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, 
     tracker.log_artifact(run_id, run_dir / WEIGHTS_FILE)
     scores, labels = best.classifier.test_predictions()
     per_seed = [{"seed": r.seed, "val_auc": r.val_auc, "test_auc": r.test_auc, "epochs": r.epochs} for r in result.runs]
-    tracker.log_files(run_id, {
-        "spec.json": spec.to_json(),
-        "roc_test.png": roc_png(scores.numpy(), labels.numpy(), f"{spec.model_name} · test split (seed {best.seed})"),
-        "seeds.json": json.dumps(per_seed, indent=2),
-    })
+    tracker.log_files(
+        run_id,
+        {
+            "spec.json": spec.to_json(),
+            "roc_test.png": roc_png(scores.numpy(), labels.numpy(), f"{spec.model_name} · test split (seed {best.seed})"),
+            "seeds.json": json.dumps(per_seed, indent=2),
+        },
+    )

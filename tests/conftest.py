@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from data.synth_patches import write_patches
-from data.synth_slide import write_synthetic_slide
+from nar_search.data.synth_patches import write_patches
+from nar_search.data.synth_slide import write_synthetic_slide
 
 
 def run_cli(*args: object) -> int:
     """`nar ARGS` run in this process: its exit code."""
-    from search.cli import main
+    from nar_search.search.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([str(arg) for arg in args])

@@ -6,12 +6,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from models.base_network import load_base
-from models.errors import ModelError
-from models.init_modes import INIT_MODES, get_init_mode
-from models.reduce import nar_reduce
-from models.registry import original_spec
-from models.weights import save_network
+from nar_search.models.base_network import load_base
+from nar_search.models.errors import ModelError
+from nar_search.models.init_modes import INIT_MODES, get_init_mode
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
+from nar_search.models.weights import save_network
 
 
 def timm_state(name: str) -> dict[str, torch.Tensor]:
@@ -86,7 +86,7 @@ def test_init_modes_registry_and_inherit_from_a_base(tmp_path):
 
 
 def test_an_export_folder_is_a_base(tmp_path):
-    from models.export import Preprocessing, export_model
+    from nar_search.models.export import Preprocessing, export_model
 
     spec = original_spec("resnet18", 40)
     model = spec.build().eval()
@@ -104,7 +104,7 @@ def test_a_phi_zero_trial_is_the_original_whatever_its_rounding(tmp_path):
 
 
 def test_an_input_reduced_or_other_class_count_network_is_not_a_base(tmp_path):
-    from models.reduce import input_reduce
+    from nar_search.models.reduce import input_reduce
 
     reduced = input_reduce(original_spec("resnet18", 48), 1)  # same weights, another input side
     save_network(reduced.build(), reduced, tmp_path / "ir")
@@ -117,7 +117,7 @@ def test_an_input_reduced_or_other_class_count_network_is_not_a_base(tmp_path):
 
 
 def test_a_tampered_export_is_not_a_base(tmp_path):
-    from models.export import Preprocessing, export_model
+    from nar_search.models.export import Preprocessing, export_model
 
     spec = original_spec("resnet18", 40)
     preprocessing = Preprocessing(40, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), ("til-negative", "til-positive"))

@@ -18,7 +18,7 @@ from test_dashboard import children, experiment_names, free_port, get_json, grou
 from test_recovery import dead_worker
 from test_study import load, study_file
 
-from search.recovery import OWNER_ATTR
+from nar_search.search.recovery import OWNER_ATTR
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,9 @@ def test_the_missing_study_hint_runs_it(study, patches, monkeypatch, capsys):
     words = shlex.split(error.split("`")[1])
     assert words == ["nar", "study", "run", other.name]
     assert run_cli(*words[1:]) == 0
-    assert [t.state for t in optuna.load_study(study_name="other", storage=f"sqlite:///{folder / 'study.db'}").trials] == [TrialState.COMPLETE]
+    assert [t.state for t in optuna.load_study(study_name="other", storage=f"sqlite:///{folder / 'study.db'}").trials] == [
+        TrialState.COMPLETE
+    ]
 
 
 def test_the_dashboard_hint_serves_the_study_s_runs_until_ctrl_c(study, tmp_path):

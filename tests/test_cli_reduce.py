@@ -1,10 +1,11 @@
+import itertools
 import json
 import subprocess
 import sys
 
 import pytest
 
-from search.cli import main
+from nar_search.search.cli import main
 
 PAPER_TABLE = [
     ((3, 4, 6, 3), (64, 128, 256, 512), 64, 240),
@@ -31,7 +32,7 @@ def test_reduce_json_reproduces_the_papers_resnet_sweep(capsys):
         assert (tuple(spec["depths"]), tuple(spec["mid_widths"]), spec["stem_width"], spec["input_size"]) == (depths, mids, stem, side)
     assert rows[0]["gflops"] == pytest.approx(9.61, rel=0.02)
     assert rows[0]["gflops"] / rows[2]["gflops"] == pytest.approx(3.26, rel=0.02)
-    assert all(a["gflops"] > b["gflops"] for a, b in zip(rows, rows[1:]))
+    assert all(a["gflops"] > b["gflops"] for a, b in itertools.pairwise(rows))
 
 
 def test_reduce_prints_a_table_per_stage(capsys):
@@ -59,7 +60,9 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
 
 def test_bad_input_in_a_real_process_shows_no_traceback():
     result = subprocess.run(
-        [sys.executable, "-m", "search.cli", "reduce", "--model", "resnet_nonexistent"], capture_output=True, text=True,
+        [sys.executable, "-m", "nar_search.search.cli", "reduce", "--model", "resnet_nonexistent"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "unknown model" in result.stderr

@@ -12,7 +12,7 @@ HEAVY = ("torch", "torchvision", "timm", "lightning", "mlflow", "optuna", "sklea
 
 
 def test_importing_the_cli_loads_no_heavy_library():
-    code = f"import search.cli, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    code = f"import nar_search.search.cli, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -25,12 +25,15 @@ def test_help_answers_without_heavy_libraries(command):
     code = (
         "import runpy, sys\n"
         "try:\n"
-        "    runpy.run_module('search.cli', run_name='__main__')\n"
+        "    runpy.run_module('nar_search.search.cli', run_name='__main__')\n"
         "except SystemExit as exit:\n"
         f"    print(exit.code or 0, sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, *command, "--help"], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code, *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.strip().endswith("0 []"), result.stdout[-2000:] + result.stderr[-2000:]
     assert "Usage" in result.stdout
@@ -38,6 +41,9 @@ def test_help_answers_without_heavy_libraries(command):
 
 def test_slide_prediction_loads_no_training_library():
     """`nar predict` costs torch and the inference engines, not Lightning, MLflow or Optuna."""
-    code = "import lightning_modules.slide_prediction, sys; print(sorted(m for m in ('lightning', 'mlflow', 'optuna') if m in sys.modules))"
+    code = (
+        "import nar_search.lightning_modules.slide_prediction, sys\n"
+        "print(sorted(m for m in ('lightning', 'mlflow', 'optuna') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout

@@ -4,9 +4,9 @@ import timm
 import torch
 from torch import nn
 
-from models.cost import count_gflops, count_params, measure_latency, spec_cost
-from models.reduce import nar_reduce
-from models.resnetv2 import ResNetV2Spec
+from nar_search.models.cost import count_gflops, count_params, measure_latency, spec_cost
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.resnetv2 import ResNetV2Spec
 
 
 class TinyNet(nn.Module):

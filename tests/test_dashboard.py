@@ -16,12 +16,11 @@ import optuna
 import pytest
 from conftest import run_cli
 
-from search.tracking import Tracker
-from search.urls import without_password
+from nar_search.search.tracking import Tracker
+from nar_search.search.urls import without_password
 
 NAR = Path(sys.executable).with_name("nar")
 START_SECONDS = 180
-
 
 
 def free_port() -> int:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.errors import DataError
-from lightning_modules.datamodule import PatchDataModule
+from nar_search.data.errors import DataError
+from nar_search.lightning_modules.datamodule import PatchDataModule
 
 
 def make_module(source: Path, **options) -> PatchDataModule:

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from data.sources import open_patch_source
-from data.splits import split_findings, split_patches
-from data.synth_patches import write_patches
-from lightning_modules.training import TrainingConfig
-from models.reduce import nar_reduce
-from models.registry import original_spec
-from search.tracking import Tracker
-from search.training_run import DATA_WARNINGS_TAG, DataSettings, train_and_record
+from nar_search.data.sources import open_patch_source
+from nar_search.data.splits import split_findings, split_patches
+from nar_search.data.synth_patches import write_patches
+from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
+from nar_search.search.tracking import Tracker
+from nar_search.search.training_run import DATA_WARNINGS_TAG, DataSettings, train_and_record
 
 SPLIT_OF_SLIDE = {"s0": "train", "s1": "train", "s2": "val", "s3": "val", "s4": "test", "s5": "test"}
 
@@ -57,7 +57,6 @@ def reasons(manifest: Path) -> list[str]:
 def table_rows(output: str) -> list[list[str]]:
     """The cells of each line of rich tables."""
     return [line.replace("│", " ").replace("|", " ").split() for line in output.splitlines()]
-
 
 
 def test_clean_splits_raise_no_findings(images, tmp_path):

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from skimage.color import rgb2hsv
 
-from data.errors import DataError
-from data.slides import SlideHandles, open_slide, read_patch, slide_mpp
-from data.synth_slide import read_slide_truth, truth_paths, write_synthetic_slide
-from data.tiling import SlideTileDataset, detect_tissue, hsv_saturation, tile_slide
+from nar_search.data.errors import DataError
+from nar_search.data.slides import SlideHandles, open_slide, read_patch, slide_mpp
+from nar_search.data.synth_slide import read_slide_truth, truth_paths, write_synthetic_slide
+from nar_search.data.tiling import SlideTileDataset, detect_tissue, hsv_saturation, tile_slide
 
 
 def test_synthetic_slide_opens_with_its_mpp_and_pyramid(synthetic_slide: Path):
@@ -109,7 +109,7 @@ def test_best_level_is_used_for_downsampled_reads(synthetic_slide: Path):
 
 
 def test_slide_without_mpp_needs_an_override(slide_without_mpp: Path):
-    with pytest.raises(DataError, match="no microns per pixel.*--mpp"):
+    with pytest.raises(DataError, match=r"no microns per pixel.*--mpp"):
         tile_slide(slide_without_mpp)
     assert tile_slide(slide_without_mpp, mpp=0.25, skip_blank=False).patch_px == 200
 
@@ -117,7 +117,7 @@ def test_slide_without_mpp_needs_an_override(slide_without_mpp: Path):
 def test_not_a_slide(tmp_path: Path):
     path = tmp_path / "notes.svs"
     path.write_text("not a slide")
-    with pytest.raises(DataError, match="notes.svs is not a whole-slide image"):
+    with pytest.raises(DataError, match=r"notes\.svs is not a whole-slide image"):
         open_slide(path)
     with pytest.raises(DataError, match="does not exist"):
         tile_slide(tmp_path / "missing.svs")

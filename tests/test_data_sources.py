@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.errors import DataError
-from data.sources import ImagePatches, SlidePatches, open_patch_source
+from nar_search.data.errors import DataError
+from nar_search.data.sources import ImagePatches, SlidePatches, open_patch_source
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_class_folders(two_patches, tmp_path: Path):
     shutil.copytree(root / "1", renamed / "lymphocytes")
     shutil.copytree(root / "0", renamed / "other")
     assert open_patch_source(renamed, class_dirs={"other": 0, "lymphocytes": 1}).labels == [0, 1]
-    with pytest.raises(DataError, match="no class folders.*til-negative"):
+    with pytest.raises(DataError, match=r"no class folders.*til-negative"):
         open_patch_source(renamed)
 
 

@@ -7,8 +7,8 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from data.synth_patches import DIFFICULTIES, generate_patches, write_patches
-from data.synth_slide import read_slide_truth
+from nar_search.data.synth_patches import DIFFICULTIES, generate_patches, write_patches
+from nar_search.data.synth_slide import read_slide_truth
 
 
 def test_patches_are_deterministic_and_balanced():
@@ -48,7 +48,6 @@ def test_write_patches_layout(tmp_path: Path):
     for row in rows:
         assert row["path"].startswith({"0": "til-negative/", "1": "til-positive/"}[row["label"]])
         assert Image.open(tmp_path / row["path"]).size == (100, 100)
-
 
 
 def test_cli_synth_patches(tmp_path: Path):

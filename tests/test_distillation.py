@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.synth_patches import write_patches
-from lightning_modules.datamodule import PatchDataModule
-from lightning_modules.distill_settings import DistillSettings
-from lightning_modules.distillation import TeacherTargets, distillation_loss
-from lightning_modules.errors import TrainingError
-from lightning_modules.training import TrainingConfig, train_spec
-from models.base_network import BaseNetwork
-from models.reduce import nar_reduce
-from models.registry import original_spec
+from nar_search.data.synth_patches import write_patches
+from nar_search.lightning_modules.datamodule import PatchDataModule
+from nar_search.lightning_modules.distill_settings import DistillSettings
+from nar_search.lightning_modules.distillation import TeacherTargets, distillation_loss
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.training import TrainingConfig, train_spec
+from nar_search.models.base_network import BaseNetwork
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
 
 
 def test_weight_zero_is_plain_cross_entropy():
@@ -84,16 +84,16 @@ def test_shuffled_training_batches_carry_each_patchs_own_targets(patches):
 
 
 def test_a_distilled_student_learns_from_its_teacher_in_training_only(patches, tmp_path, monkeypatch):
-    import lightning_modules.classifier
+    import nar_search.lightning_modules.classifier
 
     stages = []
-    real_loss = lightning_modules.classifier.distillation_loss
+    real_loss = nar_search.lightning_modules.classifier.distillation_loss
 
     def recording_loss(student, teacher, labels, weight, temperature):
         stages.append((weight, temperature, student.requires_grad))
         return real_loss(student, teacher, labels, weight, temperature)
 
-    monkeypatch.setattr(lightning_modules.classifier, "distillation_loss", recording_loss)
+    monkeypatch.setattr(nar_search.lightning_modules.classifier, "distillation_loss", recording_loss)
     original = original_spec("resnet18", 40)
     base = BaseNetwork(original, original.build().state_dict())
     spec = nar_reduce(original, 1)

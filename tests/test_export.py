@@ -16,21 +16,20 @@ import torch
 from conftest import run_cli
 from optuna.distributions import FloatDistribution
 
-import models.export
-from data.synth_patches import write_patches
-from lightning_modules.training import TrainingConfig
-from models.errors import ModelError
-from models.export import export_model, load_export
-from models.reduce import nar_reduce
-from models.registry import original_spec
-from models.spec import spec_from_json
-from search.config import StudyConfigError
-from search.export_cli import find_source
-from search.tracking import Tracker
-from search.training_run import DataSettings, train_and_record
+import nar_search.models.export
+from nar_search.data.synth_patches import write_patches
+from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.models.errors import ModelError
+from nar_search.models.export import export_model, load_export
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
+from nar_search.models.spec import spec_from_json
+from nar_search.search.config import StudyConfigError
+from nar_search.search.export_cli import find_source
+from nar_search.search.tracking import Tracker
+from nar_search.search.training_run import DataSettings, train_and_record
 
 FORMATS = {"model.safetensors", "spec.json", "model.torchscript.pt", "model.onnx", "preprocessing.json", "metadata.json", "config.json"}
-
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,9 @@ def trained(tracker, tmp_path_factory):
     write_patches(patches, n=64, seed=0)
     spec = nar_reduce(original_spec("resnet18", 40), 1)
     config = TrainingConfig(epochs=1, batch_size=16, patience=None, accelerator="cpu")
-    return train_and_record(tracker, "export-tests", "tiny", spec, DataSettings(patches), config, tmp_path_factory.mktemp("run"), progress=False)
+    return train_and_record(
+        tracker, "export-tests", "tiny", spec, DataSettings(patches), config, tmp_path_factory.mktemp("run"), progress=False
+    )
 
 
 UMASK = 0o027  # the group may read, others not: neither the default umask nor mkdtemp's 0o077
@@ -54,7 +55,18 @@ UMASK = 0o027  # the group may read, others not: neither the default umask nor m
 @pytest.fixture(scope="module")
 def exported(trained, tracker, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "tiny"
-    arguments = ["--run-id", trained.run_id, "--tracking-uri", tracker.tracking_uri, "--out", out, "--register", "til", "--alias", "champion"]
+    arguments = [
+        "--run-id",
+        trained.run_id,
+        "--tracking-uri",
+        tracker.tracking_uri,
+        "--out",
+        out,
+        "--register",
+        "til",
+        "--alias",
+        "champion",
+    ]
     umask = os.umask(UMASK)
     try:
         assert run_cli("export", *arguments) == 0
@@ -107,8 +119,15 @@ def test_preprocessing_and_metadata_describe_the_model(exported, trained, tracke
 def test_the_wsinfer_config_is_valid(exported):
     """Checked against WSInfer's model-config schema (wsinfer-zoo, spec 1.0)."""
     config = json.loads((exported / "config.json").read_text())
-    required = {"spec_version": str, "architecture": str, "num_classes": int, "patch_size_pixels": int,
-                "spacing_um_px": (int, float), "class_names": list, "transform": list}
+    required = {
+        "spec_version": str,
+        "architecture": str,
+        "num_classes": int,
+        "patch_size_pixels": int,
+        "spacing_um_px": (int, float),
+        "class_names": list,
+        "transform": list,
+    }
     for key, kind in required.items():
         assert isinstance(config[key], kind), key
     assert config["spec_version"] == "1.0" and config["num_classes"] == 2 >= 1 and config["patch_size_pixels"] >= 1
@@ -139,13 +158,24 @@ def test_a_study_trial_names_its_run(trained, tracker, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="tiny", storage=storage, directions=["maximize", "minimize"])
     study.set_user_attr("config", {"tracking_uri": tracker.tracking_uri})
-    trained_attrs = {"spec": trained.spec.to_dict(), "mlflow_run_id": trained.run_id, "val_auc": trained.val_auc,
-                     "test_auc": trained.test_auc, "gflops": trained.gflops, "method": "nar"}
+    trained_attrs = {
+        "spec": trained.spec.to_dict(),
+        "mlflow_run_id": trained.run_id,
+        "val_auc": trained.val_auc,
+        "test_auc": trained.test_auc,
+        "gflops": trained.gflops,
+        "method": "nar",
+    }
     reused_attrs = {"method": "nar", "reused_from": 0, "mlflow_run_id": "a-run-without-artifacts", "val_auc": trained.val_auc}
     for attrs in (trained_attrs, reused_attrs, {"method": "nar"}):
-        study.add_trial(optuna.trial.create_trial(
-            params={"phi": 1.0}, distributions={"phi": FloatDistribution(0, 3)}, values=[trained.val_auc, trained.gflops], user_attrs=attrs,
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"phi": 1.0},
+                distributions={"phi": FloatDistribution(0, 3)},
+                values=[trained.val_auc, trained.gflops],
+                user_attrs=attrs,
+            )
+        )
     source = find_source(study="tiny", trial=1, storage=storage)
     assert (source.study, source.trial, source.run_id, source.tracking_uri) == ("tiny", 1, trained.run_id, tracker.tracking_uri)
     with pytest.raises(StudyConfigError, match="holds no trained network"):
@@ -197,13 +227,13 @@ def test_an_export_without_checksums_is_refused(exported, tmp_path):
     metadata = json.loads((out / "metadata.json").read_text())
     del metadata["sha256"]
     (out / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(ModelError, match="records no SHA-256.*export the model again"):
+    with pytest.raises(ModelError, match=r"records no SHA-256.*export the model again"):
         load_export(out)
 
 
 def test_an_unwritable_out_fails_before_the_export_is_made(exported, tmp_path, monkeypatch):
     good = load_export(exported)
-    monkeypatch.setattr(models.export, "_write_formats", lambda *args: pytest.fail("the formats were written"))
+    monkeypatch.setattr(nar_search.models.export, "_write_formats", lambda *args: pytest.fail("the formats were written"))
     (tmp_path / "file").write_text("a user's file")
     with pytest.raises(ModelError, match="cannot write the export"):
         export_model(good.model, good.spec, good.preprocessing, tmp_path / "file" / "out")
@@ -219,13 +249,13 @@ def test_an_unknown_run_is_one_clear_line(tracker, tmp_path, capsys):
 
 def test_a_format_that_disagrees_fails_the_export_and_leaves_nothing(exported, tmp_path, monkeypatch):
     good = load_export(exported)
-    write_torchscript = models.export.write_torchscript
+    write_torchscript = nar_search.models.export.write_torchscript
 
     def torchscript_of_other_weights(model, example, path):
         write_torchscript(good.spec.build().eval(), example, path)  # freshly initialised: other weights
 
-    monkeypatch.setattr(models.export, "write_torchscript", torchscript_of_other_weights)
-    monkeypatch.setattr(models.export, "write_onnx", lambda model, example, path: shutil.copy(exported / "model.onnx", path))
+    monkeypatch.setattr(nar_search.models.export, "write_torchscript", torchscript_of_other_weights)
+    monkeypatch.setattr(nar_search.models.export, "write_onnx", lambda model, example, path: shutil.copy(exported / "model.onnx", path))
     with pytest.raises(ModelError, match="TorchScript export does not reproduce"):
         export_model(good.model, good.spec, good.preprocessing, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

@@ -1,12 +1,15 @@
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
 
-from models.errors import ModelError
-from models.reduce import nar_reduce
-from models.resnetv2 import ResNetV2Spec
-from models.spec import spec_from_json
-from models.timm_generic import TimmCNNSpec
+from nar_search.models.errors import ModelError
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.resnetv2 import ResNetV2Spec
+from nar_search.models.spec import spec_from_json
+from nar_search.models.timm_generic import TimmCNNSpec
 
 
 def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -82,3 +85,15 @@ def test_a_model_without_stages_is_refused_clearly():
 def test_unknown_spec_family_is_refused():
     with pytest.raises(ModelError, match="unknown architecture family"):
         spec_from_json('{"family": "nope"}')
+
+
+def test_a_classifier_of_any_family_builds_after_importing_the_classifier_module_only():
+    """As in a notebook that loads a checkpoint: no other module of ours imported first."""
+    code = (
+        "from nar_search.lightning_modules.classifier import PatchClassifier\n"
+        "spec = {'family': 'inception_v4', 'model_name': 'inception_v4', 'input_size': 75}\n"
+        "print(type(PatchClassifier(spec).model).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "InceptionV4"

@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
 
-from search.storage import open_storage
-from search.tracking import Tracker
+from nar_search.search.storage import open_storage
+from nar_search.search.tracking import Tracker
 
 PHIS = [0.0, 1.0, 2.0]
 SLOW_TRAINING = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}  # trials last a few seconds
@@ -24,8 +24,12 @@ SLOW_TRAINING = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator":
 
 def start(config: Path, workdir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "study", "run", str(config)], cwd=workdir, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, "-m", "nar_search.search.cli", "study", "run", str(config)],
+        cwd=workdir,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -39,9 +43,9 @@ def claimed_trial(config: Path, number: int, timeout: float = 240) -> optuna.tri
             trials = study.get_trials(deepcopy=False)
         except (KeyError, optuna.exceptions.StorageInternalError):
             trials = []
-        if len(trials) > number and trials[number].state == TrialState.RUNNING:
-            if {"worker", "mlflow_run_id"} <= trials[number].user_attrs.keys():
-                return trials[number]
+        started = len(trials) > number and trials[number].state == TrialState.RUNNING
+        if started and {"worker", "mlflow_run_id"} <= trials[number].user_attrs.keys():
+            return trials[number]
         time.sleep(0.2)
     raise AssertionError(f"trial {number} never ran")
 
@@ -84,8 +88,9 @@ def test_a_stopped_study_fails_its_trial_kills_its_run_and_resumes_once(tmp_path
 
 
 def kill_the_baselines_worker(storage: str, tmp_path: Path, patches: Path, name: str) -> None:
-    config = study_file(tmp_path, patches, name=name, training=SLOW_TRAINING, storage=storage, workers=2,
-                        search={"space": "paper", "phi_values": PHIS})
+    config = study_file(
+        tmp_path, patches, name=name, training=SLOW_TRAINING, storage=storage, workers=2, search={"space": "paper", "phi_values": PHIS}
+    )
     process = start(config, tmp_path)
     baseline = claimed_trial(config, 0)
     os.kill(baseline.user_attrs["worker"]["pid"], signal.SIGKILL)

@@ -6,14 +6,20 @@ from conftest import run_cli
 from optuna.trial import TrialState
 from test_study import load, study_file
 
-from search import pareto
-from search.halving import RUNGS_ATTR, STOPPED_ATTR, STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
-from search.tracking import Tracker
+from nar_search.search import pareto
+from nar_search.search.halving import RUNGS_ATTR, STOPPED_ATTR, STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
+from nar_search.search.tracking import Tracker
 
 
-@pytest.mark.parametrize(("epochs", "factor", "rungs", "expected"), [
-    (9, 3, 3, [1, 3, 9]), (4, 2, 3, [1, 2, 4]), (2, 3, 3, [1, 2]), (50, 3, 4, [2, 6, 17, 50]),
-])
+@pytest.mark.parametrize(
+    ("epochs", "factor", "rungs", "expected"),
+    [
+        (9, 3, 3, [1, 3, 9]),
+        (4, 2, 3, [1, 2, 4]),
+        (2, 3, 3, [1, 2]),
+        (50, 3, 4, [2, 6, 17, 50]),
+    ],
+)
 def test_rungs_divide_the_budget_by_the_factor(epochs, factor, rungs, expected):
     assert rung_epochs(epochs, factor, rungs) == expected
 
@@ -47,10 +53,16 @@ def test_dominated_candidates_fill_the_quota_by_front_then_crowding():
 
 def test_a_two_worker_study_stops_candidates_at_rungs_and_never_restarts_one(workdir, patches, capsys):
     config = study_file(
-        workdir, patches, name="halving", workers=2, n_trials=7, storage=f"journal:{workdir / 'study.journal'}",
+        workdir,
+        patches,
+        name="halving",
+        workers=2,
+        n_trials=7,
+        storage=f"journal:{workdir / 'study.journal'}",
         training={"epochs": 4, "batch_size": 24, "patience": None, "accelerator": "cpu"},
         search={"space": "paper", "methods": ["nar", "ir"], "phi_values": [0, 0.5, 1, 1.5, 2]},
-        pruner="halving", halving={"factor": 2, "rungs": 3},
+        pruner="halving",
+        halving={"factor": 2, "rungs": 3},
     )
     assert run_cli("study", "run", str(config)) == 0
     study = load(config)

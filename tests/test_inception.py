@@ -1,13 +1,15 @@
+import itertools
+
 import pytest
 import timm
 import torch
 from torch import nn
 
-from models.cost import count_gflops, spec_cost
-from models.inception_resnet_v2 import InceptionResNetV2Spec
-from models.inception_v4 import InceptionV4Spec
-from models.reduce import nar_reduce
-from models.spec import ArchSpec, spec_from_json
+from nar_search.models.cost import count_gflops, spec_cost
+from nar_search.models.inception_resnet_v2 import InceptionResNetV2Spec
+from nar_search.models.inception_v4 import InceptionV4Spec
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.spec import ArchSpec, spec_from_json
 
 SPEC_TYPES = {"inception_v4": InceptionV4Spec, "inception_resnet_v2": InceptionResNetV2Spec}
 MODEL_NAMES = list(SPEC_TYPES)
@@ -88,8 +90,8 @@ def test_nar_reductions_build_run_and_shrink(model_name):
         if phi > 0:
             with torch.no_grad():
                 assert spec.build().eval()(image(96)).shape == (1, 2)
-    assert all(bigger > smaller for bigger, smaller in zip(counts, counts[1:])), counts
-    assert all(bigger > smaller for bigger, smaller in zip(flops, flops[1:])), flops
+    assert all(bigger > smaller for bigger, smaller in itertools.pairwise(counts)), counts
+    assert all(bigger > smaller for bigger, smaller in itertools.pairwise(flops)), flops
 
 
 def test_inception_v4_repeats_and_widths_follow_the_paper_rounding():
@@ -139,16 +141,33 @@ def test_min_input_size_is_the_smallest_side_that_runs(model_name):
 @pytest.mark.parametrize(
     ("model_name", "rows"),
     [
-        ("inception_v4", [
-            ("stem", 1, "32, 32, 64"), ("Mixed-3a", 1, "160"), ("Mixed-4a", 1, "192"), ("Mixed-5a", 1, "384"),
-            ("Inception-A", 4, "384"), ("Reduction-A", 1, "1024"), ("Inception-B", 7, "1024"),
-            ("Reduction-B", 1, "1536"), ("Inception-C", 3, "1536"),
-        ]),
-        ("inception_resnet_v2", [
-            ("stem", 1, "32, 32, 64, 80, 192"), ("Mixed-5b", 1, "320"), ("Inception-ResNet-A", 10, "320"),
-            ("Reduction-A (Mixed-6a)", 1, "1088"), ("Inception-ResNet-B", 20, "1088"),
-            ("Reduction-B (Mixed-7a)", 1, "2080"), ("Inception-ResNet-C", 10, "2080"), ("conv-7b", 1, "1536"),
-        ]),
+        (
+            "inception_v4",
+            [
+                ("stem", 1, "32, 32, 64"),
+                ("Mixed-3a", 1, "160"),
+                ("Mixed-4a", 1, "192"),
+                ("Mixed-5a", 1, "384"),
+                ("Inception-A", 4, "384"),
+                ("Reduction-A", 1, "1024"),
+                ("Inception-B", 7, "1024"),
+                ("Reduction-B", 1, "1536"),
+                ("Inception-C", 3, "1536"),
+            ],
+        ),
+        (
+            "inception_resnet_v2",
+            [
+                ("stem", 1, "32, 32, 64, 80, 192"),
+                ("Mixed-5b", 1, "320"),
+                ("Inception-ResNet-A", 10, "320"),
+                ("Reduction-A (Mixed-6a)", 1, "1088"),
+                ("Inception-ResNet-B", 20, "1088"),
+                ("Reduction-B (Mixed-7a)", 1, "2080"),
+                ("Inception-ResNet-C", 10, "2080"),
+                ("conv-7b", 1, "1536"),
+            ],
+        ),
     ],
 )
 def test_stage_table_of_the_original(model_name, rows):

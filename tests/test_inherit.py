@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from models.inherit import inherit_weights
-from models.reduce import nar_reduce
-from models.registry import original_spec
+from nar_search.models.inherit import inherit_weights
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
 
 
 def _kept_slice(source: torch.Tensor, shape: torch.Size) -> torch.Tensor:

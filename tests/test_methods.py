@@ -11,13 +11,13 @@ import pytest
 from conftest import run_cli
 from optuna.trial import FixedTrial
 
-from models.reduce import input_reduce, nar_reduce
-from models.registry import original_spec
-from models.spec import ArchSpec
-from search.config import SearchSpace, StudyConfigError, load_study_config
-from search.methods import METHODS, Candidate, ReductionMethod, ReductionOptions, get_method, register
-from search.methods.nar import GAMMA_CONSTRAINT
-from search.space import baseline_params, grid_search_space, methods, suggest_method
+from nar_search.models.reduce import input_reduce, nar_reduce
+from nar_search.models.registry import original_spec
+from nar_search.models.spec import ArchSpec
+from nar_search.search.config import SearchSpace, StudyConfigError, load_study_config
+from nar_search.search.methods import METHODS, Candidate, ReductionMethod, ReductionOptions, get_method, register
+from nar_search.search.methods.nar import GAMMA_CONSTRAINT, INPUT_CONSTRAINT
+from nar_search.search.space import baseline_params, grid_search_space, methods, suggest_method
 
 ROOT = Path(__file__).parents[1]
 
@@ -29,7 +29,6 @@ def resnet() -> ArchSpec:
 
 def build(name: str, original: ArchSpec, **options: Any) -> Candidate:
     return get_method(name).from_options(original, ReductionOptions(**options))
-
 
 
 def test_importing_the_package_registers_every_method_and_stays_light():
@@ -61,7 +60,7 @@ def test_cli_builds_give_the_networks_they_gave_before(resnet):
 
 
 def test_resrep_trains_the_original_network_with_its_pruning_hooks(resnet):
-    from lightning_modules.resrep import ResRepCallback
+    from nar_search.lightning_modules.resrep import ResRepCallback
 
     resrep = get_method("resrep")
     candidate = build("resrep", resnet, flops_target=0.3, mask_interval=7, warmup_epochs=1, max_new=9)
@@ -106,6 +105,17 @@ def test_nar_records_a_derived_gamma_below_one_as_infeasible(resnet):
     trial = FixedTrial({"phi": 1.0, "alpha": 1.6, "beta": 1.3})
     assert get_method("nar").suggest(trial, SearchSpace(space="bayes"), resnet) is None
     assert trial.user_attrs["gamma"] < 1 and trial.constraints[GAMMA_CONSTRAINT] > 0
+
+
+def test_nar_records_an_input_below_the_minimum_as_infeasible():
+    """A point the multi-fidelity benchmark's TPE asked for: γ = 1.31 at ϕ = 2.93 takes 48 px to 22."""
+    small = original_spec("resnetv2_50", 48)
+    trial = FixedTrial({"phi": 2.93, "alpha": 1.154, "beta": 1.007})
+    assert get_method("nar").suggest(trial, SearchSpace(space="bayes"), small) is None
+    assert trial.constraints[INPUT_CONSTRAINT] == 32 - 22
+    feasible = FixedTrial({"phi": 2.85, "alpha": 1.16, "beta": 1.281})
+    assert get_method("nar").suggest(feasible, SearchSpace(space="bayes"), small).spec.input_size >= 32
+    assert feasible.constraints[INPUT_CONSTRAINT] <= 0
 
 
 @pytest.fixture

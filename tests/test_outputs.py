@@ -18,7 +18,7 @@ from conftest import run_cli
 )
 def test_nar_train_refuses_impossible_values_in_one_line(option, value, expected, patch_folder, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
-    monkeypatch.setattr("search.training_run.train_and_record", lambda *args, **kwargs: pytest.fail("training started"))
+    monkeypatch.setattr("nar_search.search.training_run.train_and_record", lambda *args, **kwargs: pytest.fail("training started"))
     assert run_cli("train", "--data", patch_folder, "--model", "resnet18", option, value, "--epochs", 1) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1

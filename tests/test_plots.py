@@ -6,15 +6,28 @@ from html.parser import HTMLParser
 
 import pytest
 
-from search.plots import pareto_html, pareto_markdown, pareto_png
+from nar_search.search.plots import pareto_html, pareto_markdown, pareto_png
 
 
 def point(trial: int, gflops: float, val_auc: float, method: str = "nar", **fields) -> dict:
     return {
-        "trial": trial, "method": method, "label": f"{method} ϕ{trial}", "input_size": 48, "gflops": gflops,
-        "reduction": 1.0, "val_auc": val_auc, "val_auc_std": 0.01, "test_auc": val_auc - 0.02, "test_auc_std": 0.02,
-        "latency_ms": 1.5, "mlflow_run_id": f"run{trial}", "run_link": f"#/experiments/7/runs/run{trial}",
-        "baseline": False, "pareto": False, "stopped_at_rung": None, **fields,
+        "trial": trial,
+        "method": method,
+        "label": f"{method} ϕ{trial}",
+        "input_size": 48,
+        "gflops": gflops,
+        "reduction": 1.0,
+        "val_auc": val_auc,
+        "val_auc_std": 0.01,
+        "test_auc": val_auc - 0.02,
+        "test_auc_std": 0.02,
+        "latency_ms": 1.5,
+        "mlflow_run_id": f"run{trial}",
+        "run_link": f"#/experiments/7/runs/run{trial}",
+        "baseline": False,
+        "pareto": False,
+        "stopped_at_rung": None,
+        **fields,
     }
 
 
@@ -56,7 +69,7 @@ class Elements(HTMLParser):
         return [attrs for tag, attrs in self.elements if tag == "a" and "point" in attrs.get("class", "").split()]
 
     def first_shape_after(self, index: int) -> dict:
-        return next(attrs for tag, attrs in self.elements[index + 1:] if tag in ("circle", "polygon"))
+        return next(attrs for tag, attrs in self.elements[index + 1 :] if tag in ("circle", "polygon"))
 
 
 def test_the_html_loads_nothing_from_the_network(points):
@@ -78,7 +91,7 @@ def test_each_point_is_a_labelled_link_to_its_run_with_its_details(points):
     for p in points:
         attrs, text = by_trial[p["trial"]]
         assert attrs["href"] == f"#/experiments/7/runs/run{p['trial']}" and attrs["target"] == "_top"
-        details, label = text[:text.rindex(str(p["trial"]))], text[text.rindex(str(p["trial"])):]
+        details, label = text[: text.rindex(str(p["trial"]))], text[text.rindex(str(p["trial"])) :]
         assert label == str(p["trial"])  # the number drawn beside the marker
         assert f"trial {p['trial']} · {p['label']}" in details and "input 48 px" in details
         assert "1.50 ms/patch" in details and f"val AUC {p['val_auc']:.4f} ± 0.0100" in details

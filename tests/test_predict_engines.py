@@ -12,9 +12,9 @@ import torch
 from conftest import run_cli
 from test_predict import detector  # noqa: F401  (the module's fixture: a known TIL detector, exported)
 
-from data.tiling import tile_slide
-from lightning_modules import slide_prediction
-from lightning_modules.slide_prediction import (
+from nar_search.data.tiling import tile_slide
+from nar_search.lightning_modules import slide_prediction
+from nar_search.lightning_modules.slide_prediction import (
     CALIBRATION_PATCHES,
     ClassProbabilities,
     SlidePredictor,
@@ -22,10 +22,10 @@ from lightning_modules.slide_prediction import (
     slide_calibration_patches,
     training_preprocessing,
 )
-from models.errors import ModelError
-from models.export import ExportedModel, export_model, load_export
-from models.reduce import nar_reduce
-from models.registry import original_spec
+from nar_search.models.errors import ModelError
+from nar_search.models.export import ExportedModel, export_model, load_export
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +119,18 @@ def test_int8_maps_a_slide_and_reports_its_agreement_with_float32(detector, synt
     assert len(patches) <= CALIBRATION_PATCHES
     session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     expected = float32_pytorch(exported, torch.from_numpy(patches))
-    normalised = ((patches / 255 - np.reshape(exported.preprocessing.mean, (1, 3, 1, 1))) / np.reshape(exported.preprocessing.std, (1, 3, 1, 1)))
+    normalised = (patches / 255 - np.reshape(exported.preprocessing.mean, (1, 3, 1, 1))) / np.reshape(
+        exported.preprocessing.std, (1, 3, 1, 1)
+    )
     quantised = torch.from_numpy(session.run(None, {"input": normalised.astype(np.float32)})[0]).softmax(dim=1)
     assert int8["agreement"] == pytest.approx(((expected[:, 1] >= 0.5) == (quantised[:, 1] >= 0.5)).float().mean().item())
     assert int8["max_abs_difference"] == pytest.approx((expected - quantised).abs().max().item(), abs=1e-5)
     assert int8["agreement"] >= 0.99 and 0 < int8["max_abs_difference"] < 0.1
     # The whole map makes float32's calls.
     assert run_cli("predict", synthetic_slide, "--model", detector, "--out", tmp_path / "fp32", "--engine", "onnx", "--workers", 0) == 0
-    til, til_fp32 = (np.loadtxt(folder / synthetic_slide.stem / f"prediction-{synthetic_slide.stem}")[:, 2] for folder in (out, tmp_path / "fp32"))
+    til, til_fp32 = (
+        np.loadtxt(folder / synthetic_slide.stem / f"prediction-{synthetic_slide.stem}")[:, 2] for folder in (out, tmp_path / "fp32")
+    )
     assert len(til) == len(til_fp32) > 50 and np.mean((til >= 0.5) == (til_fp32 >= 0.5)) >= 0.98
 
 

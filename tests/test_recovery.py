@@ -7,8 +7,8 @@ import subprocess
 import optuna
 from optuna.trial import TrialState
 
-from search.recovery import OWNER_ATTR, awaiting_retry, recover, this_worker, unresolved_failures
-from search.tracking import Tracker
+from nar_search.search.recovery import OWNER_ATTR, awaiting_retry, recover, this_worker, unresolved_failures
+from nar_search.search.tracking import Tracker
 
 
 def dead_worker() -> dict[str, object]:

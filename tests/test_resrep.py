@@ -6,12 +6,12 @@ from timm.layers import ConvNormAct
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_modules.resrep as resrep_callback
-from lightning_modules.classifier import PatchClassifier
-from lightning_modules.resrep import ResRepCallback, converted_classifier
-from models.cost import count_gflops, spec_cost
-from models.registry import original_spec
-from models.resrep import (
+import nar_search.lightning_modules.resrep as resrep_callback
+from nar_search.lightning_modules.classifier import PatchClassifier
+from nar_search.lightning_modules.resrep import ResRepCallback, converted_classifier
+from nar_search.models.cost import count_gflops, spec_cost
+from nar_search.models.registry import original_spec
+from nar_search.models.resrep import (
     ResRepSpec,
     WidthCost,
     compactable_convs,
@@ -23,7 +23,7 @@ from models.resrep import (
     reset_gradients,
     update_masks,
 )
-from models.spec import spec_from_json
+from nar_search.models.spec import spec_from_json
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -186,8 +186,12 @@ def test_compactors_are_spared_weight_decay():
 
 
 def resnetv2_bottleneck_convs(model: nn.Module) -> set[str]:
-    return {f"stages.{s}.blocks.{b}.{conv}" for s, stage in enumerate(model.stages)
-            for b in range(len(stage.blocks)) for conv in ("conv1", "conv2")}
+    return {
+        f"stages.{s}.blocks.{b}.{conv}"
+        for s, stage in enumerate(model.stages)
+        for b in range(len(stage.blocks))
+        for conv in ("conv1", "conv2")
+    }
 
 
 @pytest.mark.parametrize(("model_name", "side", "classifier"), [("resnetv2_50", 32, "head.fc"), ("inception_v4", 75, "last_linear")])
@@ -235,8 +239,13 @@ def test_callback_trains_masks_and_converts_a_patch_classifier(monkeypatch):
     classifier = PatchClassifier(original_spec("resnetv2_50", 32).to_dict())
     images, labels = batch(32, size=8)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        max_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[ResRepCallback(flops_target=0.5, mask_interval=1, warmup_epochs=1, max_new=2)],
     )
     trainer.fit(classifier, DataLoader(TensorDataset(images, labels), batch_size=4))

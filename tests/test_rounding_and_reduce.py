@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from models.errors import ModelError
-from models.reduce import NARCoefficients, input_reduce, nar_reduce
-from models.resnetv2 import ResNetV2Spec
-from models.rounding import scale_depth, scale_side, scale_width
+from nar_search.models.errors import ModelError
+from nar_search.models.reduce import NARCoefficients, input_reduce, nar_reduce
+from nar_search.models.resnetv2 import ResNetV2Spec
+from nar_search.models.rounding import scale_depth, scale_side, scale_width
 
 
 def resnet(side: int = 240) -> ResNetV2Spec:

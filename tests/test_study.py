@@ -12,9 +12,9 @@ import yaml
 from conftest import run_cli
 from optuna.trial import TrialState
 
-import search.training_run
-from search.storage import open_storage
-from search.tracking import Tracker
+import nar_search.search.training_run
+from nar_search.search.storage import open_storage
+from nar_search.search.tracking import Tracker
 
 POSTGRES_URL = os.environ.get("NAR_TEST_POSTGRES_URL", "postgresql://nar:nar-test-only@127.0.0.1:5432/nar_test")
 
@@ -38,7 +38,6 @@ def study_file(folder: Path, patches: Path, **overrides) -> Path:
     return path
 
 
-
 def load(config_path: Path) -> optuna.Study:
     config = yaml.safe_load(config_path.read_text())
     return optuna.load_study(study_name=config["name"], storage=open_storage(config["storage"]))
@@ -59,7 +58,12 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     parent = next(r for r in runs if r.data.tags.get("nar.role") == "study")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 3
-    assert {a.path for a in tracker.client.list_artifacts(parent.info.run_id)} >= {"pareto.png", "pareto.html", "pareto.json", "study_config.json"}
+    assert {a.path for a in tracker.client.list_artifacts(parent.info.run_id)} >= {
+        "pareto.png",
+        "pareto.html",
+        "pareto.json",
+        "study_config.json",
+    }
     for child in children:
         assert child.info.status == "FINISHED"
         assert {"method", "phi", "input_size", "depths"} <= child.data.params.keys()
@@ -95,7 +99,7 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
 
 def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
     config = study_file(workdir, patches, name="resumable")
-    real_train = search.training_run.train_spec
+    real_train = nar_search.search.training_run.train_spec
     calls = []
 
     def interrupted_second_trial(*args, **kwargs):
@@ -104,7 +108,7 @@ def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(search.training_run, "train_spec", interrupted_second_trial)
+    monkeypatch.setattr(nar_search.search.training_run, "train_spec", interrupted_second_trial)
     assert run_cli("study", "run", str(config)) == 130
     study = load(config)
     states = [t.state for t in study.trials]
@@ -113,7 +117,7 @@ def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
     killed = tracker.client.get_run(study.trials[1].user_attrs["mlflow_run_id"])
     assert killed.info.status == "KILLED" and killed.data.tags["optuna.trial_number"] == "1"
 
-    monkeypatch.setattr(search.training_run, "train_spec", real_train)
+    monkeypatch.setattr(nar_search.search.training_run, "train_spec", real_train)
     assert run_cli("study", "run", str(config)) == 0
     study = load(config)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -132,8 +136,16 @@ def _postgres_reachable() -> bool:
 @pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
 def test_two_workers_share_one_postgresql_study(workdir, patches):
     name = f"workers-{uuid.uuid4().hex[:8]}"
-    config = study_file(workdir, patches, name=name, storage=POSTGRES_URL, workers=2, n_trials=4, sampler="tpe",
-                        search={"space": "paper", "phi_values": [0, 1, 2, 3]})
+    config = study_file(
+        workdir,
+        patches,
+        name=name,
+        storage=POSTGRES_URL,
+        workers=2,
+        n_trials=4,
+        sampler="tpe",
+        search={"space": "paper", "phi_values": [0, 1, 2, 3]},
+    )
     try:
         assert run_cli("study", "run", str(config)) == 0
         study = load(config)
@@ -173,8 +185,12 @@ def test_bad_configs_are_one_clear_line_and_leave_no_study(workdir, patches, cap
 
 def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
     search = {
-        "space": "paper", "methods": ["nar", "ir", "resrep"], "phi_values": [0, 1], "flops_target_values": [0.5],
-        "resrep_mask_interval": 1, "resrep_warmup_epochs": 0,
+        "space": "paper",
+        "methods": ["nar", "ir", "resrep"],
+        "phi_values": [0, 1],
+        "flops_target_values": [0.5],
+        "resrep_mask_interval": 1,
+        "resrep_warmup_epochs": 0,
     }
     config = study_file(workdir, patches, name="methods", search=search, n_trials=4)
     assert run_cli("study", "run", str(config)) == 0
@@ -190,13 +206,22 @@ def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
 
 
 def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(workdir, patches, capsys):
-    from models.cost import spec_cost
-    from models.reduce import nar_reduce
-    from models.registry import original_spec
+    from nar_search.models.cost import spec_cost
+    from nar_search.models.reduce import nar_reduce
+    from nar_search.models.registry import original_spec
 
     budget = spec_cost(nar_reduce(original_spec("resnet18", 48), 1)).gflops * 1.01  # ϕ = 1 fits, ϕ = 0 does not
-    config = study_file(workdir, patches, name="budget", objective="budget", gflops_budget=budget, pruner="median",
-                        search={"space": "paper", "phi_values": [0, 1, 2]}, sampler="grid", n_trials=3)
+    config = study_file(
+        workdir,
+        patches,
+        name="budget",
+        objective="budget",
+        gflops_budget=budget,
+        pruner="median",
+        search={"space": "paper", "phi_values": [0, 1, 2]},
+        sampler="grid",
+        n_trials=3,
+    )
     assert run_cli("study", "run", str(config)) == 0
     study = load(config)
     baseline = study.trials[0]

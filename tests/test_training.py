@@ -7,17 +7,18 @@ import pytest
 import torch
 from mlflow.artifacts import download_artifacts
 
-from data.errors import DataError
-from data.synth_patches import write_patches
-from lightning_modules.classifier import PatchClassifier
-from lightning_modules.errors import TrainingError
-from lightning_modules.training import TrainingConfig
-from models.reduce import nar_reduce
-from models.registry import original_spec
-from models.spec import spec_from_json
-from models.weights import build_with_weights
-from search.tracking import Tracker
-from search.training_run import DataSettings, train_and_record
+from nar_search.data.errors import DataError
+from nar_search.data.synth_patches import write_patches
+from nar_search.lightning_modules.classifier import PatchClassifier
+from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.models.cost import spec_cost
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
+from nar_search.models.spec import spec_from_json
+from nar_search.models.weights import build_with_weights
+from nar_search.search.tracking import Tracker
+from nar_search.search.training_run import DataSettings, train_and_record
 
 TINY = TrainingConfig(epochs=1, batch_size=16, patience=None, accelerator="cpu")
 
@@ -48,12 +49,25 @@ def test_training_records_params_metrics_and_artifacts(tracker, patches, tmp_pat
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["model"] == "resnet18" and params["method"] == "nar" and params["phi"] == "1"
-    for name in ("alpha", "beta", "gamma", "depth_factor", "width_factor", "resolution_factor", "depths", "input_size", "rounding", "train.epochs", "train.lr"):
+    for name in (
+        "alpha",
+        "beta",
+        "gamma",
+        "depth_factor",
+        "width_factor",
+        "resolution_factor",
+        "depths",
+        "input_size",
+        "rounding",
+        "train.epochs",
+        "train.lr",
+    ):
         assert name in params, name
     metrics = run.data.metrics
     for name in ("val_auc", "val_auc_std", "test_auc", "test_auc_std", "gflops", "params", "latency_ms_per_patch", "train_seconds"):
         assert name in metrics, name
-    assert 0 <= metrics["test_auc"] <= 1 and metrics["gflops"] > 0
+    assert metrics["test_auc"] == pytest.approx(outcome.test_auc) and metrics["gflops"] == pytest.approx(outcome.gflops)
+    assert outcome.gflops == pytest.approx(spec_cost(tiny_spec()).gflops)
     assert tracker.client.get_metric_history(outcome.run_id, "val_auc/seed0")
     artifacts = {a.path for a in tracker.client.list_artifacts(outcome.run_id)}
     assert {"spec.json", "model.safetensors", "roc_test.png", "seeds.json"} <= artifacts
@@ -78,7 +92,7 @@ def test_auc_is_measured_on_the_held_out_split(tracker, patches, tmp_path, monke
 
     monkeypatch.setattr(PatchClassifier, "test_step", counting_test_step)
     train(tracker, patches, tmp_path)
-    from lightning_modules.datamodule import PatchDataModule
+    from nar_search.lightning_modules.datamodule import PatchDataModule
 
     datamodule = PatchDataModule(str(patches), input_size=35)
     datamodule.setup()

@@ -7,9 +7,9 @@ from typing import ClassVar
 
 from torch import nn
 
-from models.base_network import BaseNetwork
-from models.errors import ModelError
-from models.spec import ArchSpec
+from nar_search.models.base_network import BaseNetwork
+from nar_search.models.errors import ModelError
+from nar_search.models.spec import ArchSpec
 
 INIT_MODES: dict[str, InitMode] = {}
 

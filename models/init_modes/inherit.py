@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.base_network import BaseNetwork
-from models.errors import ModelError
-from models.inherit import inherit_weights
-from models.init_modes.base import InitMode, register_init_mode
-from models.spec import ArchSpec
+from nar_search.models.base_network import BaseNetwork
+from nar_search.models.errors import ModelError
+from nar_search.models.inherit import inherit_weights
+from nar_search.models.init_modes.base import InitMode, register_init_mode
+from nar_search.models.spec import ArchSpec
 
 
 @register_init_mode

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.base_network import BaseNetwork
-from models.init_modes.base import InitMode, register_init_mode
-from models.spec import ArchSpec
+from nar_search.models.base_network import BaseNetwork
+from nar_search.models.init_modes.base import InitMode, register_init_mode
+from nar_search.models.spec import ArchSpec
 
 
 @register_init_mode

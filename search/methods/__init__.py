@@ -3,11 +3,15 @@
 A new method is one module with a `@register`ed `ReductionMethod` and one import line here.
 """
 
-# Importing a method registers it; this order is the order --method's help lists them in.
-from search.methods import nar  # noqa: F401
-from search.methods import ir  # noqa: F401
-from search.methods import resrep  # noqa: F401
-from search.methods.base import (
+# Importing a method registers it; this order is the order --method's help lists them in,
+# hence not sorted.
+# isort: off
+from nar_search.search.methods import nar  # noqa: F401
+from nar_search.search.methods import ir  # noqa: F401
+from nar_search.search.methods import resrep  # noqa: F401
+
+# isort: on
+from nar_search.search.methods.base import (
     METHODS,
     Candidate,
     ReductionMethod,
@@ -19,6 +23,12 @@ from search.methods.base import (
 )
 
 __all__ = [
-    "METHODS", "Candidate", "ReductionMethod", "ReductionOptions", "TrainingHooks",
-    "get_method", "method_help", "register",
+    "METHODS",
+    "Candidate",
+    "ReductionMethod",
+    "ReductionOptions",
+    "TrainingHooks",
+    "get_method",
+    "method_help",
+    "register",
 ]

@@ -12,17 +12,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from models.errors import ModelError
-from models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from models.rounding import Rounding
-from models.spec import ArchSpec
+from nar_search.models.errors import ModelError
+from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from nar_search.models.rounding import Rounding
+from nar_search.models.spec import ArchSpec
 
 if TYPE_CHECKING:  # type hints only: importing a method stays free of Optuna, Lightning and torch
     import optuna
     from lightning.pytorch.callbacks import Callback
 
-    from lightning_modules.classifier import PatchClassifier
-    from search.config import SearchSpace
+    from nar_search.lightning_modules.classifier import PatchClassifier
+    from nar_search.search.config import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class ReductionMethod(ABC):
 
     def expected_gflops(self, candidate: Candidate) -> float:
         """What the trained network should cost: a budget is checked against it before training."""
-        from models.cost import spec_cost  # here: the CLI's --help lists the methods without loading torch
+        from nar_search.models.cost import spec_cost  # here: the CLI's --help lists the methods without loading torch
 
         return spec_cost(candidate.spec).gflops
 

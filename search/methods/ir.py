@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models.reduce import PAPER_COEFFICIENTS, input_reduce
-from models.spec import ArchSpec
-from search.methods.base import Candidate, ReductionOptions, register
-from search.methods.phi import PhiMethod, suggest_phi
+from nar_search.models.reduce import PAPER_COEFFICIENTS, input_reduce
+from nar_search.models.spec import ArchSpec
+from nar_search.search.methods.base import Candidate, ReductionOptions, register
+from nar_search.search.methods.phi import PhiMethod, suggest_phi
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.config import SearchSpace
+    from nar_search.search.config import SearchSpace
 
 
 @register

@@ -11,17 +11,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from models.reduce import PAPER_COEFFICIENTS, NARCoefficients, nar_reduce
-from models.spec import ArchSpec
-from search.methods.base import Candidate, ReductionOptions, register
-from search.methods.phi import PhiMethod, suggest_phi
+from nar_search.models.reduce import PAPER_COEFFICIENTS, NARCoefficients, nar_reduce
+from nar_search.models.rounding import scale_side
+from nar_search.models.spec import ArchSpec
+from nar_search.search.methods.base import Candidate, ReductionOptions, register
+from nar_search.search.methods.phi import PhiMethod, suggest_phi
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.config import SearchSpace
+    from nar_search.search.config import SearchSpace
 
 GAMMA_CONSTRAINT = "gamma_below_one"
+INPUT_CONSTRAINT = "input_below_minimum"  # px short of the family's minimum input side
 
 
 @register
@@ -34,6 +36,12 @@ class NAR(PhiMethod):
         alpha, beta, gamma = _suggest_coefficients(trial, space)
         trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
         if gamma < 1:
+            return None
+        # A bayes point whose γ^-ϕ takes the input below the family's minimum is as infeasible
+        # as γ < 1: the sampler learns the region to avoid, rather than the trial failing.
+        side = scale_side(original.input_size, gamma**-phi)
+        trial.set_constraint(INPUT_CONSTRAINT, original.min_input_size - side)
+        if side < original.min_input_size:
             return None
         coefficients = NARCoefficients(alpha, beta, gamma, tolerance=space.tolerance)
         return Candidate(nar_reduce(original, phi, coefficients, space.rounding))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from search.methods.base import Candidate, ReductionMethod
+from nar_search.search.methods.base import Candidate, ReductionMethod
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.config import SearchSpace
+    from nar_search.search.config import SearchSpace
 
 
 class PhiMethod(ReductionMethod):

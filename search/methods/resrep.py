@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from models.spec import ArchSpec, Reduction
-from search.methods.base import Candidate, ReductionMethod, ReductionOptions, TrainingHooks, register
+from nar_search.models.spec import ArchSpec, Reduction
+from nar_search.search.methods.base import Candidate, ReductionMethod, ReductionOptions, TrainingHooks, register
 
 if TYPE_CHECKING:
     import optuna
 
-    from search.config import SearchSpace
+    from nar_search.search.config import SearchSpace
 
 
 @register
@@ -31,7 +31,7 @@ class ResRep(ReductionMethod):
         return _candidate(original, options.flops_target, options.mask_interval, options.warmup_epochs, options.max_new)
 
     def training(self, candidate: Candidate) -> TrainingHooks:
-        from lightning_modules.resrep import resrep_training  # Lightning is loaded only to train
+        from nar_search.lightning_modules.resrep import resrep_training  # Lightning is loaded only to train
 
         settings = candidate.settings
         callbacks, finalize = resrep_training(
