@@ -53,13 +53,16 @@ def architecture_key(spec: ArchSpec) -> str:
 
 
 class EnqueueSafeGridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler reads a grid id in `after_trial` that enqueued trials (the
-    baseline, resumed retries) never get: for those, only stop once the grid is done."""
+    """Optuna's GridSampler stops a worker only once the grid is finished, so a worker that ends
+    its trial while another still trains the last point starts one more trial, on a point drawn
+    again. Here a worker stops as soon as every point is started (finished or running
+    elsewhere); what is left (a retry, a point whose worker died) is for the study's next
+    round. It also serves the enqueued trials (the baseline, retries), which have no grid id."""
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
-        if "grid_id" in study._storage.get_trial_system_attrs(trial._trial_id):
-            super().after_trial(study, trial, state, values)
-        elif self.is_exhausted(study):
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        started = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs and t.state != TrialState.WAITING}
+        if started >= set(range(len(self._all_grids))):
             study.stop()
 
 

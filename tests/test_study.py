@@ -241,3 +241,17 @@ def test_read_only_commands_on_an_unknown_study_create_nothing(workdir, capsys, 
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all("no study storage" in line and "nar study run" in line for line in errors)
     assert list(workdir.iterdir()) == []
+
+
+def test_a_grid_worker_stops_once_every_point_is_started():
+    """A worker that ends its trial while another still trains the last grid point must stop,
+    not draw that point again (the fidelity benchmark's spare grid row)."""
+    from nar_search.search.study import EnqueueSafeGridSampler
+
+    study = optuna.create_study(sampler=EnqueueSafeGridSampler({"phi": [1.0, 2.0, 3.0]}, seed=0))
+    elsewhere = study.ask()  # another worker's trial, still training its grid point
+    study.optimize(lambda trial: trial.suggest_float("phi", 1, 3), n_trials=10)
+    finished = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(finished) == 2
+    points = {t.params["phi"] for t in finished} | {elsewhere.suggest_float("phi", 1, 3)}
+    assert points == {1.0, 2.0, 3.0}
