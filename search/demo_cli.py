@@ -21,8 +21,8 @@ def demo_command() -> None:
     from nar_search.search.train_cli import train_command
 
     if not (PATCHES / "manifest.csv").exists():
-        console.print(f"rendering 1,200 synthetic TIL patches from 30 slides into {PATCHES}")
-        write_patches(PATCHES, n=1200, seed=0)
+        console.print(f"rendering 1,800 synthetic TIL patches from 45 slides into {PATCHES}")
+        write_patches(PATCHES, n=1800, seed=0)
     if not (BASE / "model.safetensors").exists():
         console.print(f"training the base network (resnetv2_50 at 48 px) into {BASE}: the network a user brings")
         # A constant rate, as the candidates train at: in the demo's few epochs, annealing it
