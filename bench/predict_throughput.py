@@ -32,8 +32,10 @@ let_openmp_threads_sleep()  # as `nar predict` does, before torch loads
 import torch  # noqa: E402
 from slide_bench import add_slide_and_model_arguments, reduced_spec, synthetic_slide  # noqa: E402
 
-from nar_search.lightning_modules.slide_prediction import SlidePredictor, training_preprocessing, write_outputs  # noqa: E402
 from nar_search.models.export import ExportedModel, load_export  # noqa: E402
+from nar_search.prediction.network import training_preprocessing  # noqa: E402
+from nar_search.prediction.outputs import write_outputs  # noqa: E402
+from nar_search.prediction.predictor import SlidePredictor  # noqa: E402
 
 
 def forward_throughput(predictor: SlidePredictor, seconds: float) -> float:
@@ -71,21 +73,29 @@ def main() -> None:
     parser.add_argument("--slides", type=Path, default=Path("outputs/bench-slides"), help="where synthetic slides are kept")
     parser.add_argument("--workers", type=int, help="patch-reading workers (default: nar predict's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--engine", default="auto", help="as nar predict's; onnx and onnx-int8 need --model (the random default network has no ONNX file)"
+    )
     parser.add_argument("--forward-seconds", type=float, default=10.0, help="network-alone timing per round")
     parser.add_argument("--rounds", type=int, default=3, help="slide mappings, each between two timings of the network alone")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.engine.startswith("onnx") and not args.model:
+        parser.error(f"--engine {args.engine} runs an export's model.onnx: add --model EXPORT_DIR (predict_vs_wsinfer.py writes one)")
 
     slide = synthetic_slide(args.slides, args.width, args.height, args.mpp)
     exported = load_export(args.model) if args.model else reduced_model(args.arch, args.input_size, args.phi)
-    predictor = SlidePredictor(exported, args.batch_size, args.workers, args.device, show_progress=False)
+    predictor = SlidePredictor(exported, args.batch_size, args.workers, args.device, show_progress=False, engine=args.engine)
     forward_throughput(predictor, 1.0)  # warm-up: the first batches pay for oneDNN's kernel selection
     rss_before = peak_rss_mib()  # libraries and model: torch alone maps several hundred MiB
 
     spec = exported.spec
     print(f"model        {spec.model_name} ({spec.family}), input {spec.input_size} px, ϕ {spec.reduction.phi:g}")
-    print(f"setting      batch {args.batch_size}, {predictor.workers} workers, {predictor.device}, {torch.get_num_threads()} torch threads")
+    print(
+        f"setting      batch {args.batch_size}, {predictor.workers} workers, {predictor.device}, engine {predictor.engine}, "
+        f"{torch.get_num_threads()} threads"
+    )
     ratios = []
     for round_ in range(1, args.rounds + 1):
         # The network alone is timed just before and just after: on a shared machine the speed

@@ -67,8 +67,8 @@ def random_export(work: Path, arch: str, input_size: int, phi: float) -> Path:
         return folder
     import torch
 
-    from nar_search.lightning_modules.slide_prediction import training_preprocessing
     from nar_search.models.export import export_model
+    from nar_search.prediction.network import training_preprocessing
 
     print(f"exporting a random {arch} reduced at ϕ {phi:g} to {folder} (once)")
     spec = reduced_spec(arch, input_size, phi)

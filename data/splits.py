@@ -14,6 +14,7 @@ from rich.table import Table
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from nar_search.data.errors import DataError
+from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.data.sources import CLASS_NAMES, SPLITS, PatchDataset
 
 
@@ -29,7 +30,9 @@ def _take(indices: np.ndarray, count: int, groups: np.ndarray | None, labels: np
     return indices[rest], indices[taken]
 
 
-def split_patches(dataset: PatchDataset, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarray]:
+def split_patches(
+    dataset: PatchDataset, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Indices of the train, val and test patches.
 
     A source that fixes its splits keeps them. Otherwise whole slides go to one split (the

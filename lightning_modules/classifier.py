@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -11,16 +11,15 @@ from torchmetrics.classification import BinaryAUROC
 
 from nar_search.lightning_modules.distillation import distillation_loss
 from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.settings import Scheduler, TrainingConfig
 from nar_search.models.resrep import param_groups
 from nar_search.models.spec import spec_from_dict
-
-Scheduler = Literal["none", "step", "cosine"]
 
 
 class PatchClassifier(pl.LightningModule):
     """Trains `spec` as a 2-class patch classifier; class 1 is TIL-positive.
 
-    Defaults are the paper's: Adam, learning rate 5e-4, weight decay 5e-4. `step` is the
+    Adam, at `TrainingConfig`'s learning rate and weight decay by default. `step` is the
     paper's ResRep schedule (StepLR, step 5, γ 0.5); `cosine` anneals over `max_epochs`.
     Training batches that carry a teacher's logits (image, label, logits) are learnt with
     `distill_weight` of the distillation loss at `distill_temperature`.
@@ -29,12 +28,12 @@ class PatchClassifier(pl.LightningModule):
     def __init__(
         self,
         spec: dict[str, Any],
-        lr: float = 5e-4,
-        weight_decay: float = 5e-4,
-        scheduler: Scheduler = "none",
+        lr: float = TrainingConfig.lr,
+        weight_decay: float = TrainingConfig.weight_decay,
+        scheduler: Scheduler = TrainingConfig.scheduler,
         step_size: int = 5,
         step_gamma: float = 0.5,
-        max_epochs: int = 50,
+        max_epochs: int = TrainingConfig.epochs,
         distill_weight: float = 0.0,
         distill_temperature: float = 1.0,
     ) -> None:

@@ -12,8 +12,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.data.sources import CLASS_DIRS, PATCH_MEAN, PATCH_STD, PATCH_UM, PatchDataset, open_patch_source
 from nar_search.data.splits import Finding, SplitSummary, check_splits, split_findings, split_patches, summarise_splits
+from nar_search.lightning_modules.settings import TrainingConfig
 
 
 def eval_transform(input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: tuple[float, ...] = PATCH_STD) -> v2.Compose:
@@ -81,11 +83,11 @@ class PatchDataModule(pl.LightningDataModule):
         self,
         source: str | Path,
         input_size: int,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.2,
+        batch_size: int = TrainingConfig.batch_size,
+        num_workers: int = TrainingConfig.num_workers,
+        seed: int = TrainingConfig.seed,
+        val_fraction: float = VAL_FRACTION,
+        test_fraction: float = TEST_FRACTION,
         augment: bool = True,
         mpp: float | None = None,
         class_dirs: Mapping[str, int] = CLASS_DIRS,

@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 
 from nar_search.lightning_modules.classifier import PatchClassifier
 from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.settings import RESREP_MASK_INTERVAL, RESREP_MAX_NEW, RESREP_WARMUP_EPOCHS
 from nar_search.models.resrep import (
     LASSO_STRENGTH,
     ResRepSpec,
@@ -36,9 +37,9 @@ class ResRepCallback(Callback):
         self,
         flops_target: float,
         lasso_strength: float = LASSO_STRENGTH,
-        mask_interval: int = 200,
-        warmup_epochs: int = 5,
-        max_new: int = 4,
+        mask_interval: int = RESREP_MASK_INTERVAL,
+        warmup_epochs: int = RESREP_WARMUP_EPOCHS,
+        max_new: int = RESREP_MAX_NEW,
     ) -> None:
         self.flops_target = flops_target
         self.lasso_strength = lasso_strength
@@ -88,10 +89,10 @@ def converted_classifier(classifier: PatchClassifier, flops_target: float, drop_
 
 def resrep_training(
     flops_target: float,
-    mask_interval: int = 200,
-    warmup_epochs: int = 5,
+    mask_interval: int = RESREP_MASK_INTERVAL,
+    warmup_epochs: int = RESREP_WARMUP_EPOCHS,
     lasso_strength: float = LASSO_STRENGTH,
-    max_new: int = 4,
+    max_new: int = RESREP_MAX_NEW,
 ) -> tuple[list[Callback], Callable[[PatchClassifier], PatchClassifier]]:
     """The callbacks and the end-of-training conversion that make `train_spec` run ResRep."""
     callback = ResRepCallback(flops_target, lasso_strength, mask_interval, warmup_epochs, max_new)

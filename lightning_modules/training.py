@@ -12,31 +12,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from nar_search.lightning_modules.classifier import PatchClassifier, Scheduler
+from nar_search.lightning_modules.classifier import PatchClassifier
 from nar_search.lightning_modules.distill_settings import DistillSettings
 from nar_search.lightning_modules.distillation import TeacherTargets
 from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.settings import TrainingConfig
 from nar_search.models.base_network import BaseNetwork
 from nar_search.models.init_modes import get_init_mode
 from nar_search.models.spec import ArchSpec
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 5e-4
-    scheduler: Scheduler = "none"
-    patience: int | None = 10  # epochs without val AUC gain before stopping; None: never stop early
-    seeds: int = 1
-    seed: int = 0
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    num_workers: int = 0
-    deterministic: bool = True
-    init: str = "scratch"  # how weights start: a name of models.init_modes
-    distill: DistillSettings | None = None  # learn from the base network as teacher too
 
 
 @dataclass

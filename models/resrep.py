@@ -242,7 +242,7 @@ def masked_widths(model: nn.Module) -> dict[str, int]:
     return {compactor.conv_name: int(compactor.mask.sum()) for compactor in compactors(model)}
 
 
-def update_masks(model: nn.Module, flops_target: float, max_new: int = 4, *, cost: WidthCost) -> float:
+def update_masks(model: nn.Module, flops_target: float, max_new: int, *, cost: WidthCost) -> float:
     """ResRep's mask schedule: from the original widths, masks channels by ascending compactor-row
     norm until the FLOPs reach `flops_target` × the original or `max_new` more channels than
     before are masked; no layer goes below one channel. Returns the masked FLOPs fraction."""

@@ -26,7 +26,8 @@ from nar_search.search.dashboard_cli import dashboard_command
 from nar_search.search.data_cli import data_app
 from nar_search.search.demo_cli import demo_command
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.export_cli import export_command, predict_command
+from nar_search.search.export_cli import export_command
+from nar_search.search.predict_cli import predict_command
 from nar_search.search.reduce_cli import reduce_command
 from nar_search.search.study_cli import study_app
 from nar_search.search.train_cli import train_command

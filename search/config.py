@@ -10,12 +10,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.lightning_modules.distill_settings import DistillSettings
-from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.lightning_modules.settings import (
+    RESREP_MASK_INTERVAL,
+    RESREP_MAX_NEW,
+    RESREP_WARMUP_EPOCHS,
+    Scheduler,
+    TrainingConfig,
+)
 from nar_search.models.init_modes import get_init_mode
 from nar_search.models.reduce import DEFAULT_TOLERANCE
+from nar_search.models.rounding import Rounding
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.methods import get_method
+from nar_search.search.methods import ReductionOptions, get_method
 from nar_search.search.urls import hide_password
 
 
@@ -26,8 +34,8 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     source: Path
     mpp: float | None = Field(default=None, gt=0)
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(default=VAL_FRACTION, gt=0, lt=1)
+    test_fraction: float = Field(default=TEST_FRACTION, gt=0, lt=1)
 
 
 class DistillConfig(_Strict):
@@ -38,17 +46,17 @@ class DistillConfig(_Strict):
 
 
 class TrainingSettings(_Strict):
-    epochs: int = Field(default=50, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=5e-4, gt=0)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    scheduler: Literal["none", "step", "cosine"] = "none"
-    patience: int | None = Field(default=10, ge=1)
-    seeds: int = Field(default=1, ge=1)
-    seed: int = 0
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    num_workers: int = Field(default=0, ge=0)
+    epochs: int = Field(default=TrainingConfig.epochs, ge=1)
+    batch_size: int = Field(default=TrainingConfig.batch_size, ge=1)
+    lr: float = Field(default=TrainingConfig.lr, gt=0)
+    weight_decay: float = Field(default=TrainingConfig.weight_decay, ge=0)
+    scheduler: Scheduler = TrainingConfig.scheduler
+    patience: int | None = Field(default=TrainingConfig.patience, ge=1)
+    seeds: int = Field(default=TrainingConfig.seeds, ge=1)
+    seed: int = TrainingConfig.seed
+    precision: str = TrainingConfig.precision
+    accelerator: str = TrainingConfig.accelerator
+    num_workers: int = Field(default=TrainingConfig.num_workers, ge=0)
     # Every study has a base (given, or its trained baseline): candidates start from it and
     # learn from it by default; `init: scratch` and `distill: null` are the paper's protocol.
     init: str = "inherit"
@@ -93,11 +101,9 @@ class SearchSpace(_Strict):
     space: Literal["paper", "grid", "bayes", "ir"] = "paper"
     methods: list[str] = Field(default_factory=lambda: ["nar"], min_length=1)
     flops_target_values: list[float] = Field(default_factory=lambda: [0.75, 0.5, 0.3])
-    resrep_mask_interval: int = Field(default=200, ge=1)
-    resrep_warmup_epochs: int = Field(default=5, ge=0)
-    # Channels masked at most per update (the reference's 4 suits ImageNet's ~10⁶ steps; a short
-    # run needs more to reach its target).
-    resrep_max_new: int = Field(default=4, ge=1)
+    resrep_mask_interval: int = Field(default=RESREP_MASK_INTERVAL, ge=1)
+    resrep_warmup_epochs: int = Field(default=RESREP_WARMUP_EPOCHS, ge=0)
+    resrep_max_new: int = Field(default=RESREP_MAX_NEW, ge=1)
     phi_values: list[float] = Field(default_factory=lambda: [0, 1, 2, 3])
     phi: Range = Range(low=0, high=3)
     alpha_values: list[float] = Field(default_factory=lambda: [1.1, 1.2, 1.3])
@@ -106,7 +112,7 @@ class SearchSpace(_Strict):
     alpha: Range = Range(low=1.0, high=1.6)
     beta: Range = Range(low=1.0, high=1.3)
     tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0, lt=1)
-    rounding: Literal["paper", "divisible8"] = "paper"
+    rounding: Rounding = ReductionOptions.rounding
 
     @field_validator("methods")
     @classmethod

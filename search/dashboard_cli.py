@@ -17,17 +17,9 @@ import typer
 
 from nar_search.search.console import console
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.interrupts import Interrupted, interruptible
-from nar_search.search.study_cli import (
-    Name,
-    Storage,
-    load_study,
-    locate_study,
-    open_named_study,
-    quiet_optuna,
-    signal_name,
-    study_tracking_uri,
-)
+from nar_search.search.interrupts import Interrupted, interruptible, signal_name
+from nar_search.search.study_cli import Name, Storage
+from nar_search.search.study_lookup import load_study, locate_study, open_named_study, quiet_optuna, study_tracking_uri
 from nar_search.search.urls import hide_password
 
 LOCALHOST = "127.0.0.1"  # the dashboards serve this machine only: reach them from elsewhere through an SSH tunnel

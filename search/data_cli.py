@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from nar_search.data.difficulty import DifficultyName
+from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.search.console import console
 
 data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
@@ -56,8 +57,8 @@ def inspect(
     source: Path = typer.Argument(..., help="Class folders, a label file (.txt), a manifest or a slide-coordinates CSV."),
     mpp: float | None = typer.Option(None, help="Microns per pixel of slides that do not record it."),
     seed: int = typer.Option(0),
-    val_fraction: float = typer.Option(0.2),
-    test_fraction: float = typer.Option(0.2),
+    val_fraction: float = typer.Option(VAL_FRACTION),
+    test_fraction: float = typer.Option(TEST_FRACTION),
 ) -> None:
     """Check a patch source and show how it would be split: patches per split, class and slide,
     and what would make the splits' AUCs doubtful."""

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial
 
+from nar_search.search.record import TrialRecord
+
 if TYPE_CHECKING:  # Lightning loads with the trainings, not with every reader of a study
     from nar_search.lightning_modules.rungs import Rungs
     from nar_search.search.tracking import Tracker
 
-RUNGS_ATTR = "rungs"  # [{"epochs", "val_auc", "promoted"}, ...] in the order reached
-STOPPED_ATTR = "stopped_at_rung"  # epochs trained by a candidate that a rung stopped
 STOPPED_TAG = "nar.stopped_at_rung"
-EXPECTED_GFLOPS_ATTR = "expected_gflops"  # the candidate's cost, known before it trains
 
 
 def rung_epochs(epochs: int, factor: int, rungs: int) -> list[int]:
@@ -92,12 +91,12 @@ def rung_results(trials: list[FrozenTrial], epochs: int) -> list[RungResult]:
     results are no candidates of their own."""
     results = []
     for trial in trials:
-        attrs = trial.user_attrs
-        if attrs.get("baseline") or "reused_from" in attrs:
+        record = TrialRecord.of(trial)
+        if record.baseline or record.reused_from is not None:
             continue
-        for rung in attrs.get(RUNGS_ATTR, []):
+        for rung in record.rungs or []:
             if rung["epochs"] == epochs:
-                results.append(RungResult(trial.number, rung["val_auc"], attrs[EXPECTED_GFLOPS_ATTR]))
+                results.append(RungResult(trial.number, rung["val_auc"], record.expected_gflops))
     return results
 
 
@@ -113,14 +112,15 @@ class RungJudge:
     factor: int
 
     def __call__(self, epochs: int, val_auc: float) -> bool:
-        reached = [*self.trial.user_attrs.get(RUNGS_ATTR, []), {"epochs": epochs, "val_auc": val_auc}]
-        self.trial.set_user_attr(RUNGS_ATTR, reached)
-        self.tracker.log_metrics(self.trial.user_attrs["mlflow_run_id"], {"rung_val_auc": val_auc}, step=epochs)
+        record = TrialRecord.of(self.trial)
+        reached = [*(record.rungs or []), {"epochs": epochs, "val_auc": val_auc}]
+        TrialRecord(rungs=reached).write(self.trial)
+        self.tracker.log_metrics(record.mlflow_run_id, {"rung_val_auc": val_auc}, step=epochs)
         results = rung_results(self.study.get_trials(deepcopy=False), epochs)
         mine = next(r for r in results if r.trial == self.trial.number)
         goes_on = promoted(mine, results, self.factor)
         reached[-1]["promoted"] = goes_on
-        self.trial.set_user_attr(RUNGS_ATTR, reached)
+        TrialRecord(rungs=reached).write(self.trial)
         return goes_on
 
 
@@ -134,9 +134,10 @@ def reached(trials: list[FrozenTrial], full_epochs: int) -> dict[int, int]:
     """How many candidates reached each rung (by its epochs), the full budget included."""
     counts: dict[int, int] = {}
     for trial in trials:
-        if RUNGS_ATTR not in trial.user_attrs or "reused_from" in trial.user_attrs:
+        record = TrialRecord.of(trial)
+        if record.rungs is None or record.reused_from is not None:
             continue
-        epochs = [rung["epochs"] for rung in trial.user_attrs[RUNGS_ATTR]]
+        epochs = [rung["epochs"] for rung in record.rungs]
         if trial.state == optuna.trial.TrialState.COMPLETE:
             epochs.append(full_epochs)
         for value in epochs:

@@ -30,6 +30,11 @@ def exit_code(error: BaseException) -> int:
     return cause.exit_code if isinstance(cause, Interrupted) else 128 + signal.SIGINT
 
 
+def signal_name(stop: BaseException) -> str:
+    """SIGINT or SIGTERM: the signal that stopped the process, as `exit_code` reads it."""
+    return signal.Signals(exit_code(stop) - 128).name
+
+
 def _raise(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nar_search.search.halving import STOPPED_ATTR, RungResult
+from nar_search.search.halving import RungResult
+from nar_search.search.record import TrialRecord
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,12 @@ class TrialRow:
 
 def trained(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that hold a trained (or reused) network: full-budget results only."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "gflops" in t.user_attrs]
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if TrialRecord.of(t).trained]
 
 
 def stopped(study: optuna.Study) -> list[FrozenTrial]:
     """Candidates that successive halving stopped at a rung: never on the front, never chosen."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if STOPPED_ATTR in t.user_attrs]
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if TrialRecord.of(t).stopped_at_rung is not None]
 
 
 def feasible(trial: FrozenTrial) -> bool:
@@ -50,11 +51,20 @@ def feasible(trial: FrozenTrial) -> bool:
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """Optuna's own front for a two-objective study; the non-dominated trials otherwise."""
     if len(study.directions) == 2:
-        return sorted(study.best_trials, key=lambda t: t.user_attrs["gflops"])
+        return sorted(study.best_trials, key=_gflops)
     candidates = [t for t in trained(study) if feasible(t)]
-    points = {t.number: RungResult(t.number, t.user_attrs["val_auc"], t.user_attrs["gflops"]) for t in candidates}
+    points = {t.number: _point(t) for t in candidates}
     front = [t for t in candidates if not any(other.dominates(points[t.number]) for other in points.values())]
-    return sorted(front, key=lambda t: t.user_attrs["gflops"])
+    return sorted(front, key=_gflops)
+
+
+def _gflops(trial: FrozenTrial) -> float:
+    return TrialRecord.of(trial).gflops
+
+
+def _point(trial: FrozenTrial) -> RungResult:
+    record = TrialRecord.of(trial)
+    return RungResult(trial.number, record.val_auc, record.gflops)
 
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -70,28 +80,29 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
 
 
 def baseline(study: optuna.Study) -> FrozenTrial | None:
-    return next((t for t in trained(study) if t.user_attrs.get("baseline")), None)
+    return next((t for t in trained(study) if TrialRecord.of(t).baseline), None)
 
 
 def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True) -> TrialRow:
-    attrs = trial.user_attrs
+    record = TrialRecord.of(trial)
+    settings = record.settings
     return TrialRow(
         trial=trial.number,
-        method=attrs["method"],
-        alpha=attrs.get("alpha"),
-        beta=attrs.get("beta"),
-        gamma=attrs.get("gamma"),
-        phi=attrs.get("phi"),
-        flops_target=attrs.get("flops_target"),
-        input_size=attrs["input_size"],
-        gflops=attrs["gflops"],
-        reduction=(baseline_gflops / attrs["gflops"]) if baseline_gflops else float("nan"),
-        val_auc=attrs["val_auc"],
-        test_auc=attrs["test_auc"],
-        mlflow_run_id=attrs.get("mlflow_run_id", ""),
-        baseline=bool(attrs.get("baseline")),
+        method=record.method,
+        alpha=settings.get("alpha"),
+        beta=settings.get("beta"),
+        gamma=settings.get("gamma"),
+        phi=settings.get("phi"),
+        flops_target=settings.get("flops_target"),
+        input_size=record.input_size,
+        gflops=record.gflops,
+        reduction=(baseline_gflops / record.gflops) if baseline_gflops else float("nan"),
+        val_auc=record.val_auc,
+        test_auc=record.test_auc,
+        mlflow_run_id=record.mlflow_run_id or "",
+        baseline=bool(record.baseline),
         pareto=on_front,
-        stopped_at_rung=attrs.get(STOPPED_ATTR),
+        stopped_at_rung=record.stopped_at_rung,
     )
 
 
@@ -99,7 +110,7 @@ def pareto_rows(study: optuna.Study, every_trial: bool = False) -> list[TrialRow
     """The front's rows by GFLOPs; with `every_trial`, all trained trials, front marked, and the
     candidates stopped at a rung (at their rung's val AUC)."""
     reference = baseline(study)
-    gflops = reference.user_attrs["gflops"] if reference else None
+    gflops = TrialRecord.of(reference).gflops if reference else None
     on_front = {t.number for t in front(study)}
     trials = trained(study) + stopped(study) if every_trial else front(study)
     rows = [row(t, gflops, t.number in on_front) for t in trials]
@@ -111,7 +122,9 @@ def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
     reference = baseline(study)
     if reference is None:
         return None
-    floor = reference.user_attrs["val_auc"] - max_auc_drop
-    eligible = [t for t in trained(study) if t.user_attrs["val_auc"] >= floor]
-    cheapest = min(eligible, key=lambda t: (t.user_attrs["gflops"], -t.user_attrs["val_auc"]))
-    return row(cheapest, reference.user_attrs["gflops"], cheapest.number in {t.number for t in front(study)})
+    base = TrialRecord.of(reference)
+    floor = base.val_auc - max_auc_drop
+    trials = {t.number: t for t in trained(study)}
+    eligible = [point for point in map(_point, trials.values()) if point.val_auc >= floor]
+    cheapest = min(eligible, key=lambda point: (point.gflops, -point.val_auc))
+    return row(trials[cheapest.trial], base.gflops, cheapest.trial in {t.number for t in front(study)})

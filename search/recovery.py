@@ -18,11 +18,9 @@ import optuna
 from mlflow.entities import RunStatus
 from optuna.trial import FrozenTrial, TrialState
 
+from nar_search.search.record import TrialRecord
 from nar_search.search.tracking import Tracker
 
-OWNER_ATTR = "worker"
-RETRY_ATTR = "retry_of"
-FAILURE_ATTR = "failure"
 # A trial is asked for before it can record its owner: one with no owner after this long is orphaned.
 UNCLAIMED_SECONDS = 120
 # How often a study's parent process looks for trials that Optuna's heartbeat failed elsewhere.
@@ -54,7 +52,7 @@ def worker_alive(owner: dict[str, object]) -> bool | None:
 
 def worker_gone(trial: FrozenTrial) -> bool:
     """A running trial whose worker is known to have died (until recovery marks it failed)."""
-    owner = trial.user_attrs.get(OWNER_ATTR)
+    owner = TrialRecord.of(trial).worker
     return owner is not None and worker_alive(owner) is False
 
 
@@ -65,13 +63,13 @@ def awaiting_retry(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
         return worker_gone(trial)
     return (
         trial.state == TrialState.FAIL
-        and FAILURE_ATTR in trial.user_attrs
-        and not any(t.user_attrs.get(RETRY_ATTR) == trial.number for t in trials)
+        and TrialRecord.of(trial).failure is not None
+        and not any(TrialRecord.of(t).retry_of == trial.number for t in trials)
     )
 
 
 def _orphaned(trial: FrozenTrial, now: datetime, stopping: bool) -> bool:
-    owner = trial.user_attrs.get(OWNER_ATTR)
+    owner = TrialRecord.of(trial).worker
     if stopping and owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
         return True
     if owner is None:
@@ -82,8 +80,8 @@ def _orphaned(trial: FrozenTrial, now: datetime, stopping: bool) -> bool:
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queues a failed trial again: its parameters and baseline mark, and which trial it retries.
     Also Optuna's heartbeat callback, so a retry never carries a dead worker's claim or run."""
-    carried = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
-    study.enqueue_trial(trial.params, user_attrs=carried | {RETRY_ATTR: trial.number}, skip_if_exists=False)
+    retry = TrialRecord(baseline=TrialRecord.of(trial).baseline, retry_of=trial.number)
+    study.enqueue_trial(trial.params, user_attrs=retry.attrs(), skip_if_exists=False)
 
 
 def unresolved_failures(study: optuna.Study) -> list[int]:
@@ -91,8 +89,8 @@ def unresolved_failures(study: optuna.Study) -> list[int]:
     trials = study.get_trials(deepcopy=False)
     retries: dict[int, list[FrozenTrial]] = {}
     for trial in trials:
-        if RETRY_ATTR in trial.user_attrs:
-            retries.setdefault(trial.user_attrs[RETRY_ATTR], []).append(trial)
+        if (retried := TrialRecord.of(trial).retry_of) is not None:
+            retries.setdefault(retried, []).append(trial)
 
     def resolved(trial: FrozenTrial) -> bool:
         return trial.state in FINISHED_STATES or any(resolved(retry) for retry in retries.get(trial.number, []))
@@ -122,10 +120,11 @@ def recover(study: optuna.Study, tracker: Tracker, requeue_failed: bool = True, 
     now = datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _orphaned(trial, now, stopping):
-            owner = trial.user_attrs.get(OWNER_ATTR, {})
+            owner = TrialRecord.of(trial).worker or {}
             gone = "stopped" if stopping and owner.get("pid") == os.getpid() else "gone"
             reason = f"worker {gone} (pid {owner.get('pid', '?')} on {owner.get('host', '?')})"
-            study._storage.set_trial_user_attr(trial._trial_id, FAILURE_ATTR, reason)
+            for key, value in TrialRecord(failure=reason).attrs().items():
+                study._storage.set_trial_user_attr(trial._trial_id, key, value)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             recovery.orphans.append(trial.number)
     trials = study.get_trials(deepcopy=False)
@@ -133,7 +132,7 @@ def recover(study: optuna.Study, tracker: Tracker, requeue_failed: bool = True, 
         if trial.state == TrialState.FAIL:
             _end_run(tracker, trial)
     if requeue_failed:
-        retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+        retried = {TrialRecord.of(t).retry_of for t in trials} - {None}
         for trial in trials:
             if trial.state == TrialState.FAIL and trial.number not in retried and trial.params:
                 requeue(study, trial)
@@ -143,11 +142,12 @@ def recover(study: optuna.Study, tracker: Tracker, requeue_failed: bool = True, 
 
 def _end_run(tracker: Tracker, trial: FrozenTrial) -> None:
     """A failed trial's MLflow run that its gone worker left RUNNING ends KILLED, with the reason."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    record = TrialRecord.of(trial)
+    run_id = record.mlflow_run_id
     if run_id is None:
         return
     run = tracker.client.get_run(run_id)
     if run.info.status == RunStatus.to_string(RunStatus.RUNNING) and run.data.tags.get("optuna.trial_number") == str(trial.number):
-        reason = trial.user_attrs.get(FAILURE_ATTR, "its worker stopped without ending it")
+        reason = record.failure or "its worker stopped without ending it"
         tracker.client.set_tag(run_id, "failure_reason", reason)
         tracker.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))

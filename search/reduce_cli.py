@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from nar_search.models.rounding import Rounding
 from nar_search.models.spec import ArchSpec
 from nar_search.search.console import console
 from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
-
-
-def parse_phis(text: str) -> list[float]:
-    """'2' → [2]; '0:5' → [0..5] step 1; '0:3:0.5' → step 0.5; '0,1.5,3' → a list."""
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            start, stop, step = parts if len(parts) == 3 else (*parts, 1.0)
-            if step <= 0 or stop < start:
-                raise ValueError
-            count = round((stop - start) / step) + 1
-            return [round(start + i * step, 10) for i in range(count)]
-        return [float(p) for p in text.split(",")]
-    except ValueError:
-        raise ModelError(f"--phi {text!r} is not a ϕ value, a list (0,1.5,3) or a range (0:5 or 0:3:0.5)") from None
-
+from nar_search.search.methods.phi import parse_phis
 
 REDUCE_METHODS_HELP = method_help(m for m in METHODS.values() if not m.reduces_in_training)
 
@@ -44,7 +28,7 @@ def reduce_command(
     gamma: Annotated[float, typer.Option(help="resolution coefficient γ")] = PAPER_COEFFICIENTS[2],
     tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
     method: Annotated[str, typer.Option(help=REDUCE_METHODS_HELP)] = "nar",
-    rounding: Annotated[Literal["paper", "divisible8"], typer.Option(help="integer rounding of widths and depths")] = "paper",
+    rounding: Annotated[Rounding, typer.Option(help="integer rounding of widths and depths")] = ReductionOptions.rounding,
     latency: Annotated[bool, typer.Option(help="also measure CPU latency (batch 16)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print specs and costs as JSON")] = False,
 ) -> None:

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nar_search.lightning_modules.distillation import TeacherTargets
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.lightning_modules.rungs import Rungs
-from nar_search.lightning_modules.training import TrainingConfig
+from nar_search.lightning_modules.settings import TrainingConfig
 from nar_search.models.base_network import BaseNetwork, load_base
 from nar_search.models.cost import spec_cost
 from nar_search.models.errors import ModelError
@@ -26,24 +26,21 @@ from nar_search.models.registry import original_spec
 from nar_search.models.spec import ArchSpec, Reduction
 from nar_search.search import pareto, space
 from nar_search.search.config import StudyConfig, StudyConfigError
-from nar_search.search.halving import EXPECTED_GFLOPS_ATTR, STOPPED_ATTR, STOPPED_TAG, rungs_callback
+from nar_search.search.halving import STOPPED_TAG, rungs_callback
 from nar_search.search.interrupts import Interrupted
 from nar_search.search.methods import Candidate, ReductionMethod
 from nar_search.search.plots import pareto_html, pareto_markdown, pareto_png
-from nar_search.search.recovery import OWNER_ATTR, RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
+from nar_search.search.record import StudyRecord, TrialRecord
+from nar_search.search.recovery import RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
+from nar_search.search.status import COUNTED_STATES, counted
 from nar_search.search.storage import check_parallel, open_storage
 from nar_search.search.tracking import Tracker, run_link
 from nar_search.search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
 from nar_search.search.urls import hide_password
 
-PARENT_RUN_ATTR = "mlflow_parent_run_id"
-PARETO_ATTR = "pareto_trials"
-BASE_ATTR = "base_network"  # where the trained baseline's network lies, once it is trained
 OBJECTIVE_NAMES = ("val_auc", "gflops")  # a Pareto study's objectives, as dashboards show them; a budget study has the first
-LABEL_ATTR = "label"  # the candidate as its method names it, e.g. `nar ϕ2 α1.2 β1.1 γ1.15`
 POLL_SECONDS = 2.0
 BUDGET_CONSTRAINT = "gflops_over_budget"
-COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def architecture_key(spec: ArchSpec) -> str:
@@ -133,8 +130,8 @@ def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.S
     if study.metric_names is None:  # new, or made before its objectives were named
         study.set_metric_names(list(OBJECTIVE_NAMES[: len(directions)]))
     if not study.trials:
-        study.enqueue_trial(space.baseline_params(config.search), user_attrs={"baseline": True})
-        study.set_user_attr("config", config.masked())
+        study.enqueue_trial(space.baseline_params(config.search), user_attrs=TrialRecord(baseline=True).attrs())
+        StudyRecord(config=config.masked()).write(study)
     return study
 
 
@@ -166,7 +163,7 @@ class StudyRunner:
         self._teacher: TeacherTargets | None = None
 
     def _parent_run(self) -> str:
-        run_id = self.study.user_attrs.get(PARENT_RUN_ATTR)
+        run_id = StudyRecord.of(self.study).mlflow_parent_run_id
         if run_id is None:
             experiment = self.tracker.experiment_id(self.config.name)
             run = self.tracker.client.create_run(experiment, run_name=f"study {self.config.name}", tags={"nar.role": "study"})
@@ -184,13 +181,13 @@ class StudyRunner:
                 },
             )
             self.tracker.log_files(run_id, {"study_config.json": json.dumps(self.config.masked(), indent=2)})
-            self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+            StudyRecord(mlflow_parent_run_id=run_id).write(self.study)
         return run_id
 
     def run_trial(self, trial: optuna.Trial) -> float | tuple[float, float]:
         """The objective as Optuna runs it: the trial claims its worker first, and a stop
         (Ctrl-C, SIGTERM) reaches Optuna as the KeyboardInterrupt it fails a trial on."""
-        trial.set_user_attr(OWNER_ATTR, this_worker())
+        TrialRecord(worker=this_worker()).write(trial)
         try:
             return self.objective(trial)
         except Interrupted as stop:
@@ -199,14 +196,14 @@ class StudyRunner:
     def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         method = space.suggest_method(trial, self.config.search)
         candidate = method.suggest(trial, self.config.search, self.original)
-        trial.set_user_attr("method", method.name)
+        TrialRecord(method=method.name).write(trial)
         if candidate is None:  # infeasible: recorded by its constraint, nothing to train
             return self._values(0.0, self.original_gflops)
         self._describe(trial, method, candidate)
         if self.config.objective == "budget":
             self._check_budget(trial, method.expected_gflops(candidate))
         key = architecture_key(candidate.spec) + method.key_suffix(candidate)
-        trial.set_user_attr("architecture", key)
+        TrialRecord(architecture=key).write(trial)
         twin = self._trained_twin(key, trial.number)
         if twin is not None:
             return self._reuse(trial, twin)
@@ -218,10 +215,10 @@ class StudyRunner:
             "parent_run_id": self.parent_run_id,
             "tags": self._tags(trial, method.name),
             "progress": self.progress,
-            "on_run_created": lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+            "on_run_created": lambda run_id: TrialRecord(mlflow_run_id=run_id).write(trial),
         }
         data, config = DataSettings(**self.config.data.model_dump()), self.config.training.to_training_config()
-        if trial.user_attrs.get("baseline"):
+        if TrialRecord.of(trial).baseline:
             outcome = self._establish_base(run_name, training.spec, data, config, run_dir, record)
         else:
             base = self._await_base(trial) if _needs_base(config) else None
@@ -239,9 +236,7 @@ class StudyRunner:
                 teacher=self._teacher_of(base, config),
                 **record,
             )
-        trial.set_user_attr("spec", outcome.spec.to_dict())
-        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "latency_ms", "seconds", "epochs"):
-            trial.set_user_attr(name, getattr(outcome, name))
+        TrialRecord.result_of(outcome, spec=outcome.spec.to_dict(), seconds=outcome.seconds, epochs=outcome.epochs).write(trial)
         for rung in rungs:
             if rung.stopped_at is not None:
                 self._stop_at_rung(trial, outcome.run_id, rung.stopped_at)
@@ -249,14 +244,14 @@ class StudyRunner:
 
     def _rungs(self, trial: optuna.Trial, gflops: float) -> list[Rungs]:
         """Successive halving's rungs for a Pareto study's candidate (none for the baseline)."""
-        if self.config.pruner != "halving" or trial.user_attrs.get("baseline"):
+        if self.config.pruner != "halving" or TrialRecord.of(trial).baseline:
             return []
-        trial.set_user_attr(EXPECTED_GFLOPS_ATTR, gflops)
+        TrialRecord(expected_gflops=gflops).write(trial)
         halving = self.config.halving
         return [rungs_callback(self.study, trial, self.tracker, self.config.training.epochs, halving.factor, halving.rungs)]
 
     def _stop_at_rung(self, trial: optuna.Trial, run_id: str, epochs: int) -> None:
-        trial.set_user_attr(STOPPED_ATTR, epochs)
+        TrialRecord(stopped_at_rung=epochs).write(trial)
         self.tracker.set_tags(run_id, {STOPPED_TAG: str(epochs)})
         raise optuna.TrialPruned(f"stopped at the {epochs}-epoch rung: dominated by the candidates that reached it")
 
@@ -274,12 +269,12 @@ class StudyRunner:
             self.study.stop()  # every later trial starts from the base: none can run without it
             raise
         self.base = load_base(run_dir, self.config.model, self.original.input_size)
-        self.study.set_user_attr(BASE_ATTR, str(run_dir.resolve()))
+        StudyRecord(base_network=str(run_dir.resolve())).write(self.study)
         return outcome
 
     def _stored_base(self) -> BaseNetwork | None:
         """The base a baseline trial of this study trained, here or on another worker."""
-        path = self.study.user_attrs.get(BASE_ATTR)
+        path = StudyRecord.of(self.study).base_network
         if path is None:
             return None
         if not Path(path).is_dir():
@@ -300,7 +295,7 @@ class StudyRunner:
             if self.base is not None:
                 break
             trials = self.study.get_trials(deepcopy=False)
-            baselines = [t for t in trials if t.user_attrs.get("baseline")]
+            baselines = [t for t in trials if TrialRecord.of(t).baseline]
             if any(t.state == TrialState.RUNNING and not worker_gone(t) for t in baselines):
                 pass  # another worker trains it
             elif any(t.state == TrialState.WAITING for t in baselines):
@@ -328,18 +323,19 @@ class StudyRunner:
         pruned before they train."""
         over = gflops - self.config.gflops_budget
         trial.set_constraint(BUDGET_CONSTRAINT, over)
-        if over > 0 and not trial.user_attrs.get("baseline"):
+        if over > 0 and not TrialRecord.of(trial).baseline:
             raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
 
     def _values(self, auc: float, gflops: float) -> float | tuple[float, float]:
         return (auc, gflops) if self.config.objective == "pareto" else auc
 
     def _describe(self, trial: optuna.Trial, method: ReductionMethod, candidate: Candidate) -> None:
-        for name, value in method.describe(candidate).items():
-            trial.set_user_attr(name, value)
-        trial.set_user_attr(LABEL_ATTR, method.label(candidate))
-        trial.set_user_attr("input_size", candidate.spec.input_size)
-        trial.set_user_attr("spec", candidate.spec.to_dict())
+        TrialRecord(
+            settings=method.describe(candidate),
+            label=method.label(candidate),
+            input_size=candidate.spec.input_size,
+            spec=candidate.spec.to_dict(),
+        ).write(trial)
 
     def _tags(self, trial: optuna.Trial, method: str) -> dict[str, str]:
         return {"optuna.study": self.config.name, "optuna.trial_number": str(trial.number), "method": method, "pareto": "false"}
@@ -358,9 +354,9 @@ class StudyRunner:
             twins = [
                 other
                 for other in self.study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING))
-                if other.number != number and other.user_attrs.get("architecture") == key
+                if other.number != number and TrialRecord.of(other).architecture == key
             ]
-            trained = [t for t in twins if (t.state == TrialState.COMPLETE and "gflops" in t.user_attrs) or STOPPED_ATTR in t.user_attrs]
+            trained = [t for t in twins if _trained_or_stopped(t)]
             if trained:
                 return trained[0]
             if not any(t.state == TrialState.RUNNING and t.number < number and not worker_gone(t) for t in twins):
@@ -370,34 +366,32 @@ class StudyRunner:
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float | tuple[float, float]:
         """Same network as an earlier trial: its result (or its stop at a rung) is reused and
         recorded as such."""
-        attrs = twin.user_attrs
-        for name in ("gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std"):
-            trial.set_user_attr(name, attrs[name])
-        trial.set_user_attr("latency_ms", attrs.get("latency_ms"))  # absent from twins trained before it was kept
-        trial.set_user_attr("reused_from", twin.number)
-        tags = self._tags(trial, trial.user_attrs["method"]) | {
-            "reused_from_trial": str(twin.number),
-            "reused_run_id": attrs["mlflow_run_id"],
-        }
-        run_name = trial_run_name(trial.number, trial.user_attrs[LABEL_ATTR])
+        # A twin trained before latency was kept has none: None fields are not written.
+        result = TrialRecord.of(twin)
+        TrialRecord.result_of(result, reused_from=twin.number).write(trial)
+        mine = TrialRecord.of(trial)
+        tags = self._tags(trial, mine.method) | {"reused_from_trial": str(twin.number), "reused_run_id": result.mlflow_run_id}
+        run_name = trial_run_name(trial.number, mine.label)
         with self.tracker.run(self.config.name, run_name, tags, self.parent_run_id) as run_id:
-            self.tracker.log_params(run_id, {"method": trial.user_attrs["method"], "spec": trial.user_attrs["spec"]})
-            self.tracker.log_metrics(run_id, {k: attrs[k] for k in ("gflops", "params", "val_auc", "test_auc")})
-        trial.set_user_attr("mlflow_run_id", run_id)
-        if STOPPED_ATTR in attrs:
-            self._stop_at_rung(trial, run_id, attrs[STOPPED_ATTR])
-        return self._values(attrs["val_auc"], attrs["gflops"])
+            self.tracker.log_params(run_id, {"method": mine.method, "spec": mine.spec})
+            self.tracker.log_metrics(
+                run_id, {"gflops": result.gflops, "params": result.params, "val_auc": result.val_auc, "test_auc": result.test_auc}
+            )
+        TrialRecord(mlflow_run_id=run_id).write(trial)
+        if result.stopped_at_rung is not None:
+            self._stop_at_rung(trial, run_id, result.stopped_at_rung)
+        return self._values(result.val_auc, result.gflops)
 
     def refresh(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """After every trial: Pareto tags on the child runs and the parent's front artifacts."""
         front = pareto.front(study)
-        on_front = {t.user_attrs["mlflow_run_id"] for t in front}
-        previous = set(study.user_attrs.get(PARETO_ATTR, []))
+        on_front = {TrialRecord.of(t).mlflow_run_id for t in front}
+        previous = set(StudyRecord.of(study).pareto_trials or [])
         for run_id in previous ^ on_front:
             self.tracker.set_tags(run_id, {"pareto": str(run_id in on_front).lower()})
-        study.set_user_attr(PARETO_ATTR, sorted(on_front))
-        if trial.user_attrs.get("mlflow_run_id") and trial.state != TrialState.COMPLETE:
-            self.tracker.set_tags(trial.user_attrs["mlflow_run_id"], {"optuna.state": trial.state.name})
+        StudyRecord(pareto_trials=sorted(on_front)).write(study)
+        if (run_id := TrialRecord.of(trial).mlflow_run_id) and trial.state != TrialState.COMPLETE:
+            self.tracker.set_tags(run_id, {"optuna.state": trial.state.name})
         self.publish(study)
 
     def publish(self, study: optuna.Study) -> None:
@@ -431,9 +425,8 @@ class StudyRunner:
 
     def optimize(self, callbacks: list = ()) -> None:
         """Runs trials until the study holds its number of finished trials and no retry waits."""
-        counted = len(self.study.get_trials(deepcopy=False, states=COUNTED_STATES))
         waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        remaining = max(self.config.n_trials - counted, waiting)
+        remaining = max(self.config.n_trials - counted(self.study), waiting)
         if remaining <= 0:
             return
         self.study.optimize(
@@ -446,11 +439,16 @@ class StudyRunner:
 
 def _point(row: pareto.TrialRow, trial: FrozenTrial, experiment_id: str) -> dict:
     """A trial as the Pareto views show it: its row, what hovering tells, and its run's link."""
-    attrs = trial.user_attrs
+    record = TrialRecord.of(trial)
     return row.as_dict() | {
-        "label": attrs.get(LABEL_ATTR, row.method),  # trials recorded before labels were kept: their method
-        "val_auc_std": attrs.get("val_auc_std"),
-        "test_auc_std": attrs.get("test_auc_std"),
-        "latency_ms": attrs.get("latency_ms"),
+        "label": record.label or row.method,  # trials recorded before labels were kept: their method
+        "val_auc_std": record.val_auc_std,
+        "test_auc_std": record.test_auc_std,
+        "latency_ms": record.latency_ms,
         "run_link": run_link(experiment_id, row.mlflow_run_id),
     }
+
+
+def _trained_or_stopped(trial: FrozenTrial) -> bool:
+    record = TrialRecord.of(trial)
+    return (trial.state == TrialState.COMPLETE and record.trained) or record.stopped_at_rung is not None

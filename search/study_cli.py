@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,7 +14,8 @@ from rich.table import Table
 
 from nar_search.search.console import console
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.interrupts import Interrupted, exit_code, interruptible
+from nar_search.search.interrupts import Interrupted, exit_code, interruptible, signal_name
+from nar_search.search.study_lookup import load_study, locate_study, open_named_study, quiet_optuna, run_again, study_tracking_uri
 from nar_search.search.urls import hide_password, without_password
 
 if TYPE_CHECKING:
@@ -28,8 +23,8 @@ if TYPE_CHECKING:
 
     from nar_search.search import pareto
     from nar_search.search.config import StudyConfig
-    from nar_search.search.recovery import Recovery
     from nar_search.search.study import StudyRunner
+    from nar_search.search.workers import DeadWorker
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
@@ -84,23 +79,6 @@ def _progress() -> Progress:
     )
 
 
-def _counted(study: optuna.Study) -> int:
-    from nar_search.search.study import COUNTED_STATES
-
-    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
-
-
-def _describe(trial: optuna.trial.FrozenTrial) -> str:
-    from optuna.trial import TrialState
-
-    attrs = trial.user_attrs
-    if trial.state != TrialState.COMPLETE:
-        return f"trial {trial.number}: {trial.state.name.lower()}"
-    if "val_auc" not in attrs:
-        return f"trial {trial.number}: infeasible"
-    return f"trial {trial.number} {attrs['method']}: AUC {attrs['val_auc']:.3f} at {attrs['gflops']:.3f} GFLOPs"
-
-
 @study_app.command("run")
 def run_command(
     config_file: ConfigFile = None,
@@ -118,6 +96,7 @@ def run_command(
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
     from nar_search.search.recovery import recover, unresolved_failures
+    from nar_search.search.status import counted, trial_line
     from nar_search.search.study import StudyRunner, given_base, open_study
     from nar_search.search.tracking import Tracker
 
@@ -129,15 +108,15 @@ def run_command(
     runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
     if recovery := str(recover(study, runner.tracker)):
         console.print(f"resuming: {recovery}")
-    console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {_counted(study)}/{config.n_trials} trials done")
+    console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {counted(study)}/{config.n_trials} trials done")
     try:
         with interruptible():
             if config.workers > 1:
                 _run_workers(config, runner)
             else:
                 with _progress() as progress:
-                    task = progress.add_task(config.name, total=config.n_trials, completed=_counted(study), last="")
-                    runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=_describe(t))])
+                    task = progress.add_task(config.name, total=config.n_trials, completed=counted(study), last="")
+                    runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
         runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
@@ -160,80 +139,29 @@ def run_command(
     _hint(f"dashboard: {shlex.join(dashboard)} (MLflow experiment {config.name!r})")
 
 
-def signal_name(stop: BaseException) -> str:
-    return signal.Signals(exit_code(stop) - 128).name
-
-
 def _shown(study: optuna.Study, config: StudyConfig) -> int:
+    from nar_search.search.status import counted
+
     # Parallel workers may finish one trial more than asked for: progress counts what was asked.
-    return min(_counted(study), config.n_trials)
+    return min(counted(study), config.n_trials)
 
 
 def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
     """N worker processes on one storage; this process shows progress, fails and queues again
     the trial of a worker that dies, and runs what no worker is left to run."""
-    import yaml
-
-    from nar_search.search.recovery import RECOVERY_SECONDS, recover
+    from nar_search.search.status import trial_line
+    from nar_search.search.workers import Workers
 
     study = runner.study
-    settings, files = json.loads(config.model_dump_json()), []
-    for index in range(config.workers):
-        # A sampler seed each, as samplers seeded alike propose the same points; but not for the
-        # grid, whose seed orders the grid that every worker's grid ids index.
-        offset = 0 if config.sampler == "grid" else index
-        seed = None if config.sampler_seed is None else config.sampler_seed + offset
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:  # private: it may hold a password
-            yaml.safe_dump(settings | {"sampler_seed": seed}, handle)
-        files.append(Path(handle.name))
-    # Logs to files, not pipes: an unread pipe fills up and stalls its worker.
-    logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
-    logs[0].parent.mkdir(parents=True, exist_ok=True)
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "nar_search.search.cli", "study", "worker", str(file), "--no-recover"],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        for file, log in zip(files, logs)
-    ]
-    ended: set[int] = set()
-    try:
-        with _progress() as progress:
-            task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
-            checked = time.monotonic()
-            while len(ended) < len(processes):
-                for index, process in enumerate(processes):
-                    if index not in ended and process.poll() is not None:
-                        ended.add(index)
-                        if process.returncode != 0:
-                            _report_dead_worker(process, logs[index], recover(study, runner.tracker))
-                if time.monotonic() - checked > RECOVERY_SECONDS:  # trials that heartbeats failed on other machines
-                    recover(study, runner.tracker, requeue_failed=False)
-                    checked = time.monotonic()
-                progress.update(task, completed=_shown(study, config))
-                time.sleep(0.5)
-            runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=_describe(t))])
-    except (KeyboardInterrupt, Interrupted):
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # each worker fails its own trial and ends its run
-        for process in processes:
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        raise
-    finally:
-        for file in files:
-            file.unlink()
+    with Workers(config) as workers, _progress() as progress:
+        task = progress.add_task(f"{config.name} · {config.workers} workers", total=config.n_trials, last="")
+        workers.watch(study, runner.tracker, lambda: progress.update(task, completed=_shown(study, config)), _report_dead_worker)
+        runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
 
 
-def _report_dead_worker(process: subprocess.Popen, log: Path, recovery: Recovery) -> None:
-    how = f"killed by {signal.Signals(-process.returncode).name}" if process.returncode < 0 else f"exit {process.returncode}"
-    last = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1][:200]
-    outcome = str(recovery) or "no trial of its was left running"
-    console.print(f"[yellow]a worker died[/] (pid {process.pid}, {how}; log {log}: {last!r}): {outcome}")
+def _report_dead_worker(dead: DeadWorker) -> None:
+    outcome = str(dead.recovery) or "no trial of its was left running"
+    console.print(f"[yellow]a worker died[/] (pid {dead.pid}, {dead.how}; log {dead.log}: {dead.last_line!r}): {outcome}")
 
 
 @study_app.command("worker")
@@ -266,56 +194,6 @@ def worker_command(
         raise typer.Exit(exit_code(stop)) from None
 
 
-def quiet_optuna() -> None:
-    # Optuna's ExperimentalWarnings (heartbeats, retried trials, some samplers) give a user
-    # nothing to act on. Their class comes with Optuna, so they are filtered where studies load it.
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def locate_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, str, str]:
-    """The study's config (from its YAML file, if given), name and storage URL."""
-    if config_file is not None:
-        from nar_search.search.config import (
-            load_study_config,  # here: a study named by --name needs no Lightning
-        )
-
-        config = load_study_config(config_file, {"name": name, "storage": storage})
-        return config, config.name, config.storage_url
-    if name is not None:
-        return None, name, storage or f"sqlite:///studies/{name}.db"
-    raise StudyConfigError("name the study: give its YAML file or --name (and --storage if not the default)")
-
-
-def open_named_study(name: str, storage: optuna.storages.BaseStorage, url: str, config_file: Path | None) -> optuna.Study:
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise StudyConfigError(f"no study {name!r} in {hide_password(url)}: run it first with `{_run_again(config_file)}`") from None
-
-
-def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
-    from nar_search.search.storage import open_storage
-
-    quiet_optuna()
-    config, name, url = locate_study(config_file, name, storage)
-    return config, open_named_study(name, open_storage(url, create=False), url, config_file)
-
-
-def study_tracking_uri(config: StudyConfig | None, study: optuna.Study) -> str:
-    """Where the study's runs are tracked: as its file says, else as the study recorded it
-    (there with its password masked, so left out), else the local MLflow store."""
-    from nar_search.search.tracking import default_tracking_uri
-
-    if config is not None:
-        return config.tracking_uri or default_tracking_uri()
-    recorded = study.user_attrs.get("config", {}).get("tracking_uri")
-    return without_password(recorded) if recorded else default_tracking_uri()
-
-
 def _naming(
     config_file: Path | None,
     name: str | None = None,
@@ -333,11 +211,6 @@ def _naming(
     )
 
 
-def _run_again(config_file: Path | None) -> str:
-    # A study named by --name has no file to name here: its YAML file is the user's.
-    return shlex.join(["nar", "study", "run", str(config_file) if config_file else "STUDY.yaml"])
-
-
 def _hint(line: str) -> None:
     # Never wrapped, nor read as markup: a command in it must run as printed once copied.
     console.print(escape(line), soft_wrap=True, highlight=False)
@@ -350,31 +223,27 @@ Storage = Annotated[str | None, typer.Option(help="storage URL (default sqlite:/
 @study_app.command("status")
 def status_command(config_file: ConfigFile = None, name: Name = None, storage: Storage = None) -> None:
     """Trials done, running, failed, pruned; the best so far."""
-    from optuna.trial import TrialState
-
-    from nar_search.search import halving, pareto
-    from nar_search.search.recovery import worker_gone
+    from nar_search.search.record import TrialRecord
+    from nar_search.search.status import study_status
 
     _, study = load_study(config_file, name, storage)
-    states = [t.state for t in study.trials]
-    lost = sum(t.state == TrialState.RUNNING and worker_gone(t) for t in study.trials)
+    status = study_status(study)
     table = Table(title=f"study {study.study_name}", show_header=False)
-    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
-        table.add_row(state.name.lower(), str(states.count(state) - (lost if state == TrialState.RUNNING else 0)))
-    if lost:
-        table.add_row("worker gone", str(lost))
-    trained = pareto.trained(study)
-    if trained:
-        best = max(trained, key=lambda t: t.user_attrs["val_auc"])
-        table.add_row("best val AUC", f"{best.user_attrs['val_auc']:.4f} (trial {best.number}, {best.user_attrs['gflops']:.3f} GFLOPs)")
-    reference = pareto.baseline(study)
-    if reference:
-        table.add_row("baseline", f"AUC {reference.user_attrs['val_auc']:.4f} at {reference.user_attrs['gflops']:.3f} GFLOPs")
-    if rungs := halving.reached(study.trials, study.user_attrs["config"]["training"]["epochs"]):
-        table.add_row("rungs reached", " · ".join(f"{n} at {e} epoch{'s' if e > 1 else ''}" for e, n in rungs.items()))
+    for state, count in status.states.items():
+        table.add_row(state, str(count))
+    if status.lost:
+        table.add_row("worker gone", str(status.lost))
+    if status.best:
+        best = TrialRecord.of(status.best)
+        table.add_row("best val AUC", f"{best.val_auc:.4f} (trial {status.best.number}, {best.gflops:.3f} GFLOPs)")
+    if status.baseline:
+        reference = TrialRecord.of(status.baseline)
+        table.add_row("baseline", f"AUC {reference.val_auc:.4f} at {reference.gflops:.3f} GFLOPs")
+    if status.rungs:
+        table.add_row("rungs reached", " · ".join(f"{n} at {e} epoch{'s' if e > 1 else ''}" for e, n in status.rungs.items()))
     console.print(table)
-    if lost:
-        _hint(f"the trials of workers that are gone are marked failed and queued again by: {_run_again(config_file)}")
+    if status.lost:
+        _hint(f"the trials of workers that are gone are marked failed and queued again by: {run_again(config_file)}")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

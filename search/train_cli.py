@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from nar_search.lightning_modules.distill_settings import DistillSettings
 from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.settings import Scheduler, TrainingConfig
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
+from nar_search.models.rounding import Rounding
 from nar_search.search.console import console
 from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
-from nar_search.search.reduce_cli import parse_phis
+from nar_search.search.methods.phi import parse_phis
 from nar_search.search.urls import hide_password
 
 # px: 10x the side of a 50 µm patch at 20x (100 px); beyond it one batch alone outgrows memory.
@@ -28,26 +30,30 @@ def train_command(
     input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
     phi: Annotated[str, typer.Option(help="ϕ (0 = the original network)")] = "0",
     method: Annotated[str, typer.Option(help=method_help(METHODS.values()))] = "nar",
-    flops_target: Annotated[float, typer.Option(min=0.01, max=0.99, help="resrep: FLOPs to keep, as a fraction of the original")] = 0.5,
-    mask_interval: Annotated[int, typer.Option(min=1, help="resrep: optimiser steps between mask updates")] = 200,
-    warmup_epochs: Annotated[int, typer.Option(min=0, help="resrep: epochs before the first mask update")] = 5,
-    max_new: Annotated[int, typer.Option(min=1, help="resrep: channels masked at most per update")] = 4,
+    flops_target: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="resrep: FLOPs to keep, as a fraction of the original")
+    ] = ReductionOptions.flops_target,
+    mask_interval: Annotated[
+        int, typer.Option(min=1, help="resrep: optimiser steps between mask updates")
+    ] = ReductionOptions.mask_interval,
+    warmup_epochs: Annotated[int, typer.Option(min=0, help="resrep: epochs before the first mask update")] = ReductionOptions.warmup_epochs,
+    max_new: Annotated[int, typer.Option(min=1, help="resrep: channels masked at most per update")] = ReductionOptions.max_new,
     alpha: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[0],
     beta: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[1],
     gamma: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[2],
     tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
-    rounding: Annotated[Literal["paper", "divisible8"], typer.Option()] = "paper",
-    epochs: Annotated[int, typer.Option(min=1)] = 50,
-    seeds: Annotated[int, typer.Option(min=1, help="runs averaged (the paper: 3)")] = 1,
-    seed: Annotated[int, typer.Option(help="first seed; also fixes the data split")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option()] = 5e-4,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
-    scheduler: Annotated[Literal["none", "step", "cosine"], typer.Option()] = "none",
-    patience: Annotated[int, typer.Option(help="early stopping on val AUC; 0 disables")] = 10,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers")] = 0,
-    precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = "32-true",
-    accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
+    rounding: Annotated[Rounding, typer.Option()] = ReductionOptions.rounding,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainingConfig.epochs,
+    seeds: Annotated[int, typer.Option(min=1, help="runs averaged (the paper: 3)")] = TrainingConfig.seeds,
+    seed: Annotated[int, typer.Option(help="first seed; also fixes the data split")] = TrainingConfig.seed,
+    batch_size: Annotated[int, typer.Option(min=1)] = TrainingConfig.batch_size,
+    lr: Annotated[float, typer.Option()] = TrainingConfig.lr,
+    weight_decay: Annotated[float, typer.Option()] = TrainingConfig.weight_decay,
+    scheduler: Annotated[Scheduler, typer.Option()] = TrainingConfig.scheduler,
+    patience: Annotated[int, typer.Option(help="early stopping on val AUC; 0 disables")] = TrainingConfig.patience,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader workers")] = TrainingConfig.num_workers,
+    precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = TrainingConfig.precision,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = TrainingConfig.accelerator,
     mpp: Annotated[float | None, typer.Option(help="µm/px for slides without MPP")] = None,
     base: Annotated[
         Path | None,
@@ -57,7 +63,10 @@ def train_command(
         str | None, typer.Option(help="scratch or inherit (the base's kept blocks and channels); default: inherit with --base")
     ] = None,
     distill_weight: Annotated[
-        float | None, typer.Option(min=0, max=1, help="share of the loss learnt from the base as teacher; default: 0.5 with --base, else 0")
+        float | None,
+        typer.Option(
+            min=0, max=1, help=f"share of the loss learnt from the base as teacher; default: {DistillSettings.weight:g} with --base, else 0"
+        ),
     ] = None,
     distill_temperature: Annotated[float, typer.Option(min=0.01, help="softmax temperature of distillation")] = DistillSettings.temperature,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the local store under mlflow/)")] = None,
@@ -67,7 +76,6 @@ def train_command(
     """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
     import torch
 
-    from nar_search.lightning_modules.training import TrainingConfig
     from nar_search.models.base_network import load_base
     from nar_search.models.init_modes import get_init_mode
     from nar_search.models.registry import original_spec

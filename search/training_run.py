@@ -12,11 +12,13 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from rich.markup import escape
 
+from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.data.splits import Finding
 from nar_search.lightning_modules.classifier import PatchClassifier
 from nar_search.lightning_modules.datamodule import PatchDataModule
 from nar_search.lightning_modules.distillation import TeacherTargets
-from nar_search.lightning_modules.training import TrainingConfig, TrainingResult, evaluate_base, train_spec
+from nar_search.lightning_modules.settings import TrainingConfig
+from nar_search.lightning_modules.training import TrainingResult, evaluate_base, train_spec
 from nar_search.models.base_network import BaseNetwork
 from nar_search.models.cost import measure_latency, spec_cost
 from nar_search.models.spec import ArchSpec
@@ -32,8 +34,8 @@ DATA_WARNINGS_TAG = "nar.data_warnings"
 class DataSettings:
     source: Path
     mpp: float | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
+    val_fraction: float = VAL_FRACTION
+    test_fraction: float = TEST_FRACTION
 
     def datamodule(self, input_size: int, config: TrainingConfig) -> PatchDataModule:
         return PatchDataModule(

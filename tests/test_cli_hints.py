@@ -18,7 +18,7 @@ from test_dashboard import children, experiment_names, free_port, get_json, grou
 from test_recovery import dead_worker
 from test_study import load, study_file
 
-from nar_search.search.recovery import OWNER_ATTR
+from nar_search.search.record import TrialRecord
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_the_status_hint_recovers_a_dead_workers_trial(study, monkeypatch):
     trained = storage.trials[1]
     storage.enqueue_trial(trained.params)
     orphan = storage.ask(trained.distributions)  # the same network: its retry reuses it, nothing trains
-    orphan.set_user_attr(OWNER_ATTR, dead_worker())
+    TrialRecord(worker=dead_worker()).write(orphan)
     words = hint(cli_output("study", "status", "tiny.yaml"), "the trials of workers that are gone are marked failed and queued again by: ")
     assert run_cli(*words[1:]) == 0
     after = load(folder / "tiny.yaml")

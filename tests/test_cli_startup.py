@@ -39,11 +39,8 @@ def test_help_answers_without_heavy_libraries(command):
     assert "Usage" in result.stdout
 
 
-def test_slide_prediction_loads_no_training_library():
+def test_prediction_loads_no_training_library():
     """`nar predict` costs torch and the inference engines, not Lightning, MLflow or Optuna."""
-    code = (
-        "import nar_search.lightning_modules.slide_prediction, sys\n"
-        "print(sorted(m for m in ('lightning', 'mlflow', 'optuna') if m in sys.modules))"
-    )
+    code = "import nar_search.prediction.run, sys\nprint(sorted(m for m in ('lightning', 'mlflow', 'optuna') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout

@@ -25,7 +25,7 @@ from nar_search.models.reduce import nar_reduce
 from nar_search.models.registry import original_spec
 from nar_search.models.spec import spec_from_json
 from nar_search.search.config import StudyConfigError
-from nar_search.search.export_cli import find_source
+from nar_search.search.model_source import find_source
 from nar_search.search.tracking import Tracker
 from nar_search.search.training_run import DataSettings, train_and_record
 

@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 from test_study import load, study_file
 
 from nar_search.search import pareto
-from nar_search.search.halving import RUNGS_ATTR, STOPPED_ATTR, STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
+from nar_search.search.halving import STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
 from nar_search.search.tracking import Tracker
 
 
@@ -69,24 +69,24 @@ def test_a_two_worker_study_stops_candidates_at_rungs_and_never_restarts_one(wor
     candidates = [t for t in study.trials if not t.user_attrs.get("baseline") and "reused_from" not in t.user_attrs]
     stopped = [t for t in candidates if t.state == TrialState.PRUNED]
     finished = [t for t in candidates if t.state == TrialState.COMPLETE]
-    assert stopped and finished, [(t.number, t.state, t.user_attrs.get(RUNGS_ATTR)) for t in candidates]
+    assert stopped and finished, [(t.number, t.state, t.user_attrs.get("rungs")) for t in candidates]
     for trial in candidates:
-        rungs = trial.user_attrs[RUNGS_ATTR]
+        rungs = trial.user_attrs["rungs"]
         assert [r["epochs"] for r in rungs] == [1, 2][: len(rungs)]  # each rung judged once: none promoted twice
         assert all(r["promoted"] for r in rungs[:-1])
     for trial in stopped:  # trained up to its rung, once: never restarted
-        assert trial.user_attrs["epochs"] == trial.user_attrs[STOPPED_ATTR] == trial.user_attrs[RUNGS_ATTR][-1]["epochs"]
-        assert not trial.user_attrs[RUNGS_ATTR][-1]["promoted"]
+        assert trial.user_attrs["epochs"] == trial.user_attrs["stopped_at_rung"] == trial.user_attrs["rungs"][-1]["epochs"]
+        assert not trial.user_attrs["rungs"][-1]["promoted"]
     for trial in finished:
-        assert trial.user_attrs["epochs"] == 4 and all(r["promoted"] for r in trial.user_attrs[RUNGS_ATTR])
+        assert trial.user_attrs["epochs"] == 4 and all(r["promoted"] for r in trial.user_attrs["rungs"])
 
     front = {row.trial for row in pareto.pareto_rows(study)}
     assert front and not front & {t.number for t in stopped}
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
     run = tracker.client.get_run(stopped[0].user_attrs["mlflow_run_id"])
-    assert run.data.tags[STOPPED_TAG] == str(stopped[0].user_attrs[STOPPED_ATTR])
+    assert run.data.tags[STOPPED_TAG] == str(stopped[0].user_attrs["stopped_at_rung"])
     history = tracker.client.get_metric_history(run.info.run_id, "rung_val_auc")
-    assert [m.step for m in history] == [r["epochs"] for r in stopped[0].user_attrs[RUNGS_ATTR]]
+    assert [m.step for m in history] == [r["epochs"] for r in stopped[0].user_attrs["rungs"]]
 
     capsys.readouterr()
     assert run_cli("study", "status", str(config)) == 0

@@ -24,11 +24,12 @@ from torch import nn
 
 from nar_search.data.synth_slide import read_slide_truth, write_synthetic_slide
 from nar_search.data.tiling import SlideTileDataset, tile_slide
-from nar_search.lightning_modules import slide_prediction
-from nar_search.lightning_modules.slide_prediction import SlideStripDataset, collate_without_blanks, training_preprocessing
 from nar_search.models.errors import ModelError
 from nar_search.models.export import export_model, load_export
 from nar_search.models.spec import ArchSpec, register_spec
+from nar_search.prediction import reading
+from nar_search.prediction.network import training_preprocessing
+from nar_search.prediction.reading import SlideStripDataset, collate_without_blanks
 from nar_search.search import cli
 
 DARK = 0.45  # brightness (0-1) below which a pixel is hematoxylin-dense, as lymphocyte nuclei are
@@ -180,7 +181,7 @@ def test_patches_read_by_rows_equal_patches_read_one_by_one(synthetic_slide, sid
 
 @pytest.mark.parametrize("side, downsample", [(100, 1), (50, 2)])  # read from level 0, level 1
 def test_patches_are_read_band_by_band_row_by_row(synthetic_slide, monkeypatch, side, downsample):
-    monkeypatch.setattr(slide_prediction, "BAND_PX", 256)
+    monkeypatch.setattr(reading, "BAND_PX", 256)
     grid = tile_slide(synthetic_slide, skip_blank=False)
     order = SlideStripDataset(grid, side).band_order()
     assert sorted(order) == list(range(len(grid)))
@@ -287,7 +288,7 @@ def test_bad_input_is_one_clear_line(problem, detector, synthetic_slide, tmp_pat
 
 @pytest.mark.parametrize("problem", ["out under a file", "out is a file", "mpp of 1000", "mpp of 0"])
 def test_bad_options_are_refused_before_any_work(problem, detector, synthetic_slide, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("nar_search.models.export.load_export", lambda folder: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("nar_search.prediction.run.load_export", lambda folder: pytest.fail("the model was loaded"))
     (tmp_path / "file").write_text("a user's file")
     out, extra = tmp_path / "maps", []
     if problem == "out under a file":

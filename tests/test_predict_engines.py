@@ -13,19 +13,15 @@ from conftest import run_cli
 from test_predict import detector  # noqa: F401  (the module's fixture: a known TIL detector, exported)
 
 from nar_search.data.tiling import tile_slide
-from nar_search.lightning_modules import slide_prediction
-from nar_search.lightning_modules.slide_prediction import (
-    CALIBRATION_PATCHES,
-    ClassProbabilities,
-    SlidePredictor,
-    resolve_engine,
-    slide_calibration_patches,
-    training_preprocessing,
-)
 from nar_search.models.errors import ModelError
 from nar_search.models.export import ExportedModel, export_model, load_export
 from nar_search.models.reduce import nar_reduce
 from nar_search.models.registry import original_spec
+from nar_search.prediction import run
+from nar_search.prediction.engines import ClassProbabilities, resolve_engine
+from nar_search.prediction.network import training_preprocessing
+from nar_search.prediction.predictor import SlidePredictor
+from nar_search.prediction.reading import CALIBRATION_PATCHES, slide_calibration_patches
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +147,7 @@ def test_int8_models_are_cached_by_export_and_calibration(detector, synthetic_sl
 
 
 def test_int8_says_so_in_one_line_when_it_agrees_too_little(detector, synthetic_slide, tmp_path, monkeypatch, capsys):  # noqa: F811
-    monkeypatch.setattr(slide_prediction, "INT8_AGREEMENT", 1.01)  # more than any agreement
+    monkeypatch.setattr(run, "INT8_AGREEMENT", 1.01)  # more than any agreement
     assert run_cli("predict", synthetic_slide, "--model", detector, "--out", tmp_path, "--engine", "onnx-int8", "--workers", 0) == 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "INT8" in warnings[0] and "--engine onnx" in warnings[0] and synthetic_slide.name in warnings[0]

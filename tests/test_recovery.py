@@ -7,7 +7,8 @@ import subprocess
 import optuna
 from optuna.trial import TrialState
 
-from nar_search.search.recovery import OWNER_ATTR, awaiting_retry, recover, this_worker, unresolved_failures
+from nar_search.search.record import TrialRecord
+from nar_search.search.recovery import awaiting_retry, recover, this_worker, unresolved_failures
 from nar_search.search.tracking import Tracker
 
 
@@ -22,7 +23,7 @@ PHI = {"phi": optuna.distributions.FloatDistribution(0, 3)}
 
 def running_trial(study: optuna.Study, owner: dict[str, object]) -> optuna.trial.FrozenTrial:
     trial = study.ask(PHI)
-    trial.set_user_attr(OWNER_ATTR, owner)
+    TrialRecord(worker=owner).write(trial)
     return study._storage.get_trial(trial._trial_id)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from nar_search.lightning_modules.settings import RESREP_MASK_INTERVAL, RESREP_MAX_NEW, RESREP_WARMUP_EPOCHS
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from nar_search.models.rounding import Rounding
@@ -45,9 +46,9 @@ class ReductionOptions:
     tolerance: float = DEFAULT_TOLERANCE
     rounding: Rounding = "paper"
     flops_target: float = 0.5
-    mask_interval: int = 200
-    warmup_epochs: int = 5
-    max_new: int = 4
+    mask_interval: int = RESREP_MASK_INTERVAL
+    warmup_epochs: int = RESREP_WARMUP_EPOCHS
+    max_new: int = RESREP_MAX_NEW
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from nar_search.models.rounding import scale_side
 from nar_search.models.spec import ArchSpec
 from nar_search.search.methods.base import Candidate, ReductionOptions, register
 from nar_search.search.methods.phi import PhiMethod, suggest_phi
+from nar_search.search.record import TrialRecord
 
 if TYPE_CHECKING:
     import optuna
@@ -86,7 +87,7 @@ def _suggest_coefficients(trial: optuna.Trial, space: SearchSpace) -> tuple[floa
     alpha = trial.suggest_float("alpha", space.alpha.low, space.alpha.high)
     beta = trial.suggest_float("beta", space.beta.low, space.beta.high)
     gamma = math.sqrt(2 / (alpha * beta**2))
-    trial.set_user_attr("gamma", gamma)
+    TrialRecord(settings={"gamma": gamma}).write(trial)
     return alpha, beta, gamma
 
 

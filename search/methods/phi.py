@@ -1,10 +1,11 @@
 """What the methods walked by ϕ share (NAR and IR): ϕ's suggestion and grid, the ϕ = 0
-baseline, and ϕ in names and trial attributes."""
+baseline, ϕ in names and trial attributes, and ϕ as `nar train` and `nar reduce` read it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nar_search.models.errors import ModelError
 from nar_search.search.methods.base import Candidate, ReductionMethod
 
 if TYPE_CHECKING:
@@ -37,3 +38,20 @@ def suggest_phi(trial: optuna.Trial, space: SearchSpace) -> float:
     if space.space == "bayes":
         return trial.suggest_float("phi", space.phi.low, space.phi.high, step=space.phi.step)
     return float(trial.suggest_categorical("phi", space.phi_values))
+
+
+def parse_phis(text: str) -> list[float]:
+    """'2' → [2]; '0:5' → [0..5] step 1; '0:3:0.5' → step 0.5; '0,1.5,3' → a list."""
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop, step = parts if len(parts) == 3 else (*parts, 1.0)
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = round((stop - start) / step) + 1
+            return [round(start + i * step, 10) for i in range(count)]
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise ModelError(f"--phi {text!r} is not a ϕ value, a list (0,1.5,3) or a range (0:5 or 0:3:0.5)") from None

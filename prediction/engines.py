@@ -1,0 +1,227 @@
+"""The engines that turn uint8 patches into class probabilities: PyTorch (channels-last;
+float16 on a GPU), ONNX Runtime on the export's model.onnx (the CPU default) and ONNX Runtime
+on an INT8 quantisation calibrated on tissue patches; and the device and engine a run takes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from nar_search.data.tiling import SlideGrid
+from nar_search.models.errors import ModelError
+from nar_search.models.export import ONNX_FILE, ExportedModel, Preprocessing
+from nar_search.prediction.network import TIL_CLASS, TIL_THRESHOLD
+from nar_search.prediction.reading import folder_calibration_patches, slide_calibration_patches
+from nar_search.prediction.staging import put_in_place
+
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
+INT8_ENGINE = "onnx-int8"
+# Calibration runs an ONNX model that outputs every tensor's range; its memory grows with the
+# batch: +1.37 GB at 64 patches, +450 MB at 16, +300 MB at 8 (reduced resnetv2_50, 76 px), in
+# the same time.
+CALIBRATION_BATCH = 8
+INT8_CACHE = ".int8-cache"  # in --out: INT8 models by export, calibration patches and settings
+# ONNX Runtime's static quantisation as measured on a reduced resnetv2_50 (76 px, AVX2, 2 threads,
+# under load): QDQ with uint8 activations and per-channel int8 weights ran 1.9x ONNX Runtime's
+# float32 (int8 activations 1.3x); quant_pre_process beforehand changed neither speed nor outputs.
+QUANTISATION = "QDQ, uint8 activations, int8 weights per channel, min-max calibration"
+
+
+class Normalise(nn.Module):
+    """uint8 patches to the network's input: (x / 255 - mean) / std, as one multiply-add."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
+        mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1 / (255 * std))
+        self.register_buffer("shift", -mean / std)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return patches.float() * self.scale + self.shift
+
+
+class ClassProbabilities(nn.Module):
+    """uint8 patches in, class probabilities out (N x classes, in the export's class order): the
+    export's normalisation and the softmax folded around the network, so that workers ship
+    compact uint8 batches. Patches go channels-last, the layout oneDNN's and cuDNN's fastest
+    convolutions take; `half` runs the network under float16 autocast (for GPUs)."""
+
+    def __init__(self, exported: ExportedModel, half: bool = False) -> None:
+        super().__init__()
+        self.normalise = Normalise(exported.preprocessing)
+        self.network = exported.model
+        self.half = half
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        inputs = self.normalise(patches.contiguous(memory_format=torch.channels_last))
+        with torch.autocast(inputs.device.type, torch.float16, enabled=self.half):
+            logits = self.network(inputs)
+        return logits.float().softmax(dim=1)
+
+
+def torch_engine(exported: ExportedModel, device: torch.device) -> ClassProbabilities:
+    """The network in PyTorch on `device`, its weights channels-last: 1.3-1.5x the speed of the
+    default layout on a CPU (resolve_engine's note), and what GPUs' tensor cores need. On a GPU
+    it runs in float16, not bfloat16: under CPU autocast, the reduced resnetv2_50's float16
+    probabilities stayed within 2.2e-4 of float32's, bfloat16's only within 2.0e-3, over the
+    1e-3 every engine keeps (its speed on a GPU is not measured yet)."""
+    net = ClassProbabilities(exported, half=device.type == "cuda")
+    return net.to(device, memory_format=torch.channels_last).eval()
+
+
+class OnnxProbabilities:
+    """ClassProbabilities on ONNX Runtime's CPU provider: the same normalisation and softmax
+    around an ONNX model of the network (the export's model.onnx, or an INT8 quantisation)."""
+
+    def __init__(self, model: Path, preprocessing: Preprocessing) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # as many as PyTorch would use
+        # Threads that sleep between operators, as nar predict's OpenMP ones (search/openmp.py):
+        # spinning ones took the cores from the patch readers and the rest of the machine (under
+        # load: 1.01x PyTorch's speed, against 1.36x sleeping).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.normalise = Normalise(preprocessing)
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {"input": self.normalise(patches).numpy()})
+        return torch.from_numpy(logits).softmax(dim=1)
+
+
+def quantise(model: Path, inputs: np.ndarray, target: Path) -> None:
+    """ONNX Runtime's static INT8 quantisation (QUANTISATION) of the ONNX `model` into `target`,
+    its activation ranges calibrated on `inputs` (network inputs, normalised)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    batches = iter({"input": batch} for batch in np.array_split(inputs, -(-len(inputs) // CALIBRATION_BATCH)))
+    reader = SimpleNamespace(get_next=lambda: next(batches, None))  # a CalibrationDataReader
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its advice (pre-processing, formats) goes to the root logger
+    try:
+        quantize_static(
+            model,
+            target,
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    finally:
+        logging.disable(disabled)
+
+
+class Int8Engines:
+    """INT8 engines of an export: ONNX Runtime's static quantisation of its model.onnx,
+    calibrated on each slide's own tissue patches or on one folder of patches, with its agreement
+    with `reference` (the float32 model) on them. Kept in `cache` (when given) by export,
+    calibration patches and settings: a folder's calibration is quantised once for every slide,
+    shard and run; a slide's again only when the same slide is mapped again."""
+
+    def __init__(
+        self, exported: ExportedModel, reference: OnnxProbabilities, batch_size: int, cache: Path | None, folder: Path | None
+    ) -> None:
+        self.exported, self.reference, self.batch_size, self.cache, self.folder = exported, reference, batch_size, cache, folder
+        side = exported.preprocessing.input_size
+        self.folder_patches = None if folder is None else folder_calibration_patches(folder, side)
+        self.latest: tuple[str, OnnxProbabilities, dict[str, object]] | None = None
+
+    def for_slide(self, grid: SlideGrid) -> tuple[OnnxProbabilities, dict[str, object] | None]:
+        """The INT8 engine for the slide and its report for summary.json; the float32 engine and
+        None when there is no patch to calibrate on (a slide without tissue)."""
+        side = self.exported.preprocessing.input_size
+        patches = self.folder_patches if self.folder_patches is not None else slide_calibration_patches(grid, side)
+        if not len(patches):
+            return self.reference, None
+        key = hashlib.sha256(b"\0".join([str(self.exported.sha256).encode(), QUANTISATION.encode(), patches.tobytes()])).hexdigest()
+        if self.latest is None or self.latest[0] != key:
+            self.latest = (key, *self._made(key[:32], patches))
+        _, engine, report = self.latest
+        return engine, {"calibration": str(self.folder or "slide"), **report}
+
+    def _made(self, name: str, patches: np.ndarray) -> tuple[OnnxProbabilities, dict[str, object]]:
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = self.cache or Path(scratch)
+            model, report = folder / f"{name}.onnx", folder / f"{name}.json"
+            if model.is_file() and report.is_file():
+                return OnnxProbabilities(model, self.exported.preprocessing), json.loads(report.read_text())
+            folder.mkdir(parents=True, exist_ok=True)
+            inputs = self.reference.normalise(torch.from_numpy(patches)).numpy()
+            put_in_place(model, lambda staged: quantise(self.exported.folder / ONNX_FILE, inputs, staged))
+            int8 = OnnxProbabilities(model, self.exported.preprocessing)
+            agreement = self.agreement(int8, patches)
+            put_in_place(report, lambda staged: staged.write_text(json.dumps(agreement, indent=2) + "\n"))
+            return int8, agreement
+
+    def agreement(self, int8: OnnxProbabilities, patches: np.ndarray) -> dict[str, object]:
+        """How INT8 compares with float32 on the patches: the share whose call at TIL_THRESHOLD is
+        the same, and the largest difference of any class probability."""
+        til = self.exported.preprocessing.class_names.index(TIL_CLASS)
+        with torch.inference_mode():
+            batches = torch.from_numpy(patches).split(self.batch_size)
+            fp32, quantised = (torch.cat([engine(batch) for batch in batches]) for engine in (self.reference, int8))
+        same = (fp32[:, til] >= TIL_THRESHOLD) == (quantised[:, til] >= TIL_THRESHOLD)
+        return {
+            "calibration_patches": len(patches),
+            "agreement": same.float().mean().item(),
+            "max_abs_difference": (fp32 - quantised).abs().max().item(),
+            "threshold": TIL_THRESHOLD,
+            "quantisation": QUANTISATION,
+        }
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device} asked for but no CUDA GPU is available: use --device cpu")
+    return resolved
+
+
+def default_workers(device: torch.device) -> int:
+    """Patch-reading workers: on a CPU one, as every core a reader takes is one torch's threads
+    lose, and one reads several times faster than a reduced network classifies (see
+    bench/README.md); on a GPU, every core the main process leaves free, up to 8."""
+    return 1 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def resolve_engine(engine: str, device: torch.device, exported: ExportedModel) -> str:
+    """The engine `engine` names on `device`; ModelError, in one line, if it cannot run there.
+
+    auto: ONNX Runtime on a CPU when the export holds model.onnx (every `nar export` does), else
+    PyTorch. Measured on a reduced resnetv2_50 (ϕ = 2, 76 px), batches of 64 uint8 patches,
+    normalisation and softmax included, as medians of ratios over 5-15 alternating rounds, on
+    the 2-core development machine while a benchmark kept it loaded (absolute speeds 30-70
+    patches/s, well below a quiet machine's): against PyTorch in its default layout, PyTorch
+    channels-last ran 1.32-1.48x and ONNX Runtime 1.29-1.53x in seven runs; ONNX Runtime against
+    channels-last 1.035x and 1.045x (2 threads) and 1.13x (1 thread). End to end on a 4096²
+    slide (748 patches, one reader, 2 threads): ONNX Runtime 1.38x, channels-last 1.33x. On a
+    GPU, PyTorch: onnxruntime is installed without a GPU provider."""
+    if engine not in ENGINES:
+        raise ModelError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
+    has_onnx = (exported.folder / ONNX_FILE).is_file()
+    if engine == "auto":
+        return "onnx" if device.type == "cpu" and has_onnx else "torch"
+    if engine != "torch" and device.type != "cpu":
+        raise ModelError(f"--engine {engine} runs on the CPU, not on {device}: use --device cpu, or --engine torch")
+    if engine != "torch" and not has_onnx:
+        raise ModelError(
+            f"{exported.folder} holds no {ONNX_FILE} for --engine {engine}: export the model with `nar export`, or use --engine torch"
+        )
+    return engine

@@ -1,0 +1,183 @@
+"""TIL maps of whole slides: an exported classifier over every tissue patch of a slide.
+
+Patches stream through DataLoader workers (each opens the slide itself, reads runs of patches
+band by band at the best pyramid level and resamples) as uint8 batches; normalisation and
+softmax run batched on the device. Memory stays bounded whatever the slide size: only a few
+batches are in flight."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from nar_search.data.errors import DataError
+from nar_search.data.slides import open_slide
+from nar_search.data.tiling import SlideGrid, tile_slide
+from nar_search.models.errors import ModelError
+from nar_search.models.export import ONNX_FILE, ExportedModel
+from nar_search.prediction.engines import (
+    INT8_ENGINE,
+    ClassProbabilities,
+    Int8Engines,
+    OnnxProbabilities,
+    default_workers,
+    resolve_device,
+    resolve_engine,
+    torch_engine,
+)
+from nar_search.prediction.network import TIL_CLASS, TIL_THRESHOLD
+from nar_search.prediction.reading import SlideStripDataset, collate_without_blanks
+
+
+@dataclass(frozen=True)
+class SlidePrediction:
+    grid: SlideGrid  # the patches mapped: tissue, not near-blank
+    dimensions: tuple[int, int]  # level-0 width and height
+    class_names: tuple[str, ...]  # the export's classes, named as its WSInfer config names them
+    probabilities: np.ndarray  # patches x classes: each grid patch's probability of each class
+    blank_patches: int  # tissue patches left out as near-blank
+    tiling_seconds: float
+    inference_seconds: float
+    model: Mapping[str, object]  # what made the map: SlidePredictor.model
+    int8: Mapping[str, object] | None = None  # the INT8 engine's calibration and agreement with float32
+
+    @property
+    def name(self) -> str:
+        return self.grid.slide.stem
+
+    @property
+    def probability_columns(self) -> list[str]:
+        """The probability columns as WSInfer names them: prob_<class name>."""
+        return [f"prob_{name}" for name in self.class_names]
+
+    @property
+    def til_probabilities(self) -> np.ndarray:
+        return self.probabilities[:, self.class_names.index(TIL_CLASS)]
+
+    @property
+    def til_positive_fraction(self) -> float:
+        return float(np.mean(self.til_probabilities >= TIL_THRESHOLD)) if len(self.grid) else 0.0
+
+    def summary(self) -> dict[str, object]:
+        width, height = self.dimensions
+        seconds = self.tiling_seconds + self.inference_seconds
+        return {
+            "slide": str(self.grid.slide),
+            "mpp": self.grid.mpp,
+            "patch_px": self.grid.patch_px,
+            "patch_um": self.grid.patch_px * self.grid.mpp,
+            "patches": (width // self.grid.patch_px) * (height // self.grid.patch_px),
+            "tissue_patches": len(self.grid),
+            "blank_patches": self.blank_patches,
+            "til_positive_fraction": self.til_positive_fraction,
+            "threshold": TIL_THRESHOLD,
+            "seconds": seconds,
+            "tiling_seconds": self.tiling_seconds,
+            "inference_seconds": self.inference_seconds,
+            "patches_per_second": len(self.grid) / seconds if seconds else 0.0,
+            "model": dict(self.model),
+            **({"int8": dict(self.int8)} if self.int8 else {}),
+        }
+
+
+class SlidePredictor:
+    """An exported TIL classifier, ready to map slide after slide.
+
+    `engine`: one of ENGINES (resolve_engine). For onnx-int8, `calibration` is a folder of patches
+    to calibrate on (default: each slide's own tissue patches) and `cache` where the quantised
+    models are kept (default: nowhere)."""
+
+    def __init__(
+        self,
+        exported: ExportedModel,
+        batch_size: int = 64,
+        workers: int | None = None,
+        device: str = "auto",
+        show_progress: bool = True,
+        engine: str = "auto",
+        calibration: Path | None = None,
+        cache: Path | None = None,
+    ) -> None:
+        self.exported, self.batch_size, self.show_progress = exported, batch_size, show_progress
+        self.device = resolve_device("cpu" if engine.startswith("onnx") and device == "auto" else device)
+        self.engine = resolve_engine(engine, self.device, exported)
+        if calibration is not None and self.engine != INT8_ENGINE:
+            raise DataError(f"--calibration calibrates --engine {INT8_ENGINE} only: add --engine {INT8_ENGINE}, or leave --calibration out")
+        self.workers = default_workers(self.device) if workers is None else workers
+        names = exported.preprocessing.class_names
+        if TIL_CLASS not in names:
+            raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
+        if self.engine == "torch":
+            self.net: ClassProbabilities | OnnxProbabilities = torch_engine(exported, self.device)
+        else:  # onnx, and the float32 reference of onnx-int8
+            self.net = OnnxProbabilities(exported.folder / ONNX_FILE, exported.preprocessing)
+        self.int8 = Int8Engines(exported, self.net, batch_size, cache, calibration) if self.engine == INT8_ENGINE else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input shape throughout: worth timing cuDNN's kernels once
+
+    @property
+    def input_size(self) -> int:
+        return self.exported.preprocessing.input_size
+
+    @property
+    def model(self) -> dict[str, object]:
+        """What makes the maps: the export, named by its SHA-256 (ExportedModel.sha256), the
+        engine and the device."""
+        return {"export": str(self.exported.folder), "sha256": self.exported.sha256, "engine": self.engine, "device": str(self.device)}
+
+    def predict(self, slide: Path, mpp: float | None = None) -> SlidePrediction:
+        """The TIL map of one slide; DataError if it is not a readable slide or has no MPP."""
+        start = time.perf_counter()
+        grid = tile_slide(slide, self.exported.preprocessing.patch_um, mpp, skip_blank=False)  # see collate_without_blanks
+        with open_slide(grid.slide) as handle:
+            dimensions = handle.dimensions
+        tiled = time.perf_counter()
+        net, int8 = (self.net, None) if self.int8 is None else self.int8.for_slide(grid)
+        probabilities = self.probabilities(grid, net)
+        mapped = ~np.isnan(probabilities).any(axis=1)
+        return SlidePrediction(
+            replace(grid, coords=grid.coords[mapped]),
+            dimensions,
+            self.exported.preprocessing.class_names,
+            probabilities[mapped],
+            int((~mapped).sum()),
+            tiled - start,
+            time.perf_counter() - tiled,
+            self.model,
+            int8,
+        )
+
+    def probabilities(self, grid: SlideGrid, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+        """Class probabilities of each patch of the grid (patches x classes) by `net` (default:
+        the engine's), in grid order; NaN for near-blank patches."""
+        net = self.net if net is None else net
+        probabilities = np.full((len(grid), len(self.exported.preprocessing.class_names)), np.nan, np.float32)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not self.show_progress, transient=True) as progress, torch.inference_mode():
+            task = progress.add_task(f"Mapping {grid.slide.name}", total=len(grid))
+            for batch in self.loader(grid):
+                if len(batch.indices):
+                    scores = net(batch.patches.to(self.device, non_blocking=True))
+                    probabilities[batch.indices.numpy()] = scores.float().cpu().numpy()
+                progress.advance(task, batch.read)
+        return probabilities
+
+    def loader(self, grid: SlideGrid) -> DataLoader:
+        workers = self.workers if len(grid) > self.batch_size else 0  # workers do not pay off for a batch or two
+        dataset = SlideStripDataset(grid, self.input_size)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=dataset.band_order(),
+            collate_fn=collate_without_blanks,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
+            pin_memory=self.device.type == "cuda",
+        )

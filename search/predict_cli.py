@@ -1,0 +1,70 @@
+"""`nar predict`: an exported network run over whole slides as TIL maps (nar_search.prediction);
+this module only reads the options and reports each slide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nar_search.search.console import console, errors
+
+
+def predict_command(
+    slides: Annotated[list[str], typer.Argument(help="slide files, folders of slides or glob patterns")],
+    model: Annotated[Path, typer.Option(help="export folder written by `nar export`")],
+    out: Annotated[Path, typer.Option(help="output folder: one sub-folder of TIL maps per slide, and slides.csv")],
+    mpp: Annotated[float | None, typer.Option(help="µm per pixel for slides that do not record it")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers reading patches [default: 1 on CPU, more on GPU]")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    engine: Annotated[
+        str, typer.Option(help="auto (onnx on a CPU, torch on a GPU), torch, onnx, or onnx-int8 (INT8, calibrated on each slide)")
+    ] = "auto",
+    calibration: Annotated[
+        Path | None, typer.Option(help="folder of tissue patches to calibrate onnx-int8 on, instead of each slide")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="map part K of N (from 1) of the sorted slides, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="map slides again that --out holds maps of, replacing only these maps' files")] = False,
+) -> None:
+    """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide,
+    and a table of every slide. Slides this model has mapped in --out are skipped."""
+    from nar_search.prediction.run import PredictionRun, SlideFailed
+
+    run = PredictionRun.start(
+        slides,
+        model,
+        out,
+        mpp=mpp,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        engine=engine,
+        calibration=calibration,
+        shard=shard,
+        overwrite=overwrite,
+    )
+    if run.shard.count > 1:
+        console.print(f"shard {run.shard.index} of {run.shard.count}: {len(run.slides)} of {run.found} slides")
+    if run.plan.skipped:
+        console.print(f"skipped {len(run.plan.skipped)} slides this model has mapped in {out} before (--overwrite maps them again)")
+    for result in run.map():
+        if isinstance(result, SlideFailed):
+            errors.print(f"[bold red]error:[/] {result.message}", highlight=False, soft_wrap=True)
+            continue
+        summary = result.summary
+        console.print(
+            f"{result.slide.name}: {summary['tissue_patches']} tissue patches, {summary['til_positive_fraction']:.1%} TIL-positive, "
+            f"{summary['patches_per_second']:.0f} patches/s -> {result.folder}"
+        )
+        if warning := result.int8_warning:
+            console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{run.mapped} mapped, {len(run.plan.skipped)} skipped, {len(run.failed)} failed of {len(run.slides)} slides: {run.table.path}"
+    )
+    if run.failed:
+        console.print(f"failed: {', '.join(p.name for p in run.failed)}")
+        raise typer.Exit(2)
