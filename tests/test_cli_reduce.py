@@ -4,8 +4,7 @@ import subprocess
 import sys
 
 import pytest
-
-from nar_search.search.cli import main
+from conftest import run_cli
 
 PAPER_TABLE = [
     ((3, 4, 6, 3), (64, 128, 256, 512), 64, 240),
@@ -17,14 +16,8 @@ PAPER_TABLE = [
 ]
 
 
-def run(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code or 0
-
-
 def test_reduce_json_reproduces_the_papers_resnet_sweep(capsys):
-    assert run(["reduce", "--model", "resnetv2_50", "--input-size", "240", "--phi", "0:5", "--json"]) == 0
+    assert run_cli("reduce", "--model", "resnetv2_50", "--input-size", "240", "--phi", "0:5", "--json") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["phi"] for row in rows] == [0, 1, 2, 3, 4, 5]
     for row, (depths, mids, stem, side) in zip(rows, PAPER_TABLE):
@@ -36,7 +29,7 @@ def test_reduce_json_reproduces_the_papers_resnet_sweep(capsys):
 
 
 def test_reduce_prints_a_table_per_stage(capsys):
-    assert run(["reduce", "--model", "inception_v4", "--phi", "0,2"]) == 0
+    assert run_cli("reduce", "--model", "inception_v4", "--phi", "0,2") == 0
     out = capsys.readouterr().out
     assert "Inception-A" in out and "GFLOPs" in out and "cost ÷" in out
 
@@ -53,7 +46,7 @@ def test_reduce_prints_a_table_per_stage(capsys):
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, args, message):
-    assert run(["reduce", *args]) == 2
+    assert run_cli("reduce", *args) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
 

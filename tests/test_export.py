@@ -116,7 +116,7 @@ def test_preprocessing_and_metadata_describe_the_model(exported, trained, tracke
     assert metadata["sha256"] == {name: hashlib.sha256((exported / name).read_bytes()).hexdigest() for name in hashed}
 
 
-def test_the_wsinfer_config_is_valid(exported):
+def test_the_wsinfer_config_is_valid(exported, trained):
     """Checked against WSInfer's model-config schema (wsinfer-zoo, spec 1.0)."""
     config = json.loads((exported / "config.json").read_text())
     required = {
@@ -130,7 +130,8 @@ def test_the_wsinfer_config_is_valid(exported):
     }
     for key, kind in required.items():
         assert isinstance(config[key], kind), key
-    assert config["spec_version"] == "1.0" and config["num_classes"] == 2 >= 1 and config["patch_size_pixels"] >= 1
+    assert config["spec_version"] == "1.0" and config["num_classes"] == 2
+    assert config["patch_size_pixels"] == trained.spec.input_size  # the network's input, 50 µm at spacing_um_px
     assert len(set(config["class_names"])) == len(config["class_names"]) == config["num_classes"]
     assert all(isinstance(name, str) for name in config["class_names"])
     assert config["patch_size_pixels"] * config["spacing_um_px"] == pytest.approx(50)

@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -30,7 +31,6 @@ from nar_search.models.spec import ArchSpec, register_spec
 from nar_search.prediction import reading
 from nar_search.prediction.network import training_preprocessing
 from nar_search.prediction.reading import SlideStripDataset, collate_without_blanks
-from nar_search.search import cli
 
 DARK = 0.45  # brightness (0-1) below which a pixel is hematoxylin-dense, as lymphocyte nuclei are
 EVEN_SHARE = 0.04  # share of dark pixels at which a patch is as likely TIL-positive as not
@@ -64,12 +64,6 @@ class DarkNucleiSpec(ArchSpec):
 
     def build(self) -> nn.Module:
         return DarkNuclei(self.num_classes)
-
-
-def run_cli(*args) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(a) for a in args])
-    return exit_info.value.code or 0
 
 
 @pytest.fixture(scope="module")
