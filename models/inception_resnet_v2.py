@@ -12,7 +12,7 @@ from timm.layers import create_classifier
 from torch import nn
 
 from nar_search.models.inception_v4 import Width, inception_conv
-from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_depth, scale_width
 from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 
@@ -214,7 +214,7 @@ class InceptionResNetV2Spec(ArchSpec):
     # Block35, Block17 and Block8 blocks; the Block8 count includes timm's final `block8`.
     repeats: tuple[int, int, int] = (10, 20, 10)
     width_factor: float = 1.0  # of every conv, the stem included, relative to timm's widths
-    rounding: Rounding = "paper"
+    rounding: Rounding = DEFAULT_ROUNDING
 
     def width(self, channels: int) -> int:
         return scale_width(channels, self.width_factor, self.rounding)

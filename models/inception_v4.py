@@ -15,7 +15,7 @@ import torch
 from timm.layers import ConvNormAct, create_classifier
 from torch import nn
 
-from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_depth, scale_width
 from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 Width = Callable[[int], int]
@@ -253,7 +253,7 @@ class InceptionV4Spec(ArchSpec):
 
     repeats: tuple[int, int, int] = (4, 7, 3)  # Inception-A, -B, -C blocks
     width_factor: float = 1.0  # of every conv, the stem included, relative to timm's widths
-    rounding: Rounding = "paper"
+    rounding: Rounding = DEFAULT_ROUNDING
 
     def width(self, channels: int) -> int:
         return scale_width(channels, self.width_factor, self.rounding)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from nar_search.models.errors import ModelError
-from nar_search.models.rounding import Rounding, check_rounding, scale_side
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, check_rounding, scale_side
 from nar_search.models.spec import ArchSpec, Reduction
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
@@ -57,7 +57,7 @@ def nar_reduce(
     original: ArchSpec,
     phi: float,
     coefficients: NARCoefficients = NARCoefficients(),
-    rounding: Rounding = "paper",
+    rounding: Rounding = DEFAULT_ROUNDING,
 ) -> ArchSpec:
     depth, width, resolution = coefficients.factors(phi)
     record = Reduction(

@@ -14,6 +14,7 @@ from nar_search.models.errors import ModelError
 
 Rounding = Literal["paper", "divisible8"]
 ROUNDING_MODES: tuple[str, ...] = get_args(Rounding)
+DEFAULT_ROUNDING: Rounding = "paper"  # the authors' rule, so that reductions match the paper's
 
 # Scaled values are products of floats: keep 2.0000000001 from rounding up to 3.
 _EPS = 1e-9
@@ -25,7 +26,7 @@ def check_rounding(rounding: str) -> Rounding:
     return rounding  # type: ignore[return-value]
 
 
-def scale_width(channels: int, factor: float, rounding: Rounding = "paper") -> int:
+def scale_width(channels: int, factor: float, rounding: Rounding = DEFAULT_ROUNDING) -> int:
     if rounding == "paper":
         return max(1, round(channels * factor))
     from timm.layers import make_divisible  # here: importing rounding modes stays free of timm and torch
@@ -33,7 +34,7 @@ def scale_width(channels: int, factor: float, rounding: Rounding = "paper") -> i
     return int(make_divisible(channels * factor, 8))
 
 
-def scale_depth(blocks: int, factor: float, rounding: Rounding = "paper") -> int:
+def scale_depth(blocks: int, factor: float, rounding: Rounding = DEFAULT_ROUNDING) -> int:
     if rounding == "paper":
         return max(1, round(blocks * factor))
     return max(1, math.ceil(blocks * factor - _EPS))

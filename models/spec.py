@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from nar_search.models.errors import ModelError
-from nar_search.models.rounding import Rounding
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding
 
 if TYPE_CHECKING:  # type hints only: a spec (and the CLI's --help) stays free of torch until it builds
     from torch import nn
@@ -28,7 +28,7 @@ class Reduction:
     depth_factor: float = 1.0
     width_factor: float = 1.0
     resolution_factor: float = 1.0
-    rounding: Rounding = "paper"
+    rounding: Rounding = DEFAULT_ROUNDING
     flops_target: float | None = None  # ResRep's knob: fraction of the original FLOPs
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from nar_search.models.channels import shrink_widths
 from nar_search.models.errors import ModelError
-from nar_search.models.rounding import Rounding, scale_depth, scale_width
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_depth, scale_width
 from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 
@@ -82,7 +82,7 @@ class TimmCNNSpec(ArchSpec):
 
     depths: tuple[int, ...]
     width_factor: float = 1.0
-    rounding: Rounding = "paper"
+    rounding: Rounding = DEFAULT_ROUNDING
 
     @classmethod
     def original(cls, model_name: str, input_size: int, num_classes: int = 2) -> TimmCNNSpec:

@@ -19,6 +19,7 @@ from nar_search.lightning_modules.settings import (
     Scheduler,
     TrainingConfig,
 )
+from nar_search.models import DEFAULT_MODEL
 from nar_search.models.init_modes import get_init_mode
 from nar_search.models.reduce import DEFAULT_TOLERANCE
 from nar_search.models.rounding import Rounding
@@ -147,7 +148,7 @@ class SearchSpace(_Strict):
 
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    model: str = "resnetv2_50"
+    model: str = DEFAULT_MODEL
     input_size: int | None = Field(default=None, ge=8)
     # The user's trained original network (a folder of `nar train`/`nar export`, or weights);
     # without one, the baseline trial trains it first.

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from nar_search.models import DEFAULT_MODEL
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from nar_search.models.rounding import Rounding
@@ -20,7 +21,7 @@ REDUCE_METHODS_HELP = method_help(m for m in METHODS.values() if not m.reduces_i
 
 
 def reduce_command(
-    model: Annotated[str, typer.Option(help="timm model name, e.g. resnetv2_50, inception_v4")] = "resnetv2_50",
+    model: Annotated[str, typer.Option(help="timm model name, e.g. resnetv2_50, inception_v4")] = DEFAULT_MODEL,
     input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
     phi: Annotated[str, typer.Option(help="ϕ, a list 0,1,3 or a range 0:5")] = "1",
     alpha: Annotated[float, typer.Option(help="depth coefficient α")] = PAPER_COEFFICIENTS[0],

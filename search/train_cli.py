@@ -12,6 +12,7 @@ from rich.table import Table
 from nar_search.lightning_modules.distill_settings import DistillSettings
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.lightning_modules.settings import Scheduler, TrainingConfig
+from nar_search.models import DEFAULT_MODEL
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from nar_search.models.rounding import Rounding
@@ -26,7 +27,7 @@ MAX_INPUT_SIDE = 1024
 
 def train_command(
     data: Annotated[Path, typer.Option(help="patches: class folders, Stony Brook label file, CSV manifest or slide coordinates CSV")],
-    model: Annotated[str, typer.Option(help="timm model name")] = "resnetv2_50",
+    model: Annotated[str, typer.Option(help="timm model name")] = DEFAULT_MODEL,
     input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
     phi: Annotated[str, typer.Option(help="ϕ (0 = the original network)")] = "0",
     method: Annotated[str, typer.Option(help=method_help(METHODS.values()))] = "nar",

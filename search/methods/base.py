@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from nar_search.lightning_modules.settings import RESREP_MASK_INTERVAL, RESREP_MAX_NEW, RESREP_WARMUP_EPOCHS
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from nar_search.models.rounding import Rounding
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding
 from nar_search.models.spec import ArchSpec
 
 if TYPE_CHECKING:  # type hints only: importing a method stays free of Optuna, Lightning and torch
@@ -44,7 +44,7 @@ class ReductionOptions:
     beta: float = PAPER_COEFFICIENTS[1]
     gamma: float = PAPER_COEFFICIENTS[2]
     tolerance: float = DEFAULT_TOLERANCE
-    rounding: Rounding = "paper"
+    rounding: Rounding = DEFAULT_ROUNDING
     flops_target: float = 0.5
     mask_interval: int = RESREP_MASK_INTERVAL
     warmup_epochs: int = RESREP_WARMUP_EPOCHS
