@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import track
 
-from nar_search.data.difficulty import DifficultyName
+from nar_search.data.difficulty import SYNTHETIC_MPP, DifficultyName
 from nar_search.data.errors import DataError
 from nar_search.data.sources import CLASS_NAMES, PATCH_UM
 from nar_search.data.tissue import DENSE_NUCLEUS, LYMPHOCYTE, Appearance, Texture, render
@@ -101,7 +101,7 @@ def generate_patches(
     n: int,
     seed: int = 0,
     difficulty: DifficultyName = "default",
-    mpp: float = 0.5,
+    mpp: float = SYNTHETIC_MPP,
     label_noise: float = 0.0,
     slides: int | None = None,
 ) -> Iterator[SyntheticPatch]:
@@ -134,7 +134,7 @@ def write_patches(
     n: int,
     seed: int = 0,
     difficulty: DifficultyName = "default",
-    mpp: float = 0.5,
+    mpp: float = SYNTHETIC_MPP,
     label_noise: float = 0.0,
     slides: int | None = None,
 ) -> Path:

@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import gaussian
 
+from nar_search.data.difficulty import SYNTHETIC_MPP
 from nar_search.data.errors import DataError
 from nar_search.data.pyramid import write_pyramid
 from nar_search.data.sources import PATCH_UM
@@ -156,7 +157,7 @@ def write_synthetic_slide(
     *,
     width: int = 4096,
     height: int = 3072,
-    mpp: float = 0.5,
+    mpp: float = SYNTHETIC_MPP,
     seed: int = 0,
     tile: int = 512,
     aperio: bool = False,

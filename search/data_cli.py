@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from nar_search.data.difficulty import DifficultyName
+from nar_search.data.difficulty import SYNTHETIC_MPP, DifficultyName
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.search.console import console
 
@@ -19,7 +19,7 @@ def synth_patches(
     n: int = typer.Option(1000, min=1, help="Number of patches (half of them TIL-positive)."),
     seed: int = typer.Option(0, help="Same seed, same patches."),
     difficulty: DifficultyName = typer.Option("default", help="How alike the classes look."),
-    mpp: float = typer.Option(0.5, min=0.05, help="Microns per pixel: 50 µm patches of 50/mpp pixels."),
+    mpp: float = typer.Option(SYNTHETIC_MPP, min=0.05, help="Microns per pixel: 50 µm patches of 50/mpp pixels."),
     label_noise: float = typer.Option(0.0, min=0.0, max=0.5, help="Fraction of labels flipped."),
     slides: int | None = typer.Option(None, min=1, help="Synthetic slides the patches come from (default: n/40, at least 4)."),
 ) -> None:
@@ -37,7 +37,7 @@ def synth_slide(
         help="Slide to write (.tiff); its ground truth goes into <slide folder>-truth/, "
         "so that the slide folder holds slides only (as WSInfer needs).",
     ),
-    mpp: float = typer.Option(0.5, min=0.05, help="Microns per level-0 pixel."),
+    mpp: float = typer.Option(SYNTHETIC_MPP, min=0.05, help="Microns per level-0 pixel."),
     width: int = typer.Option(4096, min=64, help="Level-0 width in pixels."),
     height: int = typer.Option(3072, min=64, help="Level-0 height in pixels."),
     seed: int = typer.Option(0),
