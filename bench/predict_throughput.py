@@ -59,7 +59,7 @@ def reduced_model(model: str, input_size: int, phi: float) -> ExportedModel:
     """A randomly initialised reduced network, as `load_export` would return it. Not written
     to disk: exporting (ONNX tracing) would dominate the peak memory measured here."""
     spec = reduced_spec(model, input_size, phi)
-    return ExportedModel(Path("(in memory)"), spec, training_preprocessing(spec), spec.build().eval())
+    return ExportedModel(Path("(in memory)"), spec, training_preprocessing(spec), network=spec.build().eval())
 
 
 def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:

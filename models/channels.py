@@ -4,13 +4,18 @@ sums, concatenations, depthwise convs, norms) following, via Torch-Pruning's Dep
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
-import torch_pruning as tp
 from torch import nn
+
+if TYPE_CHECKING:  # imported where used: Torch-Pruning brings timm and torchvision, seconds to import
+    import torch_pruning as tp
 
 
 def dependency_graph(model: nn.Module, input_size: int) -> tp.DependencyGraph:
+    import torch_pruning as tp
+
     example = torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
     was_training = model.training
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)

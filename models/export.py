@@ -19,7 +19,8 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -278,18 +279,32 @@ def _publish(staging: Path, out: Path) -> None:
 
 @dataclass(frozen=True)
 class ExportedModel:
+    """An export's parts. Its PyTorch network is built on first use of `model`: building it
+    imports timm's model code, seconds of a process's start that the ONNX engines never need."""
+
     folder: Path
     spec: ArchSpec
     preprocessing: Preprocessing
-    model: nn.Module  # in eval mode, on the CPU
     # SHA-256 of metadata.json, which records every other file's: names the export's exact
     # contents (None for a network not loaded from an export folder).
     sha256: str | None = None
+    network: nn.Module | None = field(default=None, repr=False)  # a network in memory, not in the folder
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """The network in eval mode, on the CPU: `network`, or the folder's weights (checked by
+        load_export) in the spec's architecture."""
+        if self.network is not None:
+            return self.network
+        # First use may come under inference mode, whose tensors could never train and in
+        # which Torch-Pruning (the generic family's widths) cannot trace.
+        with torch.inference_mode(False), torch.enable_grad():
+            return build_with_weights(self.spec, self.folder / WEIGHTS_FILE)
 
 
 def load_export(folder: Path) -> ExportedModel:
-    """The network of an export folder, rebuilt from spec.json and model.safetensors once every
-    file is checked against its SHA-256 in metadata.json."""
+    """An export folder, once every file is checked against its SHA-256 in metadata.json; its
+    network is rebuilt from spec.json and model.safetensors when first used."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"export folder {folder} not found: make one with `nar export ... --out {folder}`")
@@ -305,8 +320,7 @@ def load_export(folder: Path) -> ExportedModel:
             f"{folder}: preprocessing.json says {preprocessing.input_size} px inputs but spec.json {spec.input_size} px: "
             "the files come from different exports"
         )
-    model = build_with_weights(spec, folder / WEIGHTS_FILE)
-    return ExportedModel(folder, spec, preprocessing, model, _sha256(folder / METADATA_FILE))
+    return ExportedModel(folder, spec, preprocessing, _sha256(folder / METADATA_FILE))
 
 
 def verify_checksums(folder: Path) -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from itertools import groupby
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from timm.layers import ConvNormAct, create_classifier
 from torch import nn
 
 from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_depth, scale_width
@@ -22,7 +20,14 @@ Width = Callable[[int], int]
 """Maps one of timm's hard-coded conv widths to the width to build."""
 
 # timm's Inception convs: unpadded unless a block says otherwise, TensorFlow's BatchNorm eps.
-inception_conv = partial(ConvNormAct, padding=0, norm_kwargs=dict(eps=1e-3), act_kwargs=dict(inplace=True))
+INCEPTION_CONV = dict(padding=0, norm_kwargs=dict(eps=1e-3), act_kwargs=dict(inplace=True))
+
+
+def inception_conv(*args: Any, **kwargs: Any) -> nn.Module:
+    """timm's ConvNormAct with INCEPTION_CONV's defaults (a keyword given overrides them)."""
+    from timm.layers import ConvNormAct  # here: timm brings torchvision, seconds to import, and reading a spec must not pay them
+
+    return ConvNormAct(*args, **{**INCEPTION_CONV, **kwargs})
 
 
 class Mixed3a(nn.Module):
@@ -226,6 +231,8 @@ class InceptionV4(nn.Module):
             chs = blocks[-1].out_chs
         self.features = nn.Sequential(*stem, *blocks)
         self.num_features = chs
+        from timm.layers import create_classifier  # here: as inception_conv's ConvNormAct
+
         # Any drop_rate, even 0, makes create_classifier return timm's `head_drop` too.
         self.global_pool, self.head_drop, self.last_linear = create_classifier(chs, num_classes, drop_rate=0.0)
 

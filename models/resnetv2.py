@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 from unittest import mock
 
-import timm
 from torch import nn
 
 from nar_search.models.rounding import Rounding, scale_depth, scale_width
@@ -48,6 +47,8 @@ class ResNetV2Spec(ArchSpec):
         )
 
     def build(self) -> nn.Module:
+        import timm  # here: timm brings torchvision, seconds to import, and reading a spec (nar predict on ONNX) must not pay them
+
         with _exact_widths():
             return timm.create_model(
                 self.model_name,

@@ -14,14 +14,16 @@ import copy
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from nar_search.models.channels import dependency_graph, remove_out_channels
 from nar_search.models.spec import ArchSpec, Reduction, Stage, register_spec, spec_from_dict
+
+if TYPE_CHECKING:  # type hints only: Torch-Pruning brings timm and torchvision, seconds to import
+    import torch_pruning as tp
 
 LASSO_STRENGTH = 1e-4
 DEAD_ROW_NORM = 1e-5  # compactor rows below this are dropped by the conversion

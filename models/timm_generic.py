@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar
 
-import timm
 import torch
 from torch import nn
 
@@ -86,6 +85,8 @@ class TimmCNNSpec(ArchSpec):
 
     @classmethod
     def original(cls, model_name: str, input_size: int, num_classes: int = 2) -> TimmCNNSpec:
+        import timm  # here: timm brings torchvision, seconds to import, and reading a spec (nar predict on ONNX) must not pay them
+
         with torch.device("meta"):
             model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
         depths = tuple(len(list(stage.children())) for _, stage in find_stages(model))
@@ -99,6 +100,8 @@ class TimmCNNSpec(ArchSpec):
         )
 
     def build(self) -> nn.Module:
+        import timm  # here: timm brings torchvision, seconds to import, and reading a spec (nar predict on ONNX) must not pay them
+
         model = timm.create_model(self.model_name, pretrained=False, num_classes=self.num_classes)
         drop_blocks(model, self.depths, self.input_size)
         if self.width_factor != 1.0:

@@ -3,6 +3,8 @@ float32 PyTorch probabilities (INT8: the same calls, and says how far it agrees)
 the measured fastest, and the GPU path is not taken on a CPU."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +79,7 @@ def test_the_gpus_float16_path_keeps_float32s_probabilities(network, synthetic_s
 def test_auto_is_onnx_runtime_on_a_cpu_and_pytorch_without_model_onnx(network):
     exported = load_export(network)
     assert SlidePredictor(exported, device="cpu").engine == "onnx"
-    in_memory = ExportedModel(Path("(in memory)"), exported.spec, exported.preprocessing, exported.model)
+    in_memory = ExportedModel(Path("(in memory)"), exported.spec, exported.preprocessing, network=exported.model)
     assert SlidePredictor(in_memory, device="cpu").engine == "torch"  # as bench/predict_throughput.py builds it
 
 
@@ -166,3 +168,19 @@ def test_bad_engine_options_are_one_line_and_leave_no_out(extra, expected, detec
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and expected in error and len(error.splitlines()) == 1
     assert not (tmp_path / "maps").exists()
+
+
+def test_the_onnx_engine_loads_no_model_building_library(network):
+    """ONNX prediction reads the export's spec but never builds its network: timm, torchvision
+    and Torch-Pruning (seconds of every process's start) stay unloaded until something does."""
+    code = (
+        "import sys\n"
+        "from nar_search.models.export import load_export\n"
+        "from nar_search.prediction.predictor import SlidePredictor\n"
+        f"exported = load_export({str(network)!r})\n"
+        "SlidePredictor(exported, device='cpu', engine='onnx', show_progress=False)\n"
+        "builders = ('timm', 'torchvision', 'torch_pruning')\n"
+        "print(sorted(m for m in builders if m in sys.modules), type(exported.model).__name__, 'timm' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["[]", "ResNet", "True"], result.stdout + result.stderr[-2000:]
