@@ -92,11 +92,16 @@ def test_onnx_runtime_engines_refuse_a_gpu_in_one_line(network):
     assert resolve_engine("auto", torch.device("cuda"), exported) == "torch"
 
 
-def test_onnx_runtime_uses_pytorchs_threads_and_sleeping_ones(network):
-    predictor = SlidePredictor(load_export(network), device="cpu", engine="onnx")
-    options = predictor.net.session.get_session_options()
-    assert options.intra_op_num_threads == torch.get_num_threads()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+def test_onnx_runtime_runs_each_batch_in_parts_side_by_side_in_order(network, synthetic_slide):
+    net = SlidePredictor(load_export(network), device="cpu", engine="onnx").net
+    assert net.session.get_session_options().intra_op_num_threads == 1 and net.parts == torch.get_num_threads()
+    patches = tissue_and_noise(synthetic_slide, load_export(network).preprocessing.input_size)[-7:]  # noise: every patch differs
+    whole = torch.from_numpy(net.session.run(None, {"input": net.normalise(patches).numpy()})[0]).softmax(dim=1)
+    with torch.inference_mode():
+        for parts in (3, 10):  # uneven parts; more parts than patches
+            net.parts = parts
+            assert (net(patches) - whole).abs().max().item() < 1e-6
+    assert whole.std(dim=0).min() > 0
 
 
 def int8_summary(out: Path, slide: Path) -> dict:
