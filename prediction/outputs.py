@@ -10,15 +10,23 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from nar_search.data.errors import DataError
+from nar_search.data.tiling import SlideGrid
 from nar_search.models.export import apply_umask
 from nar_search.prediction.network import TIL_CLASS, TIL_THRESHOLD
 from nar_search.prediction.predictor import SlidePrediction
 
 CLASS_COLOURS = {"til-positive": (220, 30, 30), "til-negative": (40, 110, 220)}
 HEATMAP_OPACITY = 0.55
+# matplotlib's jet, the colour map of Stony Brook's TIL maps: (position, intensity) knots of red,
+# green and blue.
+JET = (
+    ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
+    ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
+    ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)),
+)
 HEATMAP_SIDE = 1024  # pixels of the map's long side; the title and colour bar come around it
 SUMMARY_FILE = "summary.json"
 
@@ -26,6 +34,12 @@ SUMMARY_FILE = "summary.json"
 def output_names(name: str) -> tuple[str, ...]:
     """The files of slide `name`'s TIL map, summary.json last: the order they are put in place."""
     return f"prediction-{name}", f"{name}.csv", f"{name}.geojson", f"{name}.heatmap.png", SUMMARY_FILE
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """The jet colours (uint8 RGB, in a new last axis) of `values` from 0 to 1."""
+    channels = [np.interp(values, [at for at, _ in knots], [value for _, value in knots]) for knots in JET]
+    return (np.stack(channels, axis=-1) * 255).round().astype(np.uint8)
 
 
 def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
@@ -98,46 +112,59 @@ def _write_geojson(prediction: SlidePrediction, path: Path) -> None:
 def heatmap(prediction: SlidePrediction) -> Image.Image:
     """The TIL-positive probability (jet colour map, as Stony Brook's maps) over the slide
     thumbnail, HEATMAP_SIDE pixels on its long side, with a colour bar and a title that gives
-    the TIL-positive fraction."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
+    the TIL-positive fraction. Drawn with Pillow: matplotlib would add a second to every run's
+    start for one figure."""
     grid = prediction.grid
     cells = grid.coords // grid.patch_px
     probability = np.full((cells[:, 1].max() + 1, cells[:, 0].max() + 1) if len(grid) else (1, 1), np.nan, np.float32)
     probability[cells[:, 1], cells[:, 0]] = prediction.til_probabilities
-    patch_side = grid.patch_px / grid.tissue_downsample  # in thumbnail pixels
     height, width = grid.thumbnail.shape[:2]
-    # Laid out in pixels: the map with a margin around it, the colour bar and its labels to its
-    # right, the title above; wide enough for the title whatever the slide's shape.
     scale = HEATMAP_SIDE / max(width, height)
-    map_width, map_height, margin, bar, title = width * scale, height * scale, 24, 20, 64
-    figure_width, figure_height = max(map_width + bar + 5 * margin, 640), map_height + title + margin
-    figure = Figure(figsize=(figure_width / 100, figure_height / 100), dpi=100)
-    canvas = FigureCanvasAgg(figure)
-
-    def placed(left: float, wide: float) -> tuple[float, float, float, float]:
-        """Axes `wide` pixels wide from `left`, level with the map, in figure fractions."""
-        return left / figure_width, margin / figure_height, wide / figure_width, map_height / figure_height
-
-    axes = figure.add_axes(placed(margin, map_width))
-    # Resampled to the map's pixels beforehand: several times cheaper than by matplotlib.
-    thumbnail = Image.fromarray(grid.thumbnail).resize((round(map_width), round(map_height)), Image.Resampling.BILINEAR)
-    axes.imshow(thumbnail, extent=(0, width, height, 0))
-    colours = ScalarMappable(Normalize(0, 1), "jet")
-    extent = (0, probability.shape[1] * patch_side, probability.shape[0] * patch_side, 0)
-    axes.imshow(probability, cmap=colours.cmap, norm=colours.norm, alpha=HEATMAP_OPACITY, interpolation="nearest", extent=extent)
-    axes.set(xlim=(0, width), ylim=(height, 0))
-    axes.set_axis_off()
-    figure.colorbar(colours, cax=figure.add_axes(placed(2 * margin + map_width, bar)), label=f"probability {TIL_CLASS}")
-    figure.suptitle(
+    map_width, map_height = round(width * scale), round(height * scale)
+    title_font, label_font = ImageFont.load_default(size=16), ImageFont.load_default(size=12)
+    title = (  # "microns": Pillow's own font has no µ
         f"{prediction.name}: {prediction.til_positive_fraction:.1%} {TIL_CLASS}\n"
-        f"({len(grid)} tissue patches of {grid.patch_px * grid.mpp:g} µm, threshold {TIL_THRESHOLD:g})",
-        y=1 - 8 / figure_height,
-        va="top",
-        wrap=True,
+        f"({len(grid)} tissue patches of {grid.patch_px * grid.mpp:g} microns, threshold {TIL_THRESHOLD:g})"
     )
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+    # Laid out in pixels: the title above, the map with a margin around it, the colour bar and
+    # its labels to its right; wide enough for the title whatever the slide's shape.
+    margin, bar, top = 24, 20, 64
+    title_width = max(title_font.getlength(line) for line in title.splitlines())
+    figure = Image.new("RGB", (round(max(map_width + bar + 5 * margin, 640, title_width + 2 * margin)), map_height + top + margin), "white")
+    figure.paste(_blended_map(grid, probability, scale, (map_width, map_height)), (margin, top))
+    draw = ImageDraw.Draw(figure)
+    draw.multiline_text((figure.width / 2, 8), title, fill="black", font=title_font, anchor="ma", align="center")
+    _colour_bar(figure, draw, (2 * margin + map_width, top), (bar, map_height), label_font)
+    return figure
+
+
+def _blended_map(grid: SlideGrid, probability: np.ndarray, scale: float, size: tuple[int, int]) -> Image.Image:
+    """The thumbnail at `size` with each mapped patch's jet colour over it (HEATMAP_OPACITY)."""
+    # Resampled to the map's pixels first, then each map pixel looks up the patch it falls in.
+    thumbnail = np.asarray(Image.fromarray(grid.thumbnail).convert("RGB").resize(size, Image.Resampling.BILINEAR), np.float32)
+    patch_side = grid.patch_px / grid.tissue_downsample * scale  # in map pixels
+    rows, columns = (((np.arange(n) + 0.5) // patch_side).astype(int) for n in (size[1], size[0]))
+    padded = np.pad(probability, ((0, 1), (0, 1)), constant_values=np.nan)  # pixels past the last patch
+    per_pixel = padded[np.minimum(rows, probability.shape[0])[:, None], np.minimum(columns, probability.shape[1])[None, :]]
+    mapped = ~np.isnan(per_pixel)
+    thumbnail[mapped] += HEATMAP_OPACITY * (jet(per_pixel[mapped]) - thumbnail[mapped])
+    return Image.fromarray(thumbnail.round().astype(np.uint8))
+
+
+def _colour_bar(
+    figure: Image.Image, draw: ImageDraw.ImageDraw, corner: tuple[int, int], size: tuple[int, int], font: ImageFont.FreeTypeFont
+) -> None:
+    """Jet from 1 (top) to 0 at `corner`, framed, with ticks every 0.2 and its label, rotated."""
+    (left, top), (width, height) = corner, size
+    figure.paste(Image.fromarray(np.repeat(jet(np.linspace(1, 0, height))[:, None], width, axis=1)), corner)
+    draw.rectangle((left - 1, top - 1, left + width, top + height), outline="black")
+    for tick in np.linspace(0, 1, 6):
+        y = top + (1 - tick) * (height - 1)
+        draw.line(((left + width, y), (left + width + 4, y)), fill="black")
+        draw.text((left + width + 7, y), f"{tick:.1f}", fill="black", font=font, anchor="lm")
+    text = f"probability {TIL_CLASS}"
+    label = Image.new("L", (round(font.getlength(text)) + 2, font.size + 4))
+    ImageDraw.Draw(label).text((1, 1), text, fill=255, font=font)
+    label = label.rotate(90, expand=True)
+    x = left + width + 7 + round(font.getlength("0.0")) + 6
+    figure.paste((0, 0, 0), (x, top + (height - label.height) // 2), label)

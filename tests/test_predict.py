@@ -159,6 +159,17 @@ def test_the_heat_map_has_a_colour_bar_and_a_title(maps, synthetic_slide):
     assert (above_map == 255).all(axis=2).mean() > 0.8 and (above_map < 80).all(axis=2).sum() > 200
 
 
+def test_the_heat_maps_jet_is_matplotlibs():
+    from matplotlib import colormaps
+
+    from nar_search.prediction.outputs import jet
+
+    values = np.linspace(0, 1, 1001)
+    theirs = np.asarray(colormaps["jet"](values))[:, :3] * 255
+    # matplotlib looks colours up in 256 levels: one level is 4.6 of 255 where jet is steepest
+    assert np.abs(jet(values).astype(float) - theirs).max() <= 5
+
+
 def test_the_maps_are_as_readable_as_the_umask_makes_new_files(maps):
     assert maps.stat().st_mode & 0o777 == 0o777 & ~UMASK
     assert {path.stat().st_mode & 0o777 for path in maps.iterdir()} == {0o666 & ~UMASK}
