@@ -213,14 +213,14 @@ def resolve_engine(engine: str, device: torch.device, exported: ExportedModel) -
     """The engine `engine` names on `device`; ModelError, in one line, if it cannot run there.
 
     auto: ONNX Runtime on a CPU when the export holds model.onnx (every `nar export` does), else
-    PyTorch. Measured on a reduced resnetv2_50 (ϕ = 2, 76 px), batches of 64 uint8 patches,
-    normalisation and softmax included, as medians of ratios over 5-15 alternating rounds, on
-    the 2-core development machine while a benchmark kept it loaded (absolute speeds 30-70
-    patches/s, well below a quiet machine's): against PyTorch in its default layout, PyTorch
-    channels-last ran 1.32-1.48x and ONNX Runtime 1.29-1.53x in seven runs; ONNX Runtime against
-    channels-last 1.035x and 1.045x (2 threads) and 1.13x (1 thread). End to end on a 4096²
-    slide (748 patches, one reader, 2 threads): ONNX Runtime 1.38x, channels-last 1.33x. On a
-    GPU, PyTorch: onnxruntime is installed without a GPU provider."""
+    PyTorch. On the 2-core development machine, reduced resnetv2_50 (ϕ = 2, 76 px), batches of 64
+    uint8 patches, normalisation and softmax included, sleeping OpenMP threads as nar predict sets
+    them, 7 alternating rounds: ONNX Runtime (OnnxProbabilities' parts side by side) 169
+    patches/s, PyTorch channels-last 125, a median ratio of 1.43 (1.11-1.62). Earlier, under
+    load and with ONNX Runtime's own threads: channels-last 1.32-1.48x PyTorch's default layout,
+    ONNX Runtime 1.04x channels-last. On a GPU, PyTorch: onnxruntime is installed without a GPU
+    provider.
+    """
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
     has_onnx = (exported.folder / ONNX_FILE).is_file()
