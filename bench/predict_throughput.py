@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,18 +41,23 @@ from nar_search.prediction.predictor import SlidePredictor  # noqa: E402
 
 def forward_throughput(predictor: SlidePredictor, seconds: float) -> float:
     """Patches per second of the network alone (normalisation and softmax included) on
-    uint8 batches already on the device, timed for about `seconds` after a warm-up."""
+    uint8 batches already in memory, run as mapping runs them (SlidePredictor.scores: as many
+    batches at once as the engine takes), timed for about `seconds` after a warm-up."""
     side = predictor.input_size
-    batch = torch.randint(0, 256, (predictor.batch_size, 3, side, side), dtype=torch.uint8, device=predictor.device)
-    with torch.inference_mode():
-        for _ in range(2):
-            predictor.net(batch)
-        runs, start = 0, time.perf_counter()
+    batch = torch.randint(0, 256, (predictor.batch_size, 3, side, side), dtype=torch.uint8)
+    warm_up = 2 * predictor.net.concurrent_batches
+    for _ in predictor.scores((batch, None) for _ in range(warm_up)):
+        pass
+    runs, start = 0, time.perf_counter()
+
+    def batches_for_a_while() -> Iterator[tuple[torch.Tensor, None]]:
+        nonlocal runs
         while time.perf_counter() - start < seconds:
-            predictor.net(batch)
             runs += 1
-        if predictor.device.type == "cuda":
-            torch.cuda.synchronize()
+            yield batch, None
+
+    for _ in predictor.scores(batches_for_a_while()):  # the scores come back on the CPU: synchronised
+        pass
     return runs * predictor.batch_size / (time.perf_counter() - start)
 
 

@@ -8,9 +8,12 @@ batches are in flight."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ from nar_search.models.errors import ModelError
 from nar_search.models.export import ONNX_FILE, ExportedModel
 from nar_search.prediction.engines import (
     INT8_ENGINE,
-    ClassProbabilities,
+    Engine,
     Int8Engines,
     OnnxProbabilities,
     default_workers,
@@ -34,6 +37,8 @@ from nar_search.prediction.engines import (
 )
 from nar_search.prediction.network import TIL_CLASS, TIL_THRESHOLD
 from nar_search.prediction.reading import SlideStripDataset, collate_without_blanks
+
+Tag = TypeVar("Tag")  # what a caller of SlidePredictor.scores keeps with each batch
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class SlidePredictor:
         if TIL_CLASS not in names:
             raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
         if self.engine == "torch":
-            self.net: ClassProbabilities | OnnxProbabilities = torch_engine(exported, self.device)
+            self.net: Engine = torch_engine(exported, self.device)
         else:  # onnx, and the float32 reference of onnx-int8
             self.net = OnnxProbabilities(exported.folder / ONNX_FILE, exported.preprocessing)
         self.int8 = Int8Engines(exported, self.net, batch_size, cache, calibration) if self.engine == INT8_ENGINE else None
@@ -154,20 +159,39 @@ class SlidePredictor:
             int8,
         )
 
-    def probabilities(self, grid: SlideGrid, net: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+    def probabilities(self, grid: SlideGrid, net: Engine | None = None) -> np.ndarray:
         """Class probabilities of each patch of the grid (patches x classes) by `net` (default:
         the engine's), in grid order; NaN for near-blank patches."""
-        net = self.net if net is None else net
         probabilities = np.full((len(grid), len(self.exported.preprocessing.class_names)), np.nan, np.float32)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not self.show_progress, transient=True) as progress, torch.inference_mode():
+        with Progress(*columns, disable=not self.show_progress, transient=True) as progress:
             task = progress.add_task(f"Mapping {grid.slide.name}", total=len(grid))
-            for batch in self.loader(grid):
-                if len(batch.indices):
-                    scores = net(batch.patches.to(self.device, non_blocking=True))
-                    probabilities[batch.indices.numpy()] = scores.float().cpu().numpy()
+            for batch, scores in self.scores(((batch.patches, batch) for batch in self.loader(grid)), net):
+                probabilities[batch.indices.numpy()] = scores
                 progress.advance(task, batch.read)
         return probabilities
+
+    def scores(self, batches: Iterable[tuple[torch.Tensor, Tag]], net: Engine | None = None) -> Iterator[tuple[Tag, np.ndarray]]:
+        """Each batch's class probabilities by `net` (default: the engine's) with its tag, in the
+        order given: `net.concurrent_batches` batches are computed at once while the next are read."""
+        net = self.net if net is None else net
+        classes = len(self.exported.preprocessing.class_names)
+
+        def score(patches: torch.Tensor) -> np.ndarray:
+            if not len(patches):  # every patch of the batch near-blank
+                return np.zeros((0, classes), np.float32)
+            with torch.inference_mode():  # per thread, as inference mode is
+                return net(patches.to(self.device, non_blocking=True)).float().cpu().numpy()
+
+        with ThreadPoolExecutor(net.concurrent_batches, thread_name_prefix="engine") as pool:
+            in_flight: deque[tuple[Tag, Future[np.ndarray]]] = deque()
+            for patches, tag in batches:
+                in_flight.append((tag, pool.submit(score, patches)))
+                if len(in_flight) > net.concurrent_batches:  # one more waits, to start the moment one ends
+                    done, future = in_flight.popleft()
+                    yield done, future.result()
+            for done, future in in_flight:
+                yield done, future.result()
 
     def loader(self, grid: SlideGrid) -> DataLoader:
         workers = self.workers if len(grid) > self.batch_size else 0  # workers do not pay off for a batch or two

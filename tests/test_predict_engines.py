@@ -92,16 +92,18 @@ def test_onnx_runtime_engines_refuse_a_gpu_in_one_line(network):
     assert resolve_engine("auto", torch.device("cuda"), exported) == "torch"
 
 
-def test_onnx_runtime_runs_each_batch_in_parts_side_by_side_in_order(network, synthetic_slide):
-    net = SlidePredictor(load_export(network), device="cpu", engine="onnx").net
-    assert net.session.get_session_options().intra_op_num_threads == 1 and net.parts == torch.get_num_threads()
-    patches = tissue_and_noise(synthetic_slide, load_export(network).preprocessing.input_size)[-7:]  # noise: every patch differs
-    whole = torch.from_numpy(net.session.run(None, {"input": net.normalise(patches).numpy()})[0]).softmax(dim=1)
-    with torch.inference_mode():
-        for parts in (3, 10):  # uneven parts; more parts than patches
-            net.parts = parts
-            assert (net(patches) - whole).abs().max().item() < 1e-6
-    assert whole.std(dim=0).min() > 0
+def test_onnx_runtime_runs_whole_batches_side_by_side_and_maps_them_in_grid_order(network, synthetic_slide):
+    predictor = SlidePredictor(load_export(network), batch_size=4, device="cpu", engine="onnx", show_progress=False)
+    net = predictor.net
+    assert net.session.get_session_options().intra_op_num_threads == 1 and net.concurrent_batches == torch.get_num_threads()
+    grid = tile_slide(synthetic_slide, skip_blank=False)
+    net.concurrent_batches = 1
+    one_at_a_time = predictor.probabilities(grid)
+    for concurrent in (3, 8):
+        net.concurrent_batches = concurrent
+        assert np.array_equal(predictor.probabilities(grid), one_at_a_time, equal_nan=True)
+    mapped = one_at_a_time[~np.isnan(one_at_a_time).any(axis=1)]
+    assert len(grid) > 2 * 8 * predictor.batch_size and len(np.unique(mapped[:, 0])) > len(mapped) // 2  # many batches, patches that differ
 
 
 def int8_summary(out: Path, slide: Path) -> dict:
