@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # imported where used: Torch-Pruning brings timm and torchvision, seconds to import
+if TYPE_CHECKING:  # imported where a graph is built: see models.spec.spec_types
     import torch_pruning as tp
 
 

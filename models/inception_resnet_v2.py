@@ -168,7 +168,7 @@ class InceptionResnetV2(nn.Module):
         self.conv2d_7b = inception_conv(chs, width(1536), kernel_size=1)
 
         self.num_features = width(1536)
-        from timm.layers import create_classifier  # here: as inception_conv's ConvNormAct
+        from timm.layers import create_classifier  # on building only: see models.spec.spec_types
 
         # Any drop_rate, even 0, makes create_classifier return timm's `head_drop` too.
         self.global_pool, self.head_drop, self.classif = create_classifier(self.num_features, num_classes, drop_rate=0.0)

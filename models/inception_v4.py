@@ -25,7 +25,7 @@ INCEPTION_CONV = dict(padding=0, norm_kwargs=dict(eps=1e-3), act_kwargs=dict(inp
 
 def inception_conv(*args: Any, **kwargs: Any) -> nn.Module:
     """timm's ConvNormAct with INCEPTION_CONV's defaults (a keyword given overrides them)."""
-    from timm.layers import ConvNormAct  # here: timm brings torchvision, seconds to import, and reading a spec must not pay them
+    from timm.layers import ConvNormAct  # on building only: see models.spec.spec_types
 
     return ConvNormAct(*args, **{**INCEPTION_CONV, **kwargs})
 
@@ -231,7 +231,7 @@ class InceptionV4(nn.Module):
             chs = blocks[-1].out_chs
         self.features = nn.Sequential(*stem, *blocks)
         self.num_features = chs
-        from timm.layers import create_classifier  # here: as inception_conv's ConvNormAct
+        from timm.layers import create_classifier  # on building only: see models.spec.spec_types
 
         # Any drop_rate, even 0, makes create_classifier return timm's `head_drop` too.
         self.global_pool, self.head_drop, self.last_linear = create_classifier(chs, num_classes, drop_rate=0.0)

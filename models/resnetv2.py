@@ -47,7 +47,7 @@ class ResNetV2Spec(ArchSpec):
         )
 
     def build(self) -> nn.Module:
-        import timm  # here: timm brings torchvision, seconds to import, and reading a spec (nar predict on ONNX) must not pay them
+        import timm  # on building only: see models.spec.spec_types
 
         with _exact_widths():
             return timm.create_model(

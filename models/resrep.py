@@ -22,7 +22,7 @@ from torch import nn
 from nar_search.models.channels import dependency_graph, remove_out_channels
 from nar_search.models.spec import ArchSpec, Reduction, Stage, register_spec, spec_from_dict
 
-if TYPE_CHECKING:  # type hints only: Torch-Pruning brings timm and torchvision, seconds to import
+if TYPE_CHECKING:  # type hints only: see models.spec.spec_types
     import torch_pruning as tp
 
 LASSO_STRENGTH = 1e-4

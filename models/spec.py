@@ -91,8 +91,10 @@ def register_spec(spec_type: type[ArchSpec]) -> type[ArchSpec]:
 def spec_types() -> dict[str, type[ArchSpec]]:
     """Every family's spec type by name, complete however little of the package the caller
     imported (a notebook that loads a checkpoint imports the classifier only). The families are
-    imported here rather than with this module: they bring torch and timm, and the CLI's --help
-    starts without them."""
+    imported here rather than with this module: they bring torch, and the CLI's --help starts
+    without it. They import timm and Torch-Pruning only where they build a network: both bring
+    torchvision, 2-3 s of a process's start, and reading a spec (as nar predict on ONNX Runtime
+    does) builds nothing."""
     for module in FAMILY_MODULES:
         importlib.import_module(f"nar_search.models.{module}")
     return _SPEC_TYPES

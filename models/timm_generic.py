@@ -85,7 +85,7 @@ class TimmCNNSpec(ArchSpec):
 
     @classmethod
     def original(cls, model_name: str, input_size: int, num_classes: int = 2) -> TimmCNNSpec:
-        import timm  # here: timm brings torchvision, seconds to import, and reading a spec (nar predict on ONNX) must not pay them
+        import timm  # on building only: see models.spec.spec_types
 
         with torch.device("meta"):
             model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
@@ -100,7 +100,7 @@ class TimmCNNSpec(ArchSpec):
         )
 
     def build(self) -> nn.Module:
-        import timm  # here: timm brings torchvision, seconds to import, and reading a spec (nar predict on ONNX) must not pay them
+        import timm  # on building only: see models.spec.spec_types
 
         model = timm.create_model(self.model_name, pretrained=False, num_classes=self.num_classes)
         drop_blocks(model, self.depths, self.input_size)

@@ -226,11 +226,10 @@ def resolve_engine(engine: str, device: torch.device, exported: ExportedModel) -
     PyTorch. On the 2-core development machine, reduced resnetv2_50 (ϕ = 2, 76 px), batches of 64
     uint8 patches through SlidePredictor.scores, normalisation and softmax included, sleeping
     OpenMP threads as nar predict sets them, 7 alternating rounds: ONNX Runtime 243-247 patches/s,
-    PyTorch channels-last 222-239 (median ratios 1.02 and 1.03) while the machine was quiet; 1.43
-    (169 against 125, each batch then split between the threads) while it was slowed down. And an ONNX run never builds the PyTorch network,
-    whose import of timm costs 2-3 s a process. On a GPU, PyTorch: onnxruntime is installed
-    without a GPU provider.
-    """
+    PyTorch channels-last 222-239 (median ratios 1.02 and 1.03) while the machine was quiet;
+    1.43 (169 against 125, each batch then split between the threads) while it was slowed down.
+    And an ONNX run never builds the PyTorch network, whose import of timm costs 2-3 s a process.
+    On a GPU, PyTorch: onnxruntime is installed without a GPU provider."""
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
     has_onnx = (exported.folder / ONNX_FILE).is_file()
