@@ -3,6 +3,7 @@ terminal state (FINISHED, FAILED with the reason, or KILLED on Ctrl-C)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from nar_search.search.interrupts import Interrupted
+from nar_search.search.interrupts import Interrupted, deferred
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
@@ -53,6 +54,25 @@ def run_link(experiment_id: str, run_id: str) -> str:
     return f"#/experiments/{experiment_id}/runs/{run_id}"
 
 
+class UninterruptedClient:
+    """An MlflowClient whose calls each finish before a Ctrl-C or SIGTERM is raised (see `deferred`)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def uninterrupted(*args: Any, **kwargs: Any) -> Any:
+            with deferred():
+                return value(*args, **kwargs)
+
+        return uninterrupted
+
+
 class Tracker:
     """A thin layer over MlflowClient for NAR's experiments and runs."""
 
@@ -61,7 +81,7 @@ class Tracker:
         self.local_store = self.tracking_uri == default_tracking_uri()
         if self.local_store:
             default_artifact_root().mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = UninterruptedClient(MlflowClient(tracking_uri=self.tracking_uri))
 
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)

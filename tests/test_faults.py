@@ -15,8 +15,9 @@ import pytest
 from optuna.trial import TrialState
 from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
 
+from nar_search.search.interrupts import Interrupted, interruptible
 from nar_search.search.storage import open_storage
-from nar_search.search.tracking import Tracker
+from nar_search.search.tracking import Tracker, UninterruptedClient
 
 PHIS = [0.0, 1.0, 2.0]
 SLOW_TRAINING = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}  # trials last a few seconds
@@ -59,6 +60,25 @@ def assert_nothing_lost_or_doubled(config: Path, tracking: str, name: str) -> No
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
     trained = Counter(r.data.params["phi"] for r in runs if r.info.status == "FINISHED" and "train.epochs" in r.data.params)
     assert trained == Counter(f"{phi:g}" for phi in PHIS) or trained == Counter(str(phi) for phi in PHIS), trained
+
+
+def test_a_stop_during_a_tracking_call_is_raised_once_the_call_has_ended():
+    steps = []
+
+    class Store:
+        def log(self, value: str) -> str:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler runs in here
+            steps.append(value)
+            return value
+
+    with pytest.raises(Interrupted) as stop, interruptible():
+        UninterruptedClient(Store()).log("logged")
+    assert steps == ["logged"] and stop.value.exit_code == 143
+
+    with pytest.raises(Interrupted), interruptible():
+        Store().log("cut short")  # not deferred: the stop lands in the middle
+    assert steps == ["logged"]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
