@@ -17,8 +17,19 @@ COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 STATUS_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL)
 
 
+def infeasible_draw(trial: FrozenTrial) -> bool:
+    """Parameters that give no network (γ < 1, an input below the minimum) or one over the
+    GFLOPs budget: recorded for the sampler to learn from, nothing trained."""
+    return not pareto.feasible(trial) and not TrialRecord.of(trial).trained
+
+
 def counted(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+    """Candidates judged: an infeasible draw, which costs nothing, does not use up the study's trials."""
+    return sum(not infeasible_draw(t) for t in study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def infeasible_draws(study: optuna.Study) -> int:
+    return sum(infeasible_draw(t) for t in study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -35,6 +46,7 @@ def trial_line(trial: FrozenTrial) -> str:
 class StudyStatus:
     states: dict[str, int]  # trials per state; a running trial whose worker is gone counts as lost instead
     lost: int
+    infeasible: int  # completed or pruned draws that trained nothing and do not count
     best: FrozenTrial | None  # the trained trial of the best val AUC
     baseline: FrozenTrial | None
     rungs: dict[int, int]  # candidates that reached each rung, by its epochs
@@ -48,4 +60,4 @@ def study_status(study: optuna.Study) -> StudyStatus:
     trained = pareto.trained(study)
     best = max(trained, key=lambda t: TrialRecord.of(t).val_auc) if trained else None
     epochs = StudyRecord.of(study).config["training"]["epochs"]
-    return StudyStatus(counts, lost, best, pareto.baseline(study), halving.reached(trials, epochs))
+    return StudyStatus(counts, lost, infeasible_draws(study), best, pareto.baseline(study), halving.reached(trials, epochs))

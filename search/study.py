@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.lightning_modules.distillation import TeacherTargets
@@ -32,12 +31,13 @@ from nar_search.search.methods import Candidate, ReductionMethod
 from nar_search.search.plots import pareto_html, pareto_markdown, pareto_png
 from nar_search.search.record import StudyRecord, TrialRecord
 from nar_search.search.recovery import RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
-from nar_search.search.status import COUNTED_STATES, counted
+from nar_search.search.status import COUNTED_STATES, counted, infeasible_draw, infeasible_draws
 from nar_search.search.storage import check_parallel, open_storage
 from nar_search.search.tracking import Tracker, run_link
 from nar_search.search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
 from nar_search.search.urls import hide_password
 
+INFEASIBLE_DRAWS_PER_TRIAL = 10  # beyond that many per trial asked for, a study stops short: its space is too wide
 OBJECTIVE_NAMES = ("val_auc", "gflops")  # a Pareto study's objectives, as dashboards show them; a budget study has the first
 POLL_SECONDS = 2.0
 BUDGET_CONSTRAINT = "gflops_over_budget"
@@ -418,23 +418,40 @@ class StudyRunner:
                 "trials_complete": states.count(TrialState.COMPLETE),
                 "trials_pruned": states.count(TrialState.PRUNED),
                 "trials_failed": states.count(TrialState.FAIL),
+                "infeasible_draws": infeasible_draws(study),
                 "pareto_size": len(front),
             },
             step=len(states),
         )
 
     def optimize(self, callbacks: list = ()) -> None:
-        """Runs trials until the study holds its number of finished trials and no retry waits."""
+        """Runs trials until the study holds its number of judged candidates and no retry waits."""
         waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         remaining = max(self.config.n_trials - counted(self.study), waiting)
-        if remaining <= 0:
+        if remaining <= 0 or out_of_draws(self.study, self.config.n_trials):
             return
-        self.study.optimize(
-            self.run_trial,
-            n_trials=remaining,
-            catch=(Exception,),
-            callbacks=[MaxTrialsCallback(self.config.n_trials, states=COUNTED_STATES), self.refresh, *callbacks],
-        )
+        budget = TrialBudget(self.config.n_trials, remaining)
+        self.study.optimize(self.run_trial, catch=(Exception,), callbacks=[budget, self.refresh, *callbacks])
+
+
+@dataclass
+class TrialBudget:
+    """Stops a study once this process has run `remaining` trials (failed ones too, so that a
+    failing study ends) or the study holds its `n_trials`. Infeasible draws cost nothing and do
+    not count, until there are `INFEASIBLE_DRAWS_PER_TRIAL` times `n_trials` of them."""
+
+    n_trials: int
+    remaining: int
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.remaining -= not infeasible_draw(trial)
+        if self.remaining <= 0 or counted(study) >= self.n_trials or out_of_draws(study, self.n_trials):
+            study.stop()
+
+
+def out_of_draws(study: optuna.Study, n_trials: int) -> bool:
+    """Whether the space gave so many infeasible draws that the study stopped short: it is too wide."""
+    return infeasible_draws(study) >= INFEASIBLE_DRAWS_PER_TRIAL * n_trials
 
 
 def _point(row: pareto.TrialRow, trial: FrozenTrial, experiment_id: str) -> dict:

@@ -135,8 +135,24 @@ def run_command(
         raise typer.Exit(1)
     runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
     _print_front(study, config.name)
+    _report_infeasible_draws(study, config)
     dashboard = ["nar", "dashboard", *_naming(config_file, name, storage, tracking_uri)]
     _hint(f"dashboard: {shlex.join(dashboard)} (MLflow experiment {config.name!r})")
+
+
+def _report_infeasible_draws(study: optuna.Study, config: StudyConfig) -> None:
+    from nar_search.search.status import counted, infeasible_draws
+    from nar_search.search.study import out_of_draws
+
+    if not (draws := infeasible_draws(study)):
+        return
+    if out_of_draws(study, config.n_trials):
+        console.print(
+            f"[yellow]stopped short[/] at {counted(study)}/{config.n_trials} trials: {draws} draws gave no network "
+            "(γ < 1, an input below the minimum, or over the GFLOPs budget); narrow search.alpha, search.beta or search.phi"
+        )
+    else:
+        console.print(f"{draws} infeasible draw(s) trained nothing and did not count as trials")
 
 
 def _shown(study: optuna.Study, config: StudyConfig) -> int:
@@ -233,6 +249,8 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
         table.add_row(state, str(count))
     if status.lost:
         table.add_row("worker gone", str(status.lost))
+    if status.infeasible:
+        table.add_row("infeasible draws", f"{status.infeasible} (nothing trained; not counted as trials)")
     if status.best:
         best = TrialRecord.of(status.best)
         table.add_row("best val AUC", f"{best.val_auc:.4f} (trial {status.best.number}, {best.gflops:.3f} GFLOPs)")

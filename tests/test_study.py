@@ -97,6 +97,30 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     assert chosen["gflops"] == min(t.user_attrs["gflops"] for t in trials)
 
 
+def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, patches, capsys):
+    # Much of this box has α·β² > 2 (γ < 1) or an input side below 32 px at large ϕ.
+    search = {"space": "bayes", "phi": {"low": 0, "high": 3}, "alpha": {"low": 1.2, "high": 1.6}, "beta": {"low": 1.1, "high": 1.3}}
+    config = study_file(workdir, patches, name="wide", sampler="tpe", search=search)
+    assert run_cli("study", "run", str(config)) == 0
+    trials = load(config).get_trials(states=(TrialState.COMPLETE,))
+    trained = [t for t in trials if "gflops" in t.user_attrs]
+    infeasible = [t for t in trials if any(v > 0 for v in t.constraints.values())]
+    assert len(trained) == 3 and infeasible and len(trials) == len(trained) + len(infeasible)
+    assert f"{len(infeasible)} infeasible draw(s) trained nothing" in capsys.readouterr().out
+
+    assert run_cli("study", "status", str(config)) == 0
+    assert f"infeasible draws │ {len(infeasible)} " in capsys.readouterr().out
+
+
+def test_a_study_whose_space_gives_no_network_stops_short_and_says_so(workdir, patches, capsys):
+    search = {"space": "bayes", "phi": {"low": 1, "high": 3}, "alpha": {"low": 1.7, "high": 1.8}, "beta": {"low": 1.2, "high": 1.3}}
+    config = study_file(workdir, patches, name="void", sampler="random", n_trials=2, search=search)  # α·β² > 2 throughout
+    assert run_cli("study", "run", str(config)) == 0
+    trials = load(config).trials
+    assert len(trials) == 1 + 10 * 2 and [t.number for t in trials if "gflops" in t.user_attrs] == [0]  # the baseline
+    assert "stopped short at 1/2 trials: 20 draws gave no network" in capsys.readouterr().out
+
+
 def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
     config = study_file(workdir, patches, name="resumable")
     real_train = nar_search.search.training_run.train_spec
