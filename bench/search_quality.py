@@ -361,6 +361,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
     (successive halving on the front), both from the full network's seed 0: each front's
     hypervolume and the training compute spent."""
     from nar_search.search import pareto
+    from nar_search.search.status import infeasible_draws
 
     full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
     base, train = Path(full["network"]), profile.patches["train"]
@@ -402,8 +403,9 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
         states, epochs = [t.state.name for t in study.trials], trained_epochs(study)
         rows[label] = {
             "trials": len(study.trials),
-            "full_budget": states.count("COMPLETE"),
+            "full_budget": len(pareto.trained(study)),  # the baseline's evaluation of the base included
             "stopped": states.count("PRUNED"),
+            "infeasible": infeasible_draws(study),
             "front": [
                 {k: t.user_attrs.get(k) for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc", "test_auc")} | {"trial": t.number}
                 for t in front
@@ -432,13 +434,13 @@ def fidelity_report(fidelity: dict) -> str:
         f"{fidelity['epochs']} epochs a full budget; halving {fidelity['halving']}. Hypervolume of (GFLOPs, AUC) up to "
         "the full network's GFLOPs and AUC 0.5.",
         "",
-        "| study | trials | full budget | stopped at a rung | front | hypervolume (val) | ÷ grid | hypervolume (test) "
-        "| epochs | compute (epochs × patches) | ÷ grid |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| study | trials | full budget | stopped at a rung | infeasible | front | hypervolume (val) | ÷ grid "
+        "| hypervolume (test) | epochs | compute (epochs × patches) | ÷ grid |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for label, row in fidelity["studies"].items():
         lines.append(
-            f"| {label} | {row['trials']} | {row['full_budget']} | {row['stopped']} | {len(row['front'])} "
+            f"| {label} | {row['trials']} | {row['full_budget']} | {row['stopped']} | {row['infeasible']} | {len(row['front'])} "
             f"| {row['hypervolume_val']:.4f} | {row['hypervolume_ratio']:.1%} | {row['hypervolume_test']:.4f} "
             f"| {row['epochs']} | {row['compute']:,} | {row['compute_ratio']:.2f} |"
         )
