@@ -149,7 +149,8 @@ def _report_infeasible_draws(study: optuna.Study, config: StudyConfig) -> None:
     if out_of_draws(study, config.n_trials):
         console.print(
             f"[yellow]stopped short[/] at {counted(study)}/{config.n_trials} trials: {draws} draws gave no network "
-            "(γ < 1, an input below the minimum, or over the GFLOPs budget); narrow search.alpha, search.beta or search.phi"
+            "(γ < 1, an input below the minimum, or over the GFLOPs budget); narrow search.alpha, search.beta or search.phi, "
+            "or raise gflops_budget"
         )
     else:
         console.print(f"{draws} infeasible draw(s) trained nothing and did not count as trials")
