@@ -1,21 +1,27 @@
 """Labelled TIL patches from the formats researchers already have.
 
-- a folder with one sub-folder per class (til-negative/ til-positive/, or 0/ 1/);
+- a folder with one sub-folder per class: til-negative/ til-positive/ (or 0/ 1/), or any
+  class folders with the positive ones named (`positive`) and others left out (`exclude`),
+  as public tile sets come (e.g. Kather 2016: 04_LYMPHO against the other tissue classes);
 - a folder holding manifest.csv (what `nar data synth-patches` writes);
 - the Stony Brook label file: `<patch.png> <label> <slide> <x> <y>` per line;
 - a CSV manifest: `path,label[,slide][,split]`;
 - whole slides plus a CSV of labelled patch centres: `slide,x,y,label` (level-0 pixels).
 
 Labels are 1 (TIL-positive) and 0 or -1 (TIL-negative); relative paths start at the file
-that names them. `open_patch_source` tells the formats apart.
+that names them. A source that does not name each patch's slide can take it from the file
+names (`slide_pattern`), so that splits keep slides apart. `open_patch_source` tells the
+formats apart.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +38,48 @@ CLASS_NAMES = ("til-negative", "til-positive")
 # _STD), in training and in prediction alike; here so that prediction needs no Lightning.
 PATCH_MEAN = (0.485, 0.456, 0.406)
 PATCH_STD = (0.229, 0.224, 0.225)
+# The class folders understood without --positive.
 CLASS_DIRS: Mapping[str, int] = {"til-negative": 0, "til-positive": 1, "0": 0, "1": 1}
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _LABELS = {"1": 1, "0": 0, "-1": 0}
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a patch source beyond what its format says.
+
+    mpp: microns per pixel of slides that do not record it. positive: the class folders whose
+    patches are positive (every other folder is then negative); exclude: class folders left
+    out. slide_pattern: a regular expression found in each file name that names the patch's
+    slide (its first group if it has one). patch_um: the side of patches read from slides.
+    """
+
+    mpp: float | None = None
+    positive: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    slide_pattern: str | None = None
+    patch_um: float = PATCH_UM
+
+    def task(self) -> str | None:
+        """The classification task in words, when class folders are named."""
+        if not self.positive:
+            return None
+        left_out = f"; {', '.join(self.exclude)} left out" if self.exclude else ""
+        return f"{' + '.join(self.positive)} against every other class folder{left_out}"
+
+
 class PatchDataset(Dataset, ABC):
     """Labelled patches: items are (uint8 C × H × W tensor, label). `slides` names each patch's
     slide (None when the source does not say) so that splits can keep slides apart; `splits`
-    holds splits fixed by the source (None when it fixes none)."""
+    holds splits fixed by the source (None when it fixes none); `classes` the class folder
+    each patch came from (None for other sources)."""
 
     description: str
     labels: list[int]
     slides: list[str] | None
     splits: list[str] | None
+    classes: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,9 +108,10 @@ class ImagePatches(PatchDataset):
         named_in: list[str],
         slides: list[str] | None = None,
         splits: list[str] | None = None,
+        classes: list[str] | None = None,
     ) -> None:
         self.description, self.paths, self.labels, self.named_in = description, paths, labels, named_in
-        self.slides, self.splits = slides, splits
+        self.slides, self.splits, self.classes = slides, splits, classes
 
     def read(self, index: int) -> np.ndarray:
         path = self.paths[index]
@@ -138,20 +172,54 @@ def _existing(path: Path, where: str) -> Path:
     return path
 
 
-def read_class_folders(root: Path, class_dirs: Mapping[str, int] = CLASS_DIRS) -> ImagePatches:
-    folders = {name: label for name, label in class_dirs.items() if (root / name).is_dir()}
-    if not folders:
-        raise DataError(
-            f"{root} has no class folders: expected sub-folders named {', '.join(class_dirs)} (or name yours with the class folder option)"
-        )
-    paths, labels = [], []
+def _class_folder_labels(root: Path, positive: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, int]:
+    """Class folder name -> label: the conventional names, or the positive folders against every
+    other folder not excluded."""
+    if not positive:
+        labels = {name: label for name, label in CLASS_DIRS.items() if (root / name).is_dir() and name not in exclude}
+        if not labels:
+            raise DataError(
+                f"{root} has no class folders named {', '.join(CLASS_DIRS)}: name the positive class's folders with "
+                "--positive (data.positive in a study file); every other folder is then negative"
+            )
+        return labels
+    present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for option, names in (("--positive", positive), ("--exclude", exclude)):
+        if missing := [name for name in names if name not in present]:
+            raise DataError(f"{root} has no class folder {missing[0]!r} ({option}); its folders are {', '.join(present) or 'none'}")
+    if both := set(positive) & set(exclude):
+        raise DataError(f"class folder {min(both)!r} is both --positive and --exclude: keep it in one of them")
+    labels = {name: int(name in positive) for name in present if name not in exclude}
+    if 0 not in labels.values():
+        raise DataError(f"{root}: no class folder is left for the negative class; --exclude fewer folders")
+    return labels
+
+
+def _slides_from_names(paths: list[Path], pattern: str) -> list[str]:
+    try:
+        expression = re.compile(pattern)
+    except re.error as error:
+        raise DataError(f"slide pattern {pattern!r} is not a regular expression ({error}); e.g. 'CRC-Prim-HE-\\d+'") from None
+    slides = []
+    for path in paths:
+        found = expression.search(path.name)
+        if found is None:
+            raise DataError(f"{path}: its file name does not match the slide pattern {pattern!r}; give a pattern every file name holds")
+        slides.append(found.group(1) if expression.groups else found.group(0))
+    return slides
+
+
+def read_class_folders(root: Path, positive: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> ImagePatches:
+    folders = _class_folder_labels(root, positive, exclude)
+    paths, labels, classes = [], [], []
     for name, label in folders.items():
         images = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         paths += images
         labels += [label] * len(images)
+        classes += [name] * len(images)
     if not paths:
         raise DataError(f"{root}: the class folders {', '.join(folders)} hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return ImagePatches(f"class folders {root}", paths, labels, named_in=[""] * len(paths))
+    return ImagePatches(f"class folders {root}", paths, labels, named_in=[""] * len(paths), classes=classes)
 
 
 def read_label_file(path: Path) -> ImagePatches:
@@ -233,23 +301,25 @@ def read_slide_coordinates(path: Path, mpp: float | None = None, patch_um: float
     return SlidePatches(f"slide coordinates {path}", slide_paths, np.array(centres), labels, slide_mpp_of, patch_um, side)
 
 
-def open_patch_source(
-    path: str | Path,
-    *,
-    class_dirs: Mapping[str, int] = CLASS_DIRS,
-    mpp: float | None = None,
-    patch_um: float = PATCH_UM,
-    patch_side: int = 100,
-) -> PatchDataset:
-    """The labelled patches at `path`, whatever its format (see the module's docstring).
-
-    class_dirs: class folder name -> label, for class folders. mpp: microns per pixel of
-    slides that do not record it. patch_um, patch_side: size of patches read from slides.
-    """
+def open_patch_source(path: str | Path, options: SourceOptions = SourceOptions(), *, patch_side: int = 100) -> PatchDataset:
+    """The labelled patches at `path`, whatever its format (see the module's docstring), read
+    as `options` say; patches read from slides are resampled to patch_side pixels."""
     path = Path(path)
+    is_class_folders = path.is_dir() and not (path / "manifest.csv").is_file()
+    if (options.positive or options.exclude) and not is_class_folders:
+        raise DataError(f"{path} is not a folder of class folders: --positive and --exclude name class folders; leave them out")
+    dataset = _open(path, options, patch_side)
+    if options.slide_pattern is not None:
+        if dataset.slides is not None or not isinstance(dataset, ImagePatches):
+            raise DataError(f"{dataset.description} names each patch's slide itself: leave out --slide-pattern")
+        dataset.slides = _slides_from_names(dataset.paths, options.slide_pattern)
+    return dataset
+
+
+def _open(path: Path, options: SourceOptions, patch_side: int) -> PatchDataset:
     if path.is_dir():
         manifest = path / "manifest.csv"
-        return read_manifest(manifest) if manifest.is_file() else read_class_folders(path, class_dirs)
+        return read_manifest(manifest) if manifest.is_file() else read_class_folders(path, options.positive, options.exclude)
     if not path.is_file():
         raise DataError(f"{path} does not exist; give a folder of class folders, a label file (.txt) or a CSV")
     if path.suffix.lower() == ".txt":
@@ -259,7 +329,7 @@ def open_patch_source(
         if {"path", "label"} <= set(header):
             return read_manifest(path)
         if {"slide", "x", "y", "label"} <= set(header):
-            return read_slide_coordinates(path, mpp, patch_um, patch_side)
+            return read_slide_coordinates(path, options.mpp, options.patch_um, patch_side)
         raise DataError(
             f"{path} line 1: header {','.join(header)!r} is neither a patch manifest (path,label[,slide][,split]) "
             "nor slide coordinates (slide,x,y,label)"

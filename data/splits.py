@@ -11,23 +11,63 @@ from itertools import combinations
 import numpy as np
 from rich.markup import escape
 from rich.table import Table
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
+from sklearn.model_selection import train_test_split
 
 from nar_search.data.errors import DataError
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.data.sources import CLASS_NAMES, SPLITS, PatchDataset
 
+# Each patch of a class moves an AUC by 1/(patches of that class): more than 0.1 below 10.
+MIN_PATCHES_PER_CLASS = 10
 
-def _take(indices: np.ndarray, count: int, groups: np.ndarray | None, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (rest, taken), taking `count` groups (or patches, stratified by label)."""
+
+def _take(indices: np.ndarray, count: int, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, taken), taking `count` patches stratified by label."""
     if count == 0:
         return indices, indices[:0]
-    if groups is None:
-        rest, taken = train_test_split(indices, test_size=count, stratify=labels[indices], random_state=seed)
-        return np.sort(rest), np.sort(taken)
-    splitter = GroupShuffleSplit(n_splits=1, test_size=count, random_state=seed)
-    rest, taken = next(splitter.split(indices, groups=groups[indices]))
-    return indices[rest], indices[taken]
+    rest, taken = train_test_split(indices, test_size=count, stratify=labels[indices], random_state=seed)
+    return np.sort(rest), np.sort(taken)
+
+
+# Slide orders drawn, in the seed's order, for a grouped split that holds both classes.
+SPLIT_DRAWS = 256
+
+
+def _split_slides(groups: np.ndarray, labels: np.ndarray, val: int, test: int, seed: int) -> dict[str, np.ndarray]:
+    """Whole slides to each split, `val` and `test` of them held out: the first of the seed's
+    random slide orders in which every split holds each class as at least half its share of
+    the source (and MIN_PATCHES_PER_CLASS patches), else the order that comes closest.
+
+    Slides are often of one class mostly (a tumour's slides, a source image of immune cells),
+    so an unchecked draw can leave a split with one class, or one whose AUC rests on a handful
+    of patches; taking the first acceptable order, not the most balanced one, keeps each seed's
+    split its own."""
+    names, slide_of = np.unique(groups, return_inverse=True)
+    per_slide = np.zeros((len(names), len(CLASS_NAMES)), int)
+    np.add.at(per_slide, (slide_of, labels), 1)
+    share = per_slide.sum(0) / per_slide.sum()
+    rng = np.random.default_rng(seed)
+    best, best_shortfall = None, None
+    for _ in range(SPLIT_DRAWS):
+        order = rng.permutation(len(names))
+        parts = {"train": order[val + test :], "val": order[test : test + val], "test": order[:test]}
+        shortfall = _class_shortfall(per_slide, parts, share)
+        if best_shortfall is None or shortfall < best_shortfall:
+            best, best_shortfall = parts, shortfall
+        if shortfall == (0, 0):
+            break
+    assert best is not None
+    return {name: np.flatnonzero(np.isin(slide_of, slides)) for name, slides in best.items()}
+
+
+def _class_shortfall(per_slide: np.ndarray, parts: Mapping[str, np.ndarray], share: np.ndarray) -> tuple[int, int]:
+    """(classes missing from a split, classes under half their share or MIN_PATCHES_PER_CLASS in a split)."""
+    missing = scarce = 0
+    for slides in parts.values():
+        counts = per_slide[slides].sum(0)
+        missing += int((counts == 0).sum())
+        scarce += int(((counts < MIN_PATCHES_PER_CLASS) | (counts < share * counts.sum() / 2)).sum())
+    return missing, scarce
 
 
 def split_patches(
@@ -36,8 +76,9 @@ def split_patches(
     """Indices of the train, val and test patches.
 
     A source that fixes its splits keeps them. Otherwise whole slides go to one split (the
-    fractions count slides); a source without slides is split per patch, stratified by class,
-    with a warning (patches of one slide in training and evaluation make the AUC optimistic).
+    fractions count slides), drawn so that every split holds both classes (`_split_slides`);
+    a source without slides is split per patch, stratified by class, with a warning (patches
+    of one slide in training and evaluation make the AUC optimistic).
     """
     if dataset.splits is not None:
         names = np.array(dataset.splits)
@@ -58,10 +99,12 @@ def split_patches(
             f"{dataset.description} holds {units} {unit}: too few to split into train, val ({val_fraction}) and test "
             f"({test_fraction}); add {unit}, change the fractions or fix the splits in a manifest split column"
         )
+    if groups is not None:
+        return _split_slides(groups, labels, val, test, seed)
     everything = np.arange(len(labels))
     try:
-        rest, test_indices = _take(everything, test, groups, labels, seed)
-        train_indices, val_indices = _take(rest, val, groups, labels, seed)
+        rest, test_indices = _take(everything, test, labels, seed)
+        train_indices, val_indices = _take(rest, val, labels, seed)
     except ValueError as error:  # scikit-learn: a class too small to stratify
         raise DataError(f"{dataset.description}: cannot split into train/val/test ({error}); add patches or change the fractions") from None
     return {"train": train_indices, "val": val_indices, "test": test_indices}
@@ -110,6 +153,16 @@ def slide_table(dataset: PatchDataset, splits: Mapping[str, np.ndarray] | None =
     return table
 
 
+def class_table(dataset: PatchDataset, splits: Mapping[str, np.ndarray]) -> Table:
+    """Patches of each class folder in each split (the source must come as class folders)."""
+    classes, labels = np.array(dataset.classes), np.array(dataset.labels)
+    table = Table("class folder", "label", *splits, title="Class folders")
+    for name in dict.fromkeys(dataset.classes or []):
+        label = CLASS_NAMES[labels[classes == name][0]]
+        table.add_row(escape(name), label, *(str(int((classes[indices] == name).sum())) for indices in splits.values()))
+    return table
+
+
 def check_splits(summaries: Sequence[SplitSummary], fractions: Mapping[str, float]) -> None:
     """Refuses splits a classifier cannot be trained or evaluated on: an empty split whose
     fraction is not 0 (train's is taken as 1), or a split of one class."""
@@ -124,10 +177,6 @@ def check_splits(summaries: Sequence[SplitSummary], fractions: Mapping[str, floa
             raise DataError(
                 f"{consequence}: split {split.name} holds only class {present[0]}; add patches of both classes or change the fractions"
             )
-
-
-# Each patch of a class moves an AUC by 1/(patches of that class): more than 0.1 below 10.
-MIN_PATCHES_PER_CLASS = 10
 
 
 @dataclass(frozen=True)

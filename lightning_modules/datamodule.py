@@ -3,7 +3,8 @@ network's input side, ImageNet normalisation and augmentation of training patche
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
-from nar_search.data.sources import CLASS_DIRS, PATCH_MEAN, PATCH_STD, PATCH_UM, PatchDataset, open_patch_source
+from nar_search.data.sources import PATCH_MEAN, PATCH_STD, PatchDataset, SourceOptions, open_patch_source
 from nar_search.data.splits import Finding, SplitSummary, check_splits, split_findings, split_patches, summarise_splits
 from nar_search.lightning_modules.settings import TrainingConfig
 
@@ -89,17 +90,17 @@ class PatchDataModule(pl.LightningDataModule):
         val_fraction: float = VAL_FRACTION,
         test_fraction: float = TEST_FRACTION,
         augment: bool = True,
-        mpp: float | None = None,
-        class_dirs: Mapping[str, int] = CLASS_DIRS,
-        patch_um: float = PATCH_UM,
+        source_options: SourceOptions = SourceOptions(),
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Checkpoints load with weights_only: plain values only, so the options as a dict.
+        self.save_hyperparameters(ignore=["source", "source_options"])
+        self.hparams.update(source=str(source), source_options=asdict(source_options))
         self.source, self.input_size, self.batch_size = source, input_size, batch_size
         self.num_workers, self.seed = num_workers, seed
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.augment = augment
-        self.source_options = {"mpp": mpp, "class_dirs": class_dirs, "patch_um": patch_um}
+        self.source_options = source_options
         self.dataset: PatchDataset | None = None
         self.splits: dict[str, np.ndarray] = {}
         # A teacher's logits per training patch, in split order (set by distillation).
@@ -109,7 +110,7 @@ class PatchDataModule(pl.LightningDataModule):
         if self.dataset is not None:
             return
         # Patches read from slides are read straight at the network's side.
-        dataset = open_patch_source(self.source, patch_side=self.input_size, **self.source_options)
+        dataset = open_patch_source(self.source, self.source_options, patch_side=self.input_size)
         splits = split_patches(dataset, self.fractions["val"], self.fractions["test"], self.seed)
         check_splits(summarise_splits(dataset, splits), self.fractions)
         self.dataset, self.splits = dataset, splits
@@ -121,6 +122,11 @@ class PatchDataModule(pl.LightningDataModule):
     def findings(self) -> list[Finding]:
         """What makes the splits' AUCs doubtful: scarce classes, patches or slides in two splits (after setup)."""
         return split_findings(self._dataset, self.splits)
+
+    def slides_by_split(self) -> dict[str, list[str]]:
+        """Which slides went to which split (after setup; empty lists when the source names no slides)."""
+        slides = np.array(self._dataset.slides or [])
+        return {name: sorted(set(slides[indices].tolist())) if len(slides) else [] for name, indices in self.splits.items()}
 
     @property
     def _dataset(self) -> PatchDataset:
@@ -142,12 +148,12 @@ class PatchDataModule(pl.LightningDataModule):
 
     def train_key(self) -> tuple:
         """Equal for data modules whose training split holds the same patches in the same order."""
-        return (str(self.source), self.source_options["mpp"], self.splits["train"].tobytes())
+        return (str(self.source), self.source_options, self.splits["train"].tobytes())
 
     def train_patches_at(self, input_size: int, batch_size: int) -> DataLoader:
         """The training split in order, un-augmented, at another input side (a teacher's)."""
         # Opened anew: patches read from slides are read at the side asked for.
-        source = open_patch_source(self.source, patch_side=input_size, **self.source_options)
+        source = open_patch_source(self.source, self.source_options, patch_side=input_size)
         dataset = TransformedSubset(source, self.splits["train"], eval_transform(input_size, self.mean, self.std))
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers)
 
@@ -158,6 +164,9 @@ class PatchDataModule(pl.LightningDataModule):
             TransformedSubset(self._dataset, indices, transform, self.soft_targets if train else None),
             batch_size=self.batch_size,
             shuffle=train,
+            # A last training batch of one patch is dropped: BatchNorm cannot normalise a batch
+            # of one over a 1 × 1 map (a small network's last stage), and one patch is lost.
+            drop_last=train and len(indices) % self.batch_size == 1 and len(indices) > 1,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -33,10 +33,15 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
+    """The patch source and how it is read and split (see data.sources.SourceOptions)."""
+
     source: Path
     mpp: float | None = Field(default=None, gt=0)
     val_fraction: float = Field(default=VAL_FRACTION, gt=0, lt=1)
     test_fraction: float = Field(default=TEST_FRACTION, gt=0, lt=1)
+    positive: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    slide_pattern: str | None = None
 
 
 class DistillConfig(_Strict):

@@ -9,6 +9,7 @@ import typer
 from nar_search.data.difficulty import SYNTHETIC_MPP, DifficultyName
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.search.console import console
+from nar_search.search.data_options import Exclude, Positive, SlidePattern
 
 data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
 
@@ -56,32 +57,50 @@ def synth_slide(
 def inspect(
     source: Path = typer.Argument(..., help="Class folders, a label file (.txt), a manifest or a slide-coordinates CSV."),
     mpp: float | None = typer.Option(None, help="Microns per pixel of slides that do not record it."),
+    positive: Positive = None,
+    exclude: Exclude = None,
+    slide_pattern: SlidePattern = None,
     seed: int = typer.Option(0),
     val_fraction: float = typer.Option(VAL_FRACTION),
     test_fraction: float = typer.Option(TEST_FRACTION),
 ) -> None:
-    """Check a patch source and show how it would be split: patches per split, class and slide,
-    and what would make the splits' AUCs doubtful."""
+    """Check a patch source and show how it would be split: the task, patches per split, class
+    and slide, and what would make the splits' AUCs doubtful."""
     import numpy as np
     from rich.markup import escape
 
     from nar_search.data.errors import DataError
-    from nar_search.data.sources import open_patch_source
-    from nar_search.data.splits import check_splits, slide_table, split_findings, split_patches, summarise_splits, summary_table
+    from nar_search.data.sources import SourceOptions, open_patch_source
+    from nar_search.data.splits import (
+        check_splits,
+        class_table,
+        slide_table,
+        split_findings,
+        split_patches,
+        summarise_splits,
+        summary_table,
+    )
 
-    dataset = open_patch_source(source, mpp=mpp)
+    options = SourceOptions(mpp=mpp, positive=tuple(positive or ()), exclude=tuple(exclude or ()), slide_pattern=slide_pattern)
+    dataset = open_patch_source(source, options)
     console.print(f"{dataset.description}: {len(dataset)} patches", soft_wrap=True)
+    if task := options.task():
+        console.print(f"task: {escape(task)}", soft_wrap=True, highlight=False)
     try:
         splits = split_patches(dataset, val_fraction, test_fraction, seed)
     except DataError:
         # The counts show what to add before the refusal says so.
-        everything = summarise_splits(dataset, {"all": np.arange(len(dataset))})
-        console.print(summary_table(everything, title="Patches (not split)"))
+        everything = {"all": np.arange(len(dataset))}
+        console.print(summary_table(summarise_splits(dataset, everything), title="Patches (not split)"))
+        if dataset.classes is not None:
+            console.print(class_table(dataset, everything))
         if dataset.slides is not None:
             console.print(slide_table(dataset))
         raise
     summaries = summarise_splits(dataset, splits)
     console.print(summary_table(summaries))
+    if dataset.classes is not None:
+        console.print(class_table(dataset, splits))
     if dataset.slides is not None:
         console.print(slide_table(dataset, splits))
     for finding in split_findings(dataset, splits):

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nar_search.search.console import console
+from nar_search.search.data_options import Exclude, Positive, SlidePattern
 from nar_search.search.errors import StudyConfigError
 from nar_search.search.interrupts import Interrupted, exit_code, interruptible, signal_name
 from nar_search.search.study_lookup import load_study, locate_study, open_named_study, quiet_optuna, run_again, study_tracking_uri
@@ -44,6 +45,9 @@ def _config(
     workers: int | None = None,
     epochs: int | None = None,
     input_size: int | None = None,
+    positive: list[str] | None = None,
+    exclude: list[str] | None = None,
+    slide_pattern: str | None = None,
 ) -> StudyConfig:
     from nar_search.search.config import load_study_config
 
@@ -61,6 +65,9 @@ def _config(
             "workers": workers,
             "training.epochs": epochs,
             "input_size": input_size,
+            "data.positive": positive or None,
+            "data.exclude": exclude or None,
+            "data.slide_pattern": slide_pattern,
         },
     )
     if not config.data.source.exists():
@@ -93,6 +100,9 @@ def run_command(
     workers: Annotated[int | None, typer.Option(help="parallel local workers (journal or PostgreSQL storage)")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     input_size: Annotated[int | None, typer.Option()] = None,
+    positive: Positive = None,
+    exclude: Exclude = None,
+    slide_pattern: SlidePattern = None,
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
     from nar_search.search.recovery import recover, unresolved_failures
@@ -101,7 +111,23 @@ def run_command(
     from nar_search.search.tracking import Tracker
 
     quiet_optuna()
-    config = _config(config_file, name, model, data, trials, sampler, space_, storage, tracking_uri, workers, epochs, input_size)
+    config = _config(
+        config_file,
+        name,
+        model,
+        data,
+        trials,
+        sampler,
+        space_,
+        storage,
+        tracking_uri,
+        workers,
+        epochs,
+        input_size,
+        positive,
+        exclude,
+        slide_pattern,
+    )
     base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
     study = open_study(config, base)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)

@@ -17,6 +17,7 @@ from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from nar_search.models.rounding import Rounding
 from nar_search.search.console import console
+from nar_search.search.data_options import Exclude, Positive, SlidePattern
 from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
 from nar_search.search.methods.phi import parse_phis
 from nar_search.search.urls import hide_password
@@ -56,6 +57,9 @@ def train_command(
     precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = TrainingConfig.precision,
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = TrainingConfig.accelerator,
     mpp: Annotated[float | None, typer.Option(help="µm/px for slides without MPP")] = None,
+    positive: Positive = None,
+    exclude: Exclude = None,
+    slide_pattern: SlidePattern = None,
     base: Annotated[
         Path | None,
         typer.Option(help="the trained original (ϕ = 0) network: a folder of `nar train`/`nar export`, or its weights (.safetensors, .pt)"),
@@ -135,7 +139,7 @@ def train_command(
         experiment,
         run_name,
         training.spec,
-        DataSettings(data, mpp),
+        DataSettings(data, mpp, positive=tuple(positive or ()), exclude=tuple(exclude or ()), slide_pattern=slide_pattern),
         config,
         run_dir,
         callbacks=training.callbacks,

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from rich.markup import escape
 
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
+from nar_search.data.sources import SourceOptions
 from nar_search.data.splits import Finding
 from nar_search.lightning_modules.classifier import PatchClassifier
 from nar_search.lightning_modules.datamodule import PatchDataModule
@@ -36,6 +37,17 @@ class DataSettings:
     mpp: float | None = None
     val_fraction: float = VAL_FRACTION
     test_fraction: float = TEST_FRACTION
+    positive: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    slide_pattern: str | None = None
+
+    @property
+    def source_options(self) -> SourceOptions:
+        return SourceOptions(mpp=self.mpp, positive=self.positive, exclude=self.exclude, slide_pattern=self.slide_pattern)
+
+    def params(self) -> dict[str, Any]:
+        """What a run records of its data."""
+        return asdict(self) | {"source": str(self.source)}
 
     def datamodule(self, input_size: int, config: TrainingConfig) -> PatchDataModule:
         return PatchDataModule(
@@ -46,7 +58,7 @@ class DataSettings:
             seed=config.seed,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
-            mpp=self.mpp,
+            source_options=self.source_options,
         )
 
 
@@ -78,7 +90,7 @@ def run_params(spec: ArchSpec, config: TrainingConfig, data: DataSettings) -> di
         "init": config.init,
         "distill": asdict(config.distill) if config.distill else "none",
         "train": asdict(config),
-        "data": {"source": str(data.source), "mpp": data.mpp, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction},
+        "data": data.params(),
     }
 
 
@@ -155,6 +167,7 @@ def _record(
         datamodule = data.datamodule(spec.input_size, config)
         datamodule.setup()
         _warn_of_data_findings(tracker, run_id, data.source, datamodule.findings())
+        tracker.log_files(run_id, {"splits.json": json.dumps(datamodule.slides_by_split(), indent=2)})
         result = obtain(datamodule)
         trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
         cost = spec_cost(trained)

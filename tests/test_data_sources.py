@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nar_search.data.errors import DataError
-from nar_search.data.sources import ImagePatches, SlidePatches, open_patch_source
+from nar_search.data.sources import ImagePatches, SlidePatches, SourceOptions, open_patch_source
 
 
 @pytest.fixture
@@ -42,8 +42,8 @@ def test_class_folders(two_patches, tmp_path: Path):
     renamed = tmp_path / "renamed"
     shutil.copytree(root / "1", renamed / "lymphocytes")
     shutil.copytree(root / "0", renamed / "other")
-    assert open_patch_source(renamed, class_dirs={"other": 0, "lymphocytes": 1}).labels == [0, 1]
-    with pytest.raises(DataError, match=r"no class folders.*til-negative"):
+    assert open_patch_source(renamed, SourceOptions(positive=("lymphocytes",))).labels == [1, 0]
+    with pytest.raises(DataError, match=r"no class folders named til-negative.*--positive"):
         open_patch_source(renamed)
 
 
@@ -84,7 +84,7 @@ def test_slide_coordinates_use_the_mpp_override(slide_without_mpp: Path, tmp_pat
     shutil.copy(slide_without_mpp, tmp_path)
     with pytest.raises(DataError, match=r"no-mpp.tiff records no microns per pixel.*--mpp"):
         open_patch_source(coordinates)
-    dataset = open_patch_source(coordinates, mpp=0.5)
+    dataset = open_patch_source(coordinates, SourceOptions(mpp=0.5))
     assert dataset.patch_px[tmp_path / slide_without_mpp.name] == 100
     check_item(dataset, 0, 1)
 

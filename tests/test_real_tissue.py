@@ -1,0 +1,122 @@
+"""Real H&E tiles read as they come (class folders named by tissue, the source image in each
+file name): the task options, splits by source image, one training epoch (issue 25)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from nar_search.data.errors import DataError
+from nar_search.data.sources import SourceOptions, open_patch_source
+from nar_search.data.splits import split_patches
+from nar_search.lightning_modules.datamodule import PatchDataModule
+from nar_search.lightning_modules.training import TrainingConfig, train_spec
+from nar_search.models.reduce import nar_reduce
+from nar_search.models.registry import original_spec
+
+TILES = Path(__file__).parent / "data" / "kather2016"
+SOURCE = r"CRC-Prim-HE-\d+"
+LYMPHOCYTES = SourceOptions(positive=("04_LYMPHO",), exclude=("08_EMPTY",), slide_pattern=SOURCE)
+
+
+def test_class_folders_read_as_a_task():
+    dataset = open_patch_source(TILES, LYMPHOCYTES)
+    assert len(dataset) == 30 and sum(dataset.labels) == 10  # 08_EMPTY's 2 tiles left out
+    assert set(dataset.classes) == {"01_TUMOR", "02_STROMA", "04_LYMPHO"}
+    assert all(label == (kind == "04_LYMPHO") for label, kind in zip(dataset.labels, dataset.classes))
+    assert sorted(set(dataset.slides)) == [f"CRC-Prim-HE-0{n}" for n in (1, 2, 5, 6, 7)]
+    image, _ = dataset[0]
+    assert image.shape == (3, 150, 150) and image.dtype == torch.uint8
+
+
+def test_a_slide_pattern_group_names_the_slide():
+    dataset = open_patch_source(TILES, SourceOptions(positive=("04_LYMPHO",), slide_pattern=r"HE-(\d+)_"))
+    assert sorted(set(dataset.slides)) == ["01", "02", "05", "06", "07"]
+    assert len(dataset) == 32
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (SourceOptions(positive=("LYMPHO",)), r"no class folder 'LYMPHO' \(--positive\); its folders are 01_TUMOR, 02_STROMA"),
+        (SourceOptions(positive=("04_LYMPHO",), exclude=("09_X",)), r"no class folder '09_X' \(--exclude\)"),
+        (SourceOptions(positive=("04_LYMPHO",), exclude=("04_LYMPHO",)), "both --positive and --exclude"),
+        (SourceOptions(positive=("01_TUMOR", "02_STROMA", "04_LYMPHO"), exclude=("08_EMPTY",)), "no class folder is left for the negative"),
+        (SourceOptions(positive=("04_LYMPHO",), slide_pattern="TCGA-\\d+"), "does not match the slide pattern 'TCGA-"),
+        (SourceOptions(positive=("04_LYMPHO",), slide_pattern="HE-(\\d+"), "is not a regular expression"),
+        (SourceOptions(), r"no class folders named til-negative, til-positive, 0, 1: name the positive class's folders with --positive"),
+    ],
+)
+def test_options_that_do_not_fit_are_refused_with_the_fix(options, message):
+    with pytest.raises(DataError, match=message):
+        open_patch_source(TILES, options)
+
+
+def test_task_options_on_a_source_that_is_not_class_folders(patch_folder: Path, tmp_path: Path):
+    with pytest.raises(DataError, match="not a folder of class folders: --positive and --exclude name class folders"):
+        open_patch_source(patch_folder, SourceOptions(positive=("til-positive",)))
+    with pytest.raises(DataError, match="names each patch's slide itself: leave out --slide-pattern"):
+        open_patch_source(patch_folder, SourceOptions(slide_pattern="slide"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_splits_keep_sources_apart_and_hold_both_classes(seed):
+    dataset = open_patch_source(TILES, LYMPHOCYTES)
+    splits = split_patches(dataset, seed=seed)
+    slides, labels = np.array(dataset.slides), np.array(dataset.labels)
+    held = [set(slides[indices]) for indices in splits.values()]
+    assert [len(sources) for sources in held] == [3, 1, 1]
+    assert not (held[0] & held[1] or held[0] & held[2] or held[1] & held[2])
+    assert all(set(labels[indices]) == {0, 1} for indices in splits.values())
+
+
+def test_a_grouped_split_avoids_a_split_of_one_class():
+    """Source a holds almost all positives: a plain random draw of test slides often leaves
+    train or test without them."""
+    slides = np.array(["a"] * 20 + ["b"] * 10 + ["c"] * 10 + ["d"] * 10 + ["e"] * 10 + ["f"] * 12)
+    labels = np.array([1] * 18 + [0] * 2 + [0] * 20 + [1] * 2 + [0] * 8 + [0] * 10 + [1] * 6 + [0] * 6)
+    from nar_search.data.splits import _split_slides
+
+    for seed in range(20):
+        splits = _split_slides(slides, labels, 1, 1, seed)
+        assert all(set(labels[indices]) == {0, 1} for indices in splits.values()), seed
+
+
+def test_inspect_shows_the_task_classes_and_sources(capsys):
+    code = run_cli("data", "inspect", TILES, "--positive", "04_LYMPHO", "--exclude", "08_EMPTY", "--slide-pattern", SOURCE)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "task: 04_LYMPHO against every other class folder; 08_EMPTY left out" in out
+    assert "Class folders" in out and "02_STROMA" in out and "08_EMPTY │" not in out
+    assert "CRC-Prim-HE-05" in out and "holds 2 til-positive" in out  # 2 tiles a class and source: too few, said
+
+
+def test_one_epoch_on_real_tiles(tmp_path: Path):
+    spec = nar_reduce(original_spec("resnet18", 40), 1)
+    datamodule = PatchDataModule(TILES, input_size=spec.input_size, batch_size=8, source_options=LYMPHOCYTES)
+    config = TrainingConfig(epochs=1, batch_size=8, patience=None, accelerator="cpu")
+    result = train_spec(spec, datamodule, config, tmp_path, progress=False)
+    assert result.runs[0].epochs == 1 and 0.0 <= result.runs[0].test_auc <= 1.0
+    assert datamodule.slides_by_split()["test"] and not set(datamodule.slides_by_split()["test"]) & set(
+        datamodule.slides_by_split()["train"]
+    )
+
+
+def test_a_last_batch_of_one_patch_is_not_trained_on(tmp_path: Path):
+    """k·batch + 1 training patches at an input whose last map is 1 × 1: BatchNorm cannot
+    normalise one value per channel, so that batch must not reach the network."""
+    rows = ["path,label,slide,split"]
+    tiles = sorted(TILES.glob("0[124]_*/*.jpg"), key=lambda tile: tile.name)  # classes mixed
+    for index, tile in enumerate(tiles):
+        split = "train" if index < 17 else ("val" if index % 2 else "test")
+        rows.append(f"{tile},{int('04_LYMPHO' in str(tile))},{tile.name[6:20]},{split}")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    datamodule = PatchDataModule(manifest, input_size=32, batch_size=8)
+    datamodule.setup()
+    assert datamodule.num_train == 17 and [len(b[1]) for b in datamodule.train_dataloader()] == [8, 8]
+    spec = original_spec("resnet18", 32)  # 32 px: a 1 × 1 map in the last stage
+    config = TrainingConfig(epochs=1, batch_size=8, patience=None, accelerator="cpu")
+    assert train_spec(spec, datamodule, config, tmp_path / "run", progress=False).runs[0].epochs == 1
