@@ -5,10 +5,17 @@ protocol of Meirelles et al.'s Table 3 on synthetic TIL patches.
     .venv/bin/python bench/search_quality.py --profile paper  # 240 px, 50 epochs: for a GPU
     .venv/bin/python bench/search_quality.py --profile smoke  # a few minutes: does it run?
     .venv/bin/python bench/search_quality.py --only fidelity  # the multi-fidelity part alone
+    .venv/bin/python bench/search_quality.py --data real      # the same on real H&E (Kather 2016)
 
-Data: patches of the generator's `default` difficulty, frozen (never tuned for this
-benchmark): training, validation and test patches come from disjoint synthetic slides
-(seeds 0, 1, 2). Network: resnetv2_50 at the profile's base side. Rows, each over the
+Data (`--data synthetic`, the default): patches of the generator's `default` difficulty,
+frozen (never tuned for this benchmark): training, validation and test patches come from
+disjoint synthetic slides (seeds 0, 1, 2). `--data real` reads the Kather 2016 tiles in
+../shared/data/kather2016 (`--data FOLDER`: any folder of class folders) as a user would:
+immune cells (`--positive 04_LYMPHO`) against the other tissue, background left out, each
+tile's source image from its name; whole source images go to train, val and test
+(`split_patches`, seed 0, a quarter of them each to val and test), and the training and
+validation splits are subsampled, stratified by class, to the profile's counts, so that
+both benchmarks cost the same. Network: resnetv2_50 at the profile's base side. Rows, each over the
 profile's seeds: the full network (trained from scratch); NAR with the paper's α, β, γ from
 scratch (the paper's method); NAR inheriting from the full network and distilled from it;
 input reduction (IR) from scratch; ResRep from the full network; and the front of a `bayes`
@@ -178,6 +185,66 @@ class Row:
     @property
     def seconds(self) -> float:
         return sum(job["seconds"] for job in self.jobs)
+
+
+@dataclass(frozen=True)
+class RealTissue:
+    """A folder of class folders read as a binary task, split by source image."""
+
+    folder: Path
+    positive: tuple[str, ...] = ("04_LYMPHO",)
+    exclude: tuple[str, ...] = ("08_EMPTY",)
+    slide_pattern: str = r"CRC-Prim-HE-\d+"
+    val_fraction: float = 0.25
+    test_fraction: float = 0.25
+    split_seed: int = 0
+
+
+KATHER = ROOT.parent / "shared" / "data" / "kather2016"
+
+
+def write_real_data(folder: Path, real: RealTissue, patches: dict[str, int]) -> Path:
+    """The real tiles split by source image, train and val subsampled (stratified by class)
+    to `patches`, test whole, in one manifest with fixed splits (absolute paths)."""
+    from sklearn.model_selection import train_test_split
+
+    from nar_search.data.sources import SourceOptions, open_patch_source
+    from nar_search.data.splits import split_patches
+
+    manifest = folder / "manifest.csv"
+    if manifest.exists():
+        return manifest
+    options = SourceOptions(positive=real.positive, exclude=real.exclude, slide_pattern=real.slide_pattern)
+    dataset = open_patch_source(real.folder, options)
+    splits = split_patches(dataset, real.val_fraction, real.test_fraction, real.split_seed)
+    labels = np.array(dataset.labels)
+    rows = []
+    for split, indices in splits.items():
+        if split != "test" and len(indices) > patches[split]:
+            indices, _ = train_test_split(indices, train_size=patches[split], stratify=labels[indices], random_state=0)
+        rows += [[str(dataset.paths[i].resolve()), dataset.labels[i], dataset.slides[i], split] for i in sorted(indices)]
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = manifest.with_suffix(".partial")
+    with staging.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "slide", "split"])
+        writer.writerows(rows)
+    staging.rename(manifest)
+    return manifest
+
+
+def manifest_counts(manifest: Path) -> dict[str, dict[str, int]]:
+    """Patches of each class and slides in each split of a manifest with fixed splits."""
+    with manifest.open() as handle:
+        entries = list(csv.DictReader(handle))
+    return {
+        split: {
+            "patches": sum(e["split"] == split for e in entries),
+            "positive": sum(e["split"] == split and e["label"] == "1" for e in entries),
+            "slides": len({e["slide"] for e in entries if e["split"] == split}),
+        }
+        for split in ("train", "val", "test")
+    }
 
 
 def write_data(folder: Path, patches: dict[str, int]) -> Path:
@@ -364,7 +431,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
     from nar_search.search.status import infeasible_draws
 
     full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
-    base, train = Path(full["network"]), profile.patches["train"]
+    base, train = Path(full["network"]), manifest_counts(manifest)["train"]["patches"]
     space = {
         "phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)},
         "alpha": {"low": 1.0, "high": 1.6},
@@ -477,10 +544,10 @@ def iso_auc(rows: list[Row], threshold: float) -> Row | None:
     return min(kept, key=lambda row: row.gflops, default=None)
 
 
-def report(rows: list[Row], profile: Profile, study: dict, wall: float) -> tuple[str, dict]:
+def report(rows: list[Row], profile: Profile, study: dict, wall: float, manifest: Path) -> tuple[str, dict]:
     full = next(row for row in rows if row.group == "full")
     full_auc, full_std = full.mean_std("test_auc")
-    train = profile.patches["train"]
+    train = manifest_counts(manifest)["train"]["patches"]
     resamples = slide_resamples(full.jobs[0]["slides"], full.jobs[0]["labels"])
     lines = [
         "| row | input | GFLOPs | cost ÷ | val AUC | test AUC | test 95% CI (slides) | epochs | compute (epochs × patches) | wall |",
@@ -564,15 +631,23 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["fidelity"], default=None, help="fidelity: only the multi-fidelity study against the full-budget grid"
     )
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        help=f"synthetic (the generator's default difficulty), real ({KATHER}) or a folder of class folders read as real is",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.workers:
         profile = replace(profile, workers=args.workers)
-    work = (args.work or ROOT / "runs" / f"search-quality-{args.profile}").resolve()
+    real = None if args.data == "synthetic" else RealTissue(KATHER if args.data == "real" else Path(args.data))
+    suffix = "" if real is None else "-real"
+    work = (args.work or ROOT / "runs" / f"search-quality-{args.profile}{suffix}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    print(f"search-quality ({args.profile} profile) in {work}", flush=True)
-    manifest = write_data(work / "data", profile.patches)
+    print(f"search-quality ({args.profile} profile, {args.data} data) in {work}", flush=True)
+    manifest = write_data(work / "data", profile.patches) if real is None else write_real_data(work / "data", real, profile.patches)
+    print(f"data: {manifest_counts(manifest)}", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` ends the workers
     runner = Runner(profile, manifest, work)
     try:
@@ -584,11 +659,14 @@ def main() -> None:
     if rows is None:
         text, results = fidelity_report(fidelity) + f"\n\nWall time: {wall / 60:.1f} min.", {"fidelity": fidelity, "wall_seconds": wall}
     else:
-        text, results = report(rows, profile, study, wall)
+        text, results = report(rows, profile, study, wall, manifest)
         text, results = f"{text}\n\n{fidelity_report(fidelity)}", results | {"fidelity": fidelity}
-    suffix = f"-{args.only}" if args.only else ""
-    (work / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
-    (work / f"results{suffix}.md").write_text(text + "\n")
+    results |= {"data": args.data, "splits": manifest_counts(manifest)}
+    if real is not None:
+        results["real"] = {k: str(v) for k, v in asdict(real).items()}
+    only = f"-{args.only}" if args.only else ""
+    (work / f"results{only}.json").write_text(json.dumps(results, indent=2))
+    (work / f"results{only}.md").write_text(text + "\n")
     print(text)
 
 

@@ -27,7 +27,7 @@ from nar_search.search import pareto, space
 from nar_search.search.config import StudyConfig, StudyConfigError
 from nar_search.search.halving import STOPPED_TAG, rungs_callback
 from nar_search.search.interrupts import Interrupted
-from nar_search.search.methods import Candidate, ReductionMethod
+from nar_search.search.methods import Candidate, ReductionMethod, get_method
 from nar_search.search.plots import pareto_html, pareto_markdown, pareto_png
 from nar_search.search.record import StudyRecord, TrialRecord
 from nar_search.search.recovery import RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
@@ -189,9 +189,21 @@ class StudyRunner:
         (Ctrl-C, SIGTERM) reaches Optuna as the KeyboardInterrupt it fails a trial on."""
         TrialRecord(worker=this_worker()).write(trial)
         try:
-            return self.objective(trial)
+            values = self.objective(trial)
         except Interrupted as stop:
             raise KeyboardInterrupt(str(stop)) from stop
+        self._complete_constraints(trial)
+        return values
+
+    def _complete_constraints(self, trial: optuna.Trial) -> None:
+        """Every constraint of the study set in every trial, as feasible (0) where the trial
+        did not reach it (a γ < 1 draw never measures its input side; another method's trial
+        has no γ): the GP sampler refuses trials whose constraint names differ."""
+        names = {name for method in space.methods(self.config.search) for name in get_method(method).constraints}
+        if self.config.objective == "budget":
+            names.add(BUDGET_CONSTRAINT)
+        for name in names - set(trial.constraints):
+            trial.set_constraint(name, 0.0)
 
     def objective(self, trial: optuna.Trial) -> float | tuple[float, float]:
         method = space.suggest_method(trial, self.config.search)

@@ -97,15 +97,18 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     assert chosen["gflops"] == min(t.user_attrs["gflops"] for t in trials)
 
 
-def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, patches, capsys):
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, patches, capsys, sampler):
     # Much of this box has α·β² > 2 (γ < 1) or an input side below 32 px at large ϕ.
     search = {"space": "bayes", "phi": {"low": 0, "high": 3}, "alpha": {"low": 1.2, "high": 1.6}, "beta": {"low": 1.1, "high": 1.3}}
-    config = study_file(workdir, patches, name="wide", sampler="tpe", search=search)
+    config = study_file(workdir, patches, name="wide", sampler=sampler, search=search)
     assert run_cli("study", "run", str(config)) == 0
     trials = load(config).get_trials(states=(TrialState.COMPLETE,))
     trained = [t for t in trials if "gflops" in t.user_attrs]
     infeasible = [t for t in trials if any(v > 0 for v in t.constraints.values())]
     assert len(trained) == 3 and infeasible and len(trials) == len(trained) + len(infeasible)
+    # The GP sampler refuses a study whose trials set different constraints (a γ < 1 draw never measured its input).
+    assert {frozenset(t.constraints) for t in trials} == {frozenset({"gamma_below_one", "input_below_minimum"})}
     assert f"{len(infeasible)} infeasible draw(s) trained nothing" in capsys.readouterr().out
 
     assert run_cli("study", "status", str(config)) == 0

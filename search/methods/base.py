@@ -69,6 +69,9 @@ class ReductionMethod(ABC):
     summary: ClassVar[str]  # a few words for --method's help
     # True when the network is only known once trained, so `nar reduce` cannot show it.
     reduces_in_training: ClassVar[bool] = False
+    # The Optuna constraints `suggest` may set: a study gives every trial all of them
+    # (feasible where unset), as the GP sampler needs the same names in every trial.
+    constraints: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def suggest(self, trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate | None:

@@ -31,6 +31,7 @@ INPUT_CONSTRAINT = "input_below_minimum"  # px short of the family's minimum inp
 class NAR(PhiMethod):
     name = "nar"
     summary = "compound scaling"
+    constraints = (GAMMA_CONSTRAINT, INPUT_CONSTRAINT)
 
     def suggest(self, trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate | None:
         phi = suggest_phi(trial, space)
