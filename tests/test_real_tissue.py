@@ -1,6 +1,7 @@
 """Real H&E tiles read as they come (class folders named by tissue, the source image in each
 file name): the task options, splits by source image, one training epoch (issue 25)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,30 @@ def test_a_last_batch_of_one_patch_is_not_trained_on(tmp_path: Path):
     spec = original_spec("resnet18", 32)  # 32 px: a 1 × 1 map in the last stage
     config = TrainingConfig(epochs=1, batch_size=8, patience=None, accelerator="cpu")
     assert train_spec(spec, datamodule, config, tmp_path / "run", progress=False).runs[0].epochs == 1
+
+
+def test_nar_train_reads_the_task_and_records_the_splits(workdir: Path):
+    tracking = f"sqlite:///{workdir / 'mlflow.db'}"
+    task = ["--positive", "04_LYMPHO", "--exclude", "08_EMPTY", "--slide-pattern", SOURCE]
+    options = ["--model", "resnet18", "--input-size", 32, "--epochs", 1, "--batch-size", 8, "--tracking-uri", tracking]
+    assert run_cli("train", "--data", TILES, *task, *options, "--run-dir", workdir / "run") == 0
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking)
+    run = client.search_runs([client.get_experiment_by_name("nar-train").experiment_id])[0]
+    assert run.data.params["data.positive"] == "04_LYMPHO" and run.data.params["data.slide_pattern"] == SOURCE
+    splits = json.loads(Path(client.download_artifacts(run.info.run_id, "splits.json", str(workdir))).read_text())
+    assert sorted(slide for slides in splits.values() for slide in slides) == [f"CRC-Prim-HE-0{n}" for n in (1, 2, 5, 6, 7)]
+
+
+def test_a_study_file_takes_the_same_keys(tmp_path: Path):
+    from nar_search.search.config import load_study_config
+    from nar_search.search.training_run import DataSettings
+
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: real\ndata:\n  source: {TILES}\n  positive: [04_LYMPHO]\n  exclude: [08_EMPTY]\n  slide_pattern: '{SOURCE}'\n")
+    data = DataSettings(**load_study_config(study, {}).data.model_dump())
+    datamodule = data.datamodule(32, TrainingConfig(batch_size=8))
+    datamodule.setup()
+    assert datamodule.num_train + datamodule.num_val + datamodule.num_test == 30
+    assert all(len(slides) for slides in datamodule.slides_by_split().values())
