@@ -175,23 +175,24 @@ def _existing(path: Path, where: str) -> Path:
 def _class_folder_labels(root: Path, positive: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, int]:
     """Class folder name -> label: the conventional names, or the positive folders against every
     other folder not excluded."""
+    # Hidden and tool folders (.git, __MACOSX, __pycache__) are no classes.
+    present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    for option, names in (("--positive / data.positive", positive), ("--exclude / data.exclude", exclude)):
+        if missing := [name for name in names if name not in present]:
+            raise DataError(f"{root} has no class folder {missing[0]!r} ({option}); its folders are {', '.join(present) or 'none'}")
+    if both := set(positive) & set(exclude):
+        raise DataError(f"class folder {min(both)!r} is both --positive and --exclude: keep it in one of them")
     if not positive:
-        labels = {name: label for name, label in CLASS_DIRS.items() if (root / name).is_dir() and name not in exclude}
+        labels = {name: label for name, label in CLASS_DIRS.items() if name in present and name not in exclude}
         if not labels:
             raise DataError(
                 f"{root} has no class folders named {', '.join(CLASS_DIRS)}: name the positive class's folders with "
                 "--positive (data.positive in a study file); every other folder is then negative"
             )
         return labels
-    present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for option, names in (("--positive", positive), ("--exclude", exclude)):
-        if missing := [name for name in names if name not in present]:
-            raise DataError(f"{root} has no class folder {missing[0]!r} ({option}); its folders are {', '.join(present) or 'none'}")
-    if both := set(positive) & set(exclude):
-        raise DataError(f"class folder {min(both)!r} is both --positive and --exclude: keep it in one of them")
     labels = {name: int(name in positive) for name in present if name not in exclude}
     if 0 not in labels.values():
-        raise DataError(f"{root}: no class folder is left for the negative class; --exclude fewer folders")
+        raise DataError(f"{root}: no class folder is left for the negative class; name fewer --positive folders or --exclude fewer")
     return labels
 
 
@@ -203,9 +204,13 @@ def _slides_from_names(paths: list[Path], pattern: str) -> list[str]:
     slides = []
     for path in paths:
         found = expression.search(path.name)
-        if found is None:
-            raise DataError(f"{path}: its file name does not match the slide pattern {pattern!r}; give a pattern every file name holds")
-        slides.append(found.group(1) if expression.groups else found.group(0))
+        slide = found and (found.group(1) if expression.groups else found.group(0))
+        if not slide:
+            raise DataError(
+                f"{path}: the slide pattern {pattern!r} (--slide-pattern / data.slide_pattern) finds no slide name in this file name; "
+                "give a pattern that every file name holds, whose first group (if any) is never empty"
+            )
+        slides.append(slide)
     return slides
 
 
@@ -213,7 +218,12 @@ def read_class_folders(root: Path, positive: tuple[str, ...] = (), exclude: tupl
     folders = _class_folder_labels(root, positive, exclude)
     paths, labels, classes = [], [], []
     for name, label in folders.items():
-        images = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        # Dot-files (macOS's ._x.jpg) are no images.
+        images = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not images and name in positive:
+            raise DataError(
+                f"{root / name} (--positive) holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): name the folder of positive patches"
+            )
         paths += images
         labels += [label] * len(images)
         classes += [name] * len(images)
@@ -305,6 +315,8 @@ def open_patch_source(path: str | Path, options: SourceOptions = SourceOptions()
     """The labelled patches at `path`, whatever its format (see the module's docstring), read
     as `options` say; patches read from slides are resampled to patch_side pixels."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; give a folder of class folders, a label file (.txt) or a CSV")
     is_class_folders = path.is_dir() and not (path / "manifest.csv").is_file()
     if (options.positive or options.exclude) and not is_class_folders:
         raise DataError(f"{path} is not a folder of class folders: --positive and --exclude name class folders; leave them out")
@@ -320,8 +332,6 @@ def _open(path: Path, options: SourceOptions, patch_side: int) -> PatchDataset:
     if path.is_dir():
         manifest = path / "manifest.csv"
         return read_manifest(manifest) if manifest.is_file() else read_class_folders(path, options.positive, options.exclude)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; give a folder of class folders, a label file (.txt) or a CSV")
     if path.suffix.lower() == ".txt":
         return read_label_file(path)
     if path.suffix.lower() == ".csv":

@@ -12,7 +12,8 @@ from nar_search.search.console import console
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 TILES = ROOT / "samples" / "kather2016"
-BASE = Path("demo/base")
+# Named apart from the synthetic demo's demo/base, which an older checkout may have left.
+BASE = Path("demo/base-real")
 MAX_AUC_DROP = 0.01  # the margin the demo states its reduced networks against
 # The base's training: its val AUC peaked at the 3rd of 6 epochs on these tiles (0.9997).
 BASE_EPOCHS = 4
@@ -42,6 +43,9 @@ def demo_command() -> None:
             input_size=config.input_size,
             epochs=BASE_EPOCHS,
             batch_size=training.batch_size,
+            seed=training.seed,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
             scheduler="none",
             patience=0,
             positive=list(data.positive),

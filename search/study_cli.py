@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
+# Patches read from slides are read at the network's side; any side checks the source.
+DATA_CHECK_SIDE = 32
 ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see configs/)")]
 
 
@@ -72,6 +74,11 @@ def _config(
     )
     if not config.data.source.exists():
         raise StudyConfigError(f"data source {config.data.source} not found: make it with `nar data synth-patches` or fix data.source")
+    from nar_search.search.training_run import DataSettings
+
+    # Read and split as every trial will, before a study or a run exists: a task option that
+    # does not fit the source is one line now, not a failed trial each.
+    DataSettings(**config.data.model_dump()).datamodule(config.input_size or DATA_CHECK_SIDE, config.training.to_training_config()).setup()
     return config
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.lightning_modules.distill_settings import DistillSettings
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.lightning_modules.settings import Scheduler, TrainingConfig
@@ -60,6 +61,8 @@ def train_command(
     positive: Positive = None,
     exclude: Exclude = None,
     slide_pattern: SlidePattern = None,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="share of the slides held out for validation")] = VAL_FRACTION,
+    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="share of the slides held out for test")] = TEST_FRACTION,
     base: Annotated[
         Path | None,
         typer.Option(help="the trained original (ϕ = 0) network: a folder of `nar train`/`nar export`, or its weights (.safetensors, .pt)"),
@@ -139,7 +142,7 @@ def train_command(
         experiment,
         run_name,
         training.spec,
-        DataSettings(data, mpp, positive=tuple(positive or ()), exclude=tuple(exclude or ()), slide_pattern=slide_pattern),
+        DataSettings(data, mpp, val_fraction, test_fraction, tuple(positive or ()), tuple(exclude or ()), slide_pattern),
         config,
         run_dir,
         callbacks=training.callbacks,

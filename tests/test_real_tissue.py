@@ -2,6 +2,7 @@
 file name): the task options, splits by source image, one training epoch (issue 25)."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,11 @@ def test_a_slide_pattern_group_names_the_slide():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (SourceOptions(positive=("LYMPHO",)), r"no class folder 'LYMPHO' \(--positive\); its folders are 01_TUMOR, 02_STROMA"),
-        (SourceOptions(positive=("04_LYMPHO",), exclude=("09_X",)), r"no class folder '09_X' \(--exclude\)"),
+        (SourceOptions(positive=("LYMPHO",)), r"no class folder 'LYMPHO' \(--positive / data.positive\); its folders are 01_TUMOR, 02_STROMA"),
+        (SourceOptions(positive=("04_LYMPHO",), exclude=("09_X",)), r"no class folder '09_X' \(--exclude / data.exclude\)"),
         (SourceOptions(positive=("04_LYMPHO",), exclude=("04_LYMPHO",)), "both --positive and --exclude"),
         (SourceOptions(positive=("01_TUMOR", "02_STROMA", "04_LYMPHO"), exclude=("08_EMPTY",)), "no class folder is left for the negative"),
-        (SourceOptions(positive=("04_LYMPHO",), slide_pattern="TCGA-\\d+"), "does not match the slide pattern 'TCGA-"),
+        (SourceOptions(positive=("04_LYMPHO",), slide_pattern="TCGA-\\d+"), "the slide pattern 'TCGA-.*finds no slide name"),
         (SourceOptions(positive=("04_LYMPHO",), slide_pattern="HE-(\\d+"), "is not a regular expression"),
         (SourceOptions(), r"no class folders named til-negative, til-positive, 0, 1: name the positive class's folders with --positive"),
     ],
@@ -112,7 +113,7 @@ def test_a_last_batch_of_one_patch_is_not_trained_on(tmp_path: Path):
     tiles = sorted(TILES.glob("0[124]_*/*.jpg"), key=lambda tile: tile.name)  # classes mixed
     for index, tile in enumerate(tiles):
         split = "train" if index < 17 else ("val" if index % 2 else "test")
-        rows.append(f"{tile},{int('04_LYMPHO' in str(tile))},{tile.name[6:20]},{split}")
+        rows.append(f"{tile},{int('04_LYMPHO' in str(tile))},{re.search(SOURCE, tile.name).group(0)},{split}")
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n")
     datamodule = PatchDataModule(manifest, input_size=32, batch_size=8)
@@ -148,3 +149,24 @@ def test_a_study_file_takes_the_same_keys(tmp_path: Path):
     datamodule.setup()
     assert datamodule.num_train + datamodule.num_val + datamodule.num_test == 30
     assert all(len(slides) for slides in datamodule.slides_by_split().values())
+
+
+@pytest.mark.parametrize("pattern", [r"HE-(0[12])?", r"(Z*)"])
+def test_a_slide_pattern_that_finds_an_empty_name_is_refused(pattern):
+    with pytest.raises(DataError, match="finds no slide name in this file name"):
+        open_patch_source(TILES, SourceOptions(positive=("04_LYMPHO",), slide_pattern=pattern))
+
+
+def test_a_missing_folder_or_excluded_class_is_named(tmp_path: Path):
+    with pytest.raises(DataError, match="nowhere does not exist"):
+        open_patch_source(tmp_path / "nowhere", LYMPHOCYTES)
+    with pytest.raises(DataError, match=r"no class folder '08_EMPTI' \(--exclude"):
+        open_patch_source(TILES, SourceOptions(exclude=("08_EMPTI",)))
+
+
+def test_a_study_refuses_a_task_that_does_not_fit_before_it_exists(workdir: Path, capsys):
+    study = workdir / "study.yaml"
+    study.write_text(f"name: real\ndata:\n  source: {TILES}\n  positive: [LYMPHO]\n")
+    assert run_cli("study", "run", study) != 0
+    assert "no class folder 'LYMPHO'" in capsys.readouterr().err
+    assert not (workdir / "studies").exists() and not (workdir / "mlflow").exists()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from nar_search.data.sources import IMAGE_SUFFIXES
+
 SIDE = 64
 QUALITY = 90
 NEGATIVES_PER_SOURCE = 30
@@ -34,7 +36,7 @@ def main() -> None:
     written = 0
     for folder in sorted(p for p in args.full.iterdir() if p.is_dir() and p.name != LEFT_OUT):
         by_source = defaultdict(list)
-        for tile in sorted(folder.glob("*.jpg")):
+        for tile in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             by_source[SOURCE.search(tile.name).group(0)].append(tile)
         for tiles in by_source.values():
             kept = tiles if folder.name == POSITIVE else rng.sample(tiles, min(len(tiles), NEGATIVES_PER_SOURCE))

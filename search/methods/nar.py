@@ -36,14 +36,13 @@ class NAR(PhiMethod):
     def suggest(self, trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate | None:
         phi = suggest_phi(trial, space)
         alpha, beta, gamma = _suggest_coefficients(trial, space)
-        trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
-        if gamma < 1:
-            return None
         # A bayes point whose γ^-ϕ takes the input below the family's minimum is as infeasible
-        # as γ < 1: the sampler learns the region to avoid, rather than the trial failing.
+        # as γ < 1: the sampler learns the region to avoid, rather than the trial failing. Both
+        # are measured for every draw (a γ < 1 side is merely larger).
         side = scale_side(original.input_size, gamma**-phi)
+        trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
         trial.set_constraint(INPUT_CONSTRAINT, original.min_input_size - side)
-        if side < original.min_input_size:
+        if gamma < 1 or side < original.min_input_size:
             return None
         coefficients = NARCoefficients(alpha, beta, gamma, tolerance=space.tolerance)
         return Candidate(nar_reduce(original, phi, coefficients, space.rounding))
