@@ -42,7 +42,10 @@ def test_a_slide_pattern_group_names_the_slide():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (SourceOptions(positive=("LYMPHO",)), r"no class folder 'LYMPHO' \(--positive / data.positive\); its folders are 01_TUMOR, 02_STROMA"),
+        (
+            SourceOptions(positive=("LYMPHO",)),
+            r"no class folder 'LYMPHO' \(--positive / data.positive\); its folders are 01_TUMOR, 02_STROMA",
+        ),
         (SourceOptions(positive=("04_LYMPHO",), exclude=("09_X",)), r"no class folder '09_X' \(--exclude / data.exclude\)"),
         (SourceOptions(positive=("04_LYMPHO",), exclude=("04_LYMPHO",)), "both --positive and --exclude"),
         (SourceOptions(positive=("01_TUMOR", "02_STROMA", "04_LYMPHO"), exclude=("08_EMPTY",)), "no class folder is left for the negative"),
