@@ -33,7 +33,7 @@ from nar_search.search.record import StudyRecord, TrialRecord
 from nar_search.search.recovery import RECOVERY_SECONDS, awaiting_retry, requeue, this_worker, worker_gone
 from nar_search.search.status import COUNTED_STATES, counted, infeasible_draw, infeasible_draws
 from nar_search.search.storage import check_parallel, open_storage
-from nar_search.search.tracking import Tracker, run_link
+from nar_search.search.tracking import STOPPED_EARLY_TAG, Tracker, run_link
 from nar_search.search.training_run import CandidateOutcome, DataSettings, evaluate_and_record, train_and_record
 from nar_search.search.urls import hide_password
 
@@ -213,7 +213,7 @@ class StudyRunner:
             return self._values(0.0, self.original_gflops)
         self._describe(trial, method, candidate)
         if self.config.objective == "budget":
-            self._check_budget(trial, method.expected_gflops(candidate))
+            self._check_budget(trial, method, candidate)
         key = architecture_key(candidate.spec) + method.key_suffix(candidate)
         TrialRecord(architecture=key).write(trial)
         twin = self._trained_twin(key, trial.number)
@@ -264,8 +264,9 @@ class StudyRunner:
 
     def _stop_at_rung(self, trial: optuna.Trial, run_id: str, epochs: int) -> None:
         TrialRecord(stopped_at_rung=epochs).write(trial)
-        self.tracker.set_tags(run_id, {STOPPED_TAG: str(epochs)})
-        raise optuna.TrialPruned(f"stopped at the {epochs}-epoch rung: dominated by the candidates that reached it")
+        reason = f"stopped at the {epochs}-epoch rung: dominated by the candidates that reached it"
+        self.tracker.set_tags(run_id, {STOPPED_TAG: str(epochs), STOPPED_EARLY_TAG: reason})
+        raise optuna.TrialPruned(reason)
 
     def _establish_base(
         self, run_name: str, spec: ArchSpec, data: DataSettings, config: TrainingConfig, run_dir: Path, record: dict
@@ -330,12 +331,17 @@ class StudyRunner:
             self._teacher = TeacherTargets(base.build(), base.spec.input_size)
         return self._teacher
 
-    def _check_budget(self, trial: optuna.Trial, gflops: float) -> None:
+    def _check_budget(self, trial: optuna.Trial, method: ReductionMethod, candidate: Candidate) -> None:
         """Over-budget networks are infeasible; all but the baseline (the AUC reference) are
-        pruned before they train."""
+        pruned before they train, each with a FINISHED run that says so, as any early stop."""
+        gflops = method.expected_gflops(candidate)
         over = gflops - self.config.gflops_budget
         trial.set_constraint(BUDGET_CONSTRAINT, over)
-        if over > 0 and not TrialRecord.of(trial).baseline:
+        if over <= 0 or TrialRecord.of(trial).baseline:
+            return
+        run_name = trial_run_name(trial.number, method.label(candidate))
+        with self.tracker.run(self.config.name, run_name, self._tags(trial, method.name), self.parent_run_id) as run_id:
+            TrialRecord(mlflow_run_id=run_id).write(trial)
             raise optuna.TrialPruned(f"{gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
 
     def _values(self, auc: float, gflops: float) -> float | tuple[float, float]:

@@ -1,5 +1,5 @@
 """MLflow tracking: where the store lives, experiments, and runs that always end in a
-terminal state (FINISHED, FAILED with the reason, or KILLED on Ctrl-C)."""
+terminal state (FINISHED, stopped early or not; FAILED with the reason; or KILLED on Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ from nar_search.search.interrupts import Interrupted, deferred
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, as Markdown
+# Why a FINISHED run ended before its last epoch: over a GFLOPs budget, pruned, stopped at a rung.
+STOPPED_EARLY_TAG = "nar.stopped_early"
 _BATCH = 500  # MLflow's log_batch accepts at most 1000 metrics and 100 params a call
+
+
+def _stopped_early(error: BaseException) -> bool:
+    import optuna  # here: only a run that ends in an exception asks
+
+    return isinstance(error, optuna.TrialPruned)
 
 
 def mlflow_home() -> Path:
@@ -102,7 +110,9 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
     ) -> Iterator[str]:
-        """A new run, ended FINISHED, FAILED (reason in tag `failure_reason`) or KILLED."""
+        """A new run, ended FINISHED, FAILED (reason in tag `failure_reason`) or KILLED. A run
+        stopped early on purpose (a pruner, a GFLOPs budget, a rung: Optuna's TrialPruned) is
+        FINISHED, the reason in tag `nar.stopped_early`."""
         run_tags = dict(tags or {})
         if parent_run_id:
             run_tags[PARENT_TAG] = parent_run_id
@@ -115,8 +125,12 @@ class Tracker:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
         except BaseException as error:
-            self.client.set_tag(run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            if _stopped_early(error):
+                self.client.set_tag(run_id, STOPPED_EARLY_TAG, str(error)[:5000] or type(error).__name__)
+                self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            else:
+                self.client.set_tag(run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
+                self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             raise
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 

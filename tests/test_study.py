@@ -261,6 +261,29 @@ def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(wor
     assert front and all(row["gflops"] <= budget for row in front)
 
 
+def test_a_run_stopped_early_on_purpose_is_finished_and_says_why(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(optuna.TrialPruned), tracker.run("early", "pruned") as run_id:
+        raise optuna.TrialPruned("val AUC under the median at epoch 2")
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+    assert run.data.tags["nar.stopped_early"] == "val AUC under the median at epoch 2"
+
+
+def test_a_candidate_over_the_budget_is_pruned_with_a_finished_run_that_says_so(workdir, patches):
+    from nar_search.models.cost import spec_cost
+    from nar_search.models.reduce import nar_reduce
+    from nar_search.models.registry import original_spec
+
+    budget = spec_cost(nar_reduce(original_spec("resnet18", 48), 2)).gflops * 1.01  # ϕ = 2 fits, ϕ = 1 does not
+    config = study_file(workdir, patches, name="over", objective="budget", gflops_budget=budget, pruner="none")
+    assert run_cli("study", "run", str(config)) == 0
+    over = [t for t in load(config).trials if t.state == TrialState.PRUNED]
+    assert [t.params["phi"] for t in over] == [1]
+    run = Tracker(f"sqlite:///{workdir / 'mlflow.db'}").client.get_run(over[0].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "over the budget" in run.data.tags["nar.stopped_early"]
+
+
 @pytest.mark.parametrize("command", ["status", "pareto", "select"])
 def test_read_only_commands_on_an_unknown_study_create_nothing(workdir, capsys, command):
     assert run_cli("study", command, "--name", "nosuchstudy") == 2
