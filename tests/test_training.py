@@ -136,3 +136,16 @@ def test_empty_dataset_fails_the_run_clearly(tracker, tmp_path):
     with pytest.raises(DataError):
         train(tracker, empty, tmp_path)
     assert _failed_run(tracker).info.status == "FAILED"
+
+
+def test_lightning_predict_scores_every_patch_of_the_source(patch_folder):
+    """`Trainer.predict` with the data module: TIL-positive probabilities, in the source's order."""
+    import lightning.pytorch as pl
+
+    from nar_search.lightning_modules.datamodule import PatchDataModule
+
+    datamodule = PatchDataModule(patch_folder, input_size=32, batch_size=16)
+    classifier = PatchClassifier(original_spec("resnet18", 32).to_dict())
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    scores = torch.cat(trainer.predict(classifier, datamodule=datamodule))
+    assert scores.shape == (60,) and bool(((scores >= 0) & (scores <= 1)).all())
