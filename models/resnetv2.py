@@ -21,6 +21,8 @@ BOTTLENECK_EXPANSION = 4
 def _exact_widths() -> Iterator[None]:
     # timm's ResNetV2 rounds every width to a multiple of 8; the paper's widths (58, 233, …)
     # are exact, and the divisible8 mode has already rounded. So widths pass through as given.
+    # timm (1.x) has no option for that, hence the patch of its module's make_divisible;
+    # tests/test_families.py::test_reduced_resnetv2_has_the_specs_exact_widths pins it.
     with mock.patch("timm.models.resnetv2.make_divisible", lambda v, *args, **kwargs: round(v)):
         yield
 

@@ -123,6 +123,10 @@ def recover(study: optuna.Study, tracker: Tracker, requeue_failed: bool = True, 
             owner = TrialRecord.of(trial).worker or {}
             gone = "stopped" if stopping and owner.get("pid") == os.getpid() else "gone"
             reason = f"worker {gone} (pid {owner.get('pid', '?')} on {owner.get('host', '?')})"
+            # Optuna has no public call that fails another process's trial and notes why on it:
+            # study.tell() runs the sampler's after_trial (the grid sampler's stops the study,
+            # which only an optimize loop may), and user attributes are set through a live
+            # Trial only. So the storage's own calls (tests/test_recovery.py pins them).
             for key, value in TrialRecord(failure=reason).attrs().items():
                 study._storage.set_trial_user_attr(trial._trial_id, key, value)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

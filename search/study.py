@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -56,10 +59,14 @@ class EnqueueSafeGridSampler(optuna.samplers.GridSampler):
     elsewhere); what is left (a retry, a point whose worker died) is for the study's next
     round. It also serves the enqueued trials (the baseline, retries), which have no grid id."""
 
+    def __init__(self, search_space: Mapping[str, Sequence[Any]], seed: int | None = None) -> None:
+        super().__init__(search_space, seed)
+        self.points = math.prod(len(values) for values in search_space.values())
+
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        trials = study.get_trials(deepcopy=False)
         started = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs and t.state != TrialState.WAITING}
-        if started >= set(range(len(self._all_grids))):
+        if started >= set(range(self.points)):
             study.stop()
 
 
@@ -312,7 +319,7 @@ class StudyRunner:
             if any(t.state == TrialState.RUNNING and not worker_gone(t) for t in baselines):
                 pass  # another worker trains it
             elif any(t.state == TrialState.WAITING for t in baselines):
-                requeue(self.study, self.study._storage.get_trial(trial._trial_id))
+                requeue(self.study, next(t for t in trials if t.number == trial.number))
                 raise TrainingError(f"trial {trial.number} gave way to the untrained baseline and is queued again")
             elif any(awaiting_retry(t, trials) for t in baselines):
                 orphan_deadline = orphan_deadline or time.monotonic() + 2 * RECOVERY_SECONDS

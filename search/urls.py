@@ -21,11 +21,14 @@ def without_password(url: str) -> str:
     written to a file, and still reaches its database, whose client then reads the password
     where it keeps them (PGPASSWORD or ~/.pgpass for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an
     MLflow server)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
     except ArgumentError:  # not a database URL (a path, a journal file): no password in it
         return url
-    return url if parsed.password is None else parsed._replace(password=None).render_as_string(hide_password=False)
+    if parsed.password is None:
+        return url
+    without = URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query)
+    return without.render_as_string(hide_password=False)

@@ -37,6 +37,7 @@ def test_a_dead_workers_trial_awaits_its_retry_until_recovery_queues_it_once(tmp
     recover(study, tracker, requeue_failed=False)
     trials = study.get_trials(deepcopy=False)
     assert trials[orphan.number].state == TrialState.FAIL and trials[alive.number].state == TrialState.RUNNING
+    assert TrialRecord.of(trials[orphan.number]).failure.startswith("worker gone")  # Optuna's storage calls, as recovery.py uses them
     assert awaiting_retry(trials[orphan.number], trials)  # failed, but nothing queued it yet
     assert unresolved_failures(study) == [orphan.number]
 
