@@ -189,15 +189,19 @@ class Row:
 
 @dataclass(frozen=True)
 class RealTissue:
-    """A folder of class folders read as a binary task, split by source image."""
+    """A folder of class folders read as a binary task, split by source image (slide). The
+    defaults read Kather 2016 as it comes; without a slide pattern a source is split per patch."""
 
     folder: Path
     positive: tuple[str, ...] = ("04_LYMPHO",)
     exclude: tuple[str, ...] = ("08_EMPTY",)
-    slide_pattern: str = r"CRC-Prim-HE-\d+"
+    slide_pattern: str | None = r"CRC-Prim-HE-\d+"
     val_fraction: float = 0.25
     test_fraction: float = 0.25
     split_seed: int = 0
+
+    def settings(self) -> dict[str, object]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
 KATHER = ROOT.parent / "shared" / "data" / "kather2016"
@@ -211,8 +215,10 @@ def write_real_data(folder: Path, real: RealTissue, patches: dict[str, int]) -> 
     from nar_search.data.sources import SourceOptions, open_patch_source
     from nar_search.data.splits import split_patches
 
-    manifest = folder / "manifest.csv"
+    manifest, made_of = folder / "manifest.csv", folder / "source.json"
     if manifest.exists():
+        if made_of.exists() and json.loads(made_of.read_text()) != json.loads(json.dumps(real.settings())):
+            sys.exit(f"{manifest} was made from other data ({made_of}); give another --work for {real.folder}")
         return manifest
     options = SourceOptions(positive=real.positive, exclude=real.exclude, slide_pattern=real.slide_pattern)
     dataset = open_patch_source(real.folder, options)
@@ -222,7 +228,9 @@ def write_real_data(folder: Path, real: RealTissue, patches: dict[str, int]) -> 
     for split, indices in splits.items():
         if split != "test" and len(indices) > patches[split]:
             indices, _ = train_test_split(indices, train_size=patches[split], stratify=labels[indices], random_state=0)
-        rows += [[str(dataset.paths[i].resolve()), dataset.labels[i], dataset.slides[i], split] for i in sorted(indices)]
+        # Without slides each patch stands alone: the bootstrap then resamples patches.
+        slides = dataset.slides or [f"patch-{i}" for i in range(len(dataset))]
+        rows += [[str(dataset.paths[i].resolve()), dataset.labels[i], slides[i], split] for i in sorted(indices)]
     folder.mkdir(parents=True, exist_ok=True)
     staging = manifest.with_suffix(".partial")
     with staging.open("w", newline="") as handle:
@@ -230,6 +238,7 @@ def write_real_data(folder: Path, real: RealTissue, patches: dict[str, int]) -> 
         writer.writerow(["path", "label", "slide", "split"])
         writer.writerows(rows)
     staging.rename(manifest)
+    made_of.write_text(json.dumps(real.settings(), indent=2))
     return manifest
 
 
@@ -634,14 +643,22 @@ def main() -> None:
     parser.add_argument(
         "--data",
         default="synthetic",
-        help=f"synthetic (the generator's default difficulty), real ({KATHER}) or a folder of class folders read as real is",
+        help=f"synthetic (the generator's default difficulty), real ({KATHER}) or another folder of class folders",
+    )
+    parser.add_argument("--positive", nargs="+", default=list(RealTissue.positive), help="real data: the positive class folders")
+    parser.add_argument("--exclude", nargs="*", default=list(RealTissue.exclude), help="real data: class folders left out")
+    parser.add_argument(
+        "--slide-pattern", default=RealTissue.slide_pattern, help="real data: the source image in a file name ('' when names hold none)"
     )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.workers:
         profile = replace(profile, workers=args.workers)
-    real = None if args.data == "synthetic" else RealTissue(KATHER if args.data == "real" else Path(args.data))
-    suffix = "" if real is None else "-real"
+    real = None
+    if args.data != "synthetic":
+        folder = KATHER if args.data == "real" else Path(args.data).resolve()
+        real = RealTissue(folder, tuple(args.positive), tuple(args.exclude), args.slide_pattern or None)
+    suffix = "" if real is None else "-real" if real.folder == KATHER else f"-{real.folder.name}"
     work = (args.work or ROOT / "runs" / f"search-quality-{args.profile}{suffix}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -663,7 +680,7 @@ def main() -> None:
         text, results = f"{text}\n\n{fidelity_report(fidelity)}", results | {"fidelity": fidelity}
     results |= {"data": args.data, "splits": manifest_counts(manifest)}
     if real is not None:
-        results["real"] = {k: str(v) for k, v in asdict(real).items()}
+        results["real"] = real.settings()
     only = f"-{args.only}" if args.only else ""
     (work / f"results{only}.json").write_text(json.dumps(results, indent=2))
     (work / f"results{only}.md").write_text(text + "\n")
