@@ -5,6 +5,7 @@ protocol of Meirelles et al.'s Table 3 on synthetic TIL patches.
     .venv/bin/python bench/search_quality.py --profile paper  # 240 px, 50 epochs: for a GPU
     .venv/bin/python bench/search_quality.py --profile smoke  # a few minutes: does it run?
     .venv/bin/python bench/search_quality.py --only fidelity  # the multi-fidelity part alone
+    .venv/bin/python bench/search_quality.py --only rows      # the rows and the bayes study, no fidelity study
     .venv/bin/python bench/search_quality.py --data real      # the same on real H&E (Kather 2016)
 
 Data (`--data synthetic`, the default): patches of the generator's `default` difficulty,
@@ -638,7 +639,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="where data, runs and results go (default: runs/search-quality-PROFILE)")
     parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
     parser.add_argument(
-        "--only", choices=["fidelity"], default=None, help="fidelity: only the multi-fidelity study against the full-budget grid"
+        "--only",
+        choices=["rows", "fidelity"],
+        default=None,
+        help="rows: the rows and the bayes study, no fidelity study; fidelity: only the multi-fidelity study against the grid",
     )
     parser.add_argument(
         "--data",
@@ -668,8 +672,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` ends the workers
     runner = Runner(profile, manifest, work)
     try:
-        rows, study = measure(profile, runner, manifest, work) if args.only is None else (None, None)
-        fidelity = measure_fidelity(profile, runner, manifest, work)
+        rows, study = measure(profile, runner, manifest, work) if args.only != "fidelity" else (None, None)
+        fidelity = measure_fidelity(profile, runner, manifest, work) if args.only != "rows" else None
     finally:
         runner.close()
     wall = time.perf_counter() - start
@@ -677,6 +681,7 @@ def main() -> None:
         text, results = fidelity_report(fidelity) + f"\n\nWall time: {wall / 60:.1f} min.", {"fidelity": fidelity, "wall_seconds": wall}
     else:
         text, results = report(rows, profile, study, wall, manifest)
+    if rows is not None and fidelity is not None:
         text, results = f"{text}\n\n{fidelity_report(fidelity)}", results | {"fidelity": fidelity}
     results |= {"data": args.data, "splits": manifest_counts(manifest)}
     if real is not None:
