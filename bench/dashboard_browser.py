@@ -124,8 +124,8 @@ def expected(folder: Path) -> dict:
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from nar_search.search import pareto
-    from nar_search.search.storage import open_storage
+    from nar_search.search.front import pareto
+    from nar_search.search.study.storage import open_storage
     from nar_search.search.tracking import default_tracking_uri
 
     study = optuna.load_study(study_name=STUDY, storage=open_storage(f"sqlite:///{folder / 'study.db'}"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nar_search.search.openmp import let_openmp_threads_sleep
+from nar_search.search.cli.openmp import let_openmp_threads_sleep
 
 let_openmp_threads_sleep()  # as `nar predict` does, before torch loads
 

@@ -368,7 +368,7 @@ def run_study(profile: Profile, manifest: Path, work: Path, base: Path, name: st
     `settings` are the study file's sampler, search, n_trials and so on."""
     import optuna
 
-    from nar_search.search.storage import open_storage
+    from nar_search.search.study.storage import open_storage
 
     config = {
         "name": name,
@@ -408,7 +408,7 @@ def trained_epochs(study) -> int:
 def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple[list[dict], int]:
     """A `bayes` study over α, β and ϕ from the base; returns the front's points (the base
     excluded) and the epochs its trials trained."""
-    from nar_search.search import pareto
+    from nar_search.search.front import pareto
 
     study = run_study(
         profile,
@@ -437,8 +437,8 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
     """The paper's ϕ grid at the full budget against a multi-fidelity TPE study over α, β, ϕ
     (successive halving on the front), both from the full network's seed 0: each front's
     hypervolume and the training compute spent."""
-    from nar_search.search import pareto
-    from nar_search.search.status import infeasible_draws
+    from nar_search.search.front import pareto
+    from nar_search.search.study.status import infeasible_draws
 
     full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
     base, train = Path(full["network"]), manifest_counts(manifest)["train"]["patches"]

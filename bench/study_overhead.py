@@ -26,7 +26,8 @@ from nar_search.data.synth_patches import write_patches
 from nar_search.lightning_modules.classifier import PatchClassifier
 from nar_search.lightning_modules.training import SeedRun, TrainingResult
 from nar_search.search.config import load_study_config
-from nar_search.search.study import StudyRunner, open_study
+from nar_search.search.study.opening import open_study
+from nar_search.search.study.runner import StudyRunner
 from nar_search.search.tracking import Tracker
 
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from nar_search.models.errors import ModelError
 from nar_search.models.spec import ArchSpec, spec_from_json
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.record import TrialRecord
-from nar_search.search.study_lookup import load_study, study_tracking_uri
+from nar_search.search.study.lookup import load_study, study_tracking_uri
+from nar_search.search.study.record import TrialRecord
 from nar_search.search.urls import hide_password
 
 if TYPE_CHECKING:

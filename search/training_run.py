@@ -4,7 +4,7 @@ and what every study trial does as a child run of its study."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from nar_search.models.base_network import BaseNetwork
 from nar_search.models.cost import measure_latency, spec_cost
 from nar_search.models.spec import ArchSpec
 from nar_search.models.weights import WEIGHTS_FILE, save_network
-from nar_search.search.console import errors
-from nar_search.search.plots import roc_png
+from nar_search.search.cli.console import errors
+from nar_search.search.front.plots import roc_png
 from nar_search.search.tracking import Tracker
 
 DATA_WARNINGS_TAG = "nar.data_warnings"
@@ -103,95 +103,94 @@ def train_and_record(
     config: TrainingConfig,
     run_dir: Path,
     *,
-    parent_run_id: str | None = None,
-    tags: Mapping[str, str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    base: BaseNetwork | None = None,
+    progress: bool = True,
+    finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
+) -> CandidateOutcome:
+    """`nar train`: `spec` trained in a run of its own (see `train_in_run`)."""
+    with tracker.run(experiment, run_name) as run_id:
+        return train_in_run(
+            tracker, run_id, spec, data, config, run_dir, callbacks=callbacks, base=base, progress=progress, finalize=finalize
+        )
+
+
+def train_in_run(
+    tracker: Tracker,
+    run_id: str,
+    spec: ArchSpec,
+    data: DataSettings,
+    config: TrainingConfig,
+    run_dir: Path,
+    *,
     callbacks: Sequence[Callback] = (),
     base: BaseNetwork | None = None,
     teacher: TeacherTargets | None = None,
     progress: bool = True,
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
-    on_run_created: Callable[[str], None] | None = None,
 ) -> CandidateOutcome:
-    """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts.
-    A method's `TrainingHooks` give `spec`, its `callbacks` and `finalize` (e.g. ResRep's
-    pruning, and its conversion to the thinner network that is evaluated and recorded).
-    `base` is the trained original network that `config.init` and `config.distill` start
-    from and learn from."""
+    """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts in
+    the open run `run_id`. A method's `TrainingHooks` give `spec`, its `callbacks` and
+    `finalize` (e.g. ResRep's pruning, and its conversion to the thinner network that is
+    evaluated and recorded). `base` is the trained original network that `config.init` and
+    `config.distill` start from and learn from."""
 
     def train(datamodule: PatchDataModule) -> TrainingResult:
         return train_spec(spec, datamodule, config, run_dir, callbacks, base, progress, finalize, teacher)
 
-    return _record(tracker, experiment, run_name, spec, data, config, run_dir, train, parent_run_id, tags, on_run_created)
+    return _record(tracker, run_id, spec, data, config, run_dir, train)
 
 
-def evaluate_and_record(
-    tracker: Tracker,
-    experiment: str,
-    run_name: str,
-    base: BaseNetwork,
-    data: DataSettings,
-    config: TrainingConfig,
-    run_dir: Path,
-    *,
-    parent_run_id: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    progress: bool = True,
-    on_run_created: Callable[[str], None] | None = None,
+def evaluate_in_run(
+    tracker: Tracker, run_id: str, base: BaseNetwork, data: DataSettings, config: TrainingConfig, run_dir: Path, *, progress: bool = True
 ) -> CandidateOutcome:
-    """The given base network evaluated, not trained, and recorded as a run like any other."""
+    """The given base network evaluated, not trained, and recorded in the open run `run_id` like any other."""
 
     def evaluate(datamodule: PatchDataModule) -> TrainingResult:
         return evaluate_base(base, datamodule, config, run_dir, progress)
 
     evaluated = replace(config, epochs=0, init="base", distill=None)
-    return _record(tracker, experiment, run_name, base.spec, data, evaluated, run_dir, evaluate, parent_run_id, tags, on_run_created)
+    return _record(tracker, run_id, base.spec, data, evaluated, run_dir, evaluate)
 
 
 def _record(
     tracker: Tracker,
-    experiment: str,
-    run_name: str,
+    run_id: str,
     spec: ArchSpec,
     data: DataSettings,
     config: TrainingConfig,
     run_dir: Path,
     obtain: Callable[[PatchDataModule], TrainingResult],
-    parent_run_id: str | None,
-    tags: Mapping[str, str] | None,
-    on_run_created: Callable[[str], None] | None,
 ) -> CandidateOutcome:
-    with tracker.run(experiment, run_name, tags, parent_run_id) as run_id:
-        if on_run_created:
-            on_run_created(run_id)
-        tracker.log_params(run_id, run_params(spec, config, data))
-        datamodule = data.datamodule(spec.input_size, config)
-        datamodule.setup()
-        _warn_of_data_findings(tracker, run_id, data.source, datamodule.findings())
-        tracker.log_files(run_id, {"splits.json": json.dumps(datamodule.slides_by_split(), indent=2)})
-        result = obtain(datamodule)
-        trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
-        cost = spec_cost(trained)
-        # A quick probe, not a benchmark: `nar reduce --latency` and bench/ measure properly.
-        latency = measure_latency(result.best.classifier.model, trained.input_size, batch_size=8, warmup=1, repeats=3)
-        (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
-        epochs = sum(run.epochs for run in result.runs)
-        tracker.log_metrics(
-            run_id,
-            {
-                "val_auc": val_auc,
-                "val_auc_std": val_std,
-                "test_auc": test_auc,
-                "test_auc_std": test_std,
-                "gflops": cost.gflops,
-                "params": cost.params,
-                "latency_ms_per_patch": latency.ms_per_patch,
-                "throughput_patches_per_s": latency.throughput,
-                "train_seconds": result.seconds,
-                "epochs_trained": epochs,
-            },
-        )
-        tracker.log_metric_series(run_id, _curves(result))
-        _log_model_artifacts(tracker, run_id, result, run_dir)
+    tracker.log_params(run_id, run_params(spec, config, data))
+    datamodule = data.datamodule(spec.input_size, config)
+    datamodule.setup()
+    _warn_of_data_findings(tracker, run_id, data.source, datamodule.findings())
+    tracker.log_files(run_id, {"splits.json": json.dumps(datamodule.slides_by_split(), indent=2)})
+    result = obtain(datamodule)
+    trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
+    cost = spec_cost(trained)
+    # A quick probe, not a benchmark: `nar reduce --latency` and bench/ measure properly.
+    latency = measure_latency(result.best.classifier.model, trained.input_size, batch_size=8, warmup=1, repeats=3)
+    (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
+    epochs = sum(run.epochs for run in result.runs)
+    tracker.log_metrics(
+        run_id,
+        {
+            "val_auc": val_auc,
+            "val_auc_std": val_std,
+            "test_auc": test_auc,
+            "test_auc_std": test_std,
+            "gflops": cost.gflops,
+            "params": cost.params,
+            "latency_ms_per_patch": latency.ms_per_patch,
+            "throughput_patches_per_s": latency.throughput,
+            "train_seconds": result.seconds,
+            "epochs_trained": epochs,
+        },
+    )
+    tracker.log_metric_series(run_id, _curves(result))
+    _log_model_artifacts(tracker, run_id, result, run_dir)
     return CandidateOutcome(
         run_id=run_id,
         spec=trained,

@@ -12,7 +12,7 @@ from nar_search.data.synth_slide import write_synthetic_slide
 
 def run_cli(*args: object) -> int:
     """`nar ARGS` run in this process: its exit code."""
-    from nar_search.search.cli import main
+    from nar_search.search.cli.app import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([str(arg) for arg in args])

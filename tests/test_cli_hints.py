@@ -18,7 +18,7 @@ from test_dashboard import children, experiment_names, free_port, get_json, grou
 from test_recovery import dead_worker
 from test_study import load, study_file
 
-from nar_search.search.record import TrialRecord
+from nar_search.search.study.record import TrialRecord
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ HEAVY = ("torch", "torchvision", "timm", "lightning", "mlflow", "optuna", "sklea
 
 
 def test_importing_the_cli_loads_no_heavy_library():
-    code = f"import nar_search.search.cli, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    code = f"import nar_search.search.cli.app, sys; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -5,8 +5,9 @@ import pytest
 import timm
 import torch
 
+from nar_search.models.cost import spec_cost
 from nar_search.models.errors import ModelError
-from nar_search.models.reduce import nar_reduce
+from nar_search.models.reduce import NARCoefficients, nar_reduce
 from nar_search.models.resnetv2 import ResNetV2Spec
 from nar_search.models.spec import spec_from_json
 from nar_search.models.timm_generic import TimmCNNSpec
@@ -75,6 +76,16 @@ def test_generic_width_is_the_rounded_fraction_of_each_conv():
 def test_grouped_convolutions_are_refused_clearly():
     with pytest.raises(ModelError, match="grouped convolutions"):
         nar_reduce(TimmCNNSpec.original("regnetx_002", 64), 1).build()
+
+
+def test_grouped_convolutions_reduce_in_depth_and_resolution_at_beta_1():
+    """What the refusal advises: --beta 1.0 keeps every width, so the groups stay whole."""
+    original = TimmCNNSpec.original("regnetx_002", 64)
+    reduced = nar_reduce(original, 1, NARCoefficients(alpha=1.4, beta=1.0, gamma=1.2))
+    model = reduced.build()
+    assert sum(reduced.depths) < sum(original.depths) and reduced.input_size < 64
+    assert model(torch.randn(2, 3, reduced.input_size, reduced.input_size)).shape == (2, 2)
+    assert spec_cost(reduced).gflops < spec_cost(original).gflops
 
 
 def test_a_model_without_stages_is_refused_clearly():

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from test_study import POSTGRES_URL, _postgres_reachable, load, study_file
 
 from nar_search.search.interrupts import Interrupted, interruptible
-from nar_search.search.storage import open_storage
+from nar_search.search.study.storage import open_storage
 from nar_search.search.tracking import Tracker, UninterruptedClient
 
 PHIS = [0.0, 1.0, 2.0]

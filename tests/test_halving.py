@@ -6,8 +6,8 @@ from conftest import run_cli
 from optuna.trial import TrialState
 from test_study import load, study_file
 
-from nar_search.search import pareto
-from nar_search.search.halving import STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
+from nar_search.search.front import pareto
+from nar_search.search.study.halving import STOPPED_TAG, RungResult, promoted, ranked, rung_epochs
 from nar_search.search.tracking import Tracker
 
 

@@ -17,7 +17,7 @@ from nar_search.models.spec import ArchSpec
 from nar_search.search.config import SearchSpace, StudyConfigError, load_study_config
 from nar_search.search.methods import METHODS, Candidate, ReductionMethod, ReductionOptions, get_method, register
 from nar_search.search.methods.nar import GAMMA_CONSTRAINT, INPUT_CONSTRAINT
-from nar_search.search.space import baseline_params, grid_search_space, methods, suggest_method
+from nar_search.search.study.space import baseline_params, grid_search_space, methods, suggest_method
 
 ROOT = Path(__file__).parents[1]
 

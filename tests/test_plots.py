@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from nar_search.search.plots import pareto_html, pareto_markdown, pareto_png
+from nar_search.search.front.plots import pareto_html, pareto_markdown, pareto_png
 
 
 def point(trial: int, gflops: float, val_auc: float, method: str = "nar", **fields) -> dict:

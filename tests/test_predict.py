@@ -341,7 +341,7 @@ def test_openmp_threads_sleep_in_nar_predict_unless_told_otherwise(command, aske
     read with OMP_DISPLAY_ENV: a spin count of 0 for sleeping threads, 300000 by default."""
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     env |= {"OMP_DISPLAY_ENV": "verbose"} | ({"OMP_WAIT_POLICY": asked} if asked else {})
-    code = f"import sys; sys.argv = ['nar', '{command}']; import nar_search.search.cli, torch"
+    code = f"import sys; sys.argv = ['nar', '{command}']; import nar_search.search.cli.app, torch"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     spin_count = re.search(r"GOMP_SPINCOUNT\s*=\s*'(\d+)'", result.stderr)
     assert spin_count, result.stderr[-2000:]

@@ -4,7 +4,7 @@ existing studies hold."""
 import optuna
 import pytest
 
-from nar_search.search.record import StudyRecord, TrialRecord
+from nar_search.search.study.record import StudyRecord, TrialRecord
 
 # What studies, dashboards and bench/ read: a renamed key would orphan every existing study's attributes.
 TRIAL_KEYS = (

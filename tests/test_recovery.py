@@ -7,8 +7,8 @@ import subprocess
 import optuna
 from optuna.trial import TrialState
 
-from nar_search.search.record import TrialRecord
-from nar_search.search.recovery import awaiting_retry, recover, this_worker, unresolved_failures
+from nar_search.search.study.record import TrialRecord
+from nar_search.search.study.recovery import awaiting_retry, recover, this_worker, unresolved_failures
 from nar_search.search.tracking import Tracker
 
 

@@ -13,7 +13,7 @@ from conftest import run_cli
 from optuna.trial import TrialState
 
 import nar_search.search.training_run
-from nar_search.search.storage import open_storage
+from nar_search.search.study.storage import open_storage
 from nar_search.search.tracking import Tracker
 
 POSTGRES_URL = os.environ.get("NAR_TEST_POSTGRES_URL", "postgresql://nar:nar-test-only@127.0.0.1:5432/nar_test")
@@ -261,6 +261,19 @@ def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(wor
     assert front and all(row["gflops"] <= budget for row in front)
 
 
+def test_a_budget_study_under_hyperband_reports_each_epoch_and_ends_every_run(workdir, patches):
+    training = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}
+    config = study_file(workdir, patches, name="hyperband", objective="budget", gflops_budget=10.0, pruner="hyperband", training=training)
+    assert run_cli("study", "run", str(config)) == 0
+    study = load(config)
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    trained = [t for t in study.trials if not t.user_attrs.get("baseline")]
+    assert trained and all(t.intermediate_values for t in trained)  # the pruner saw every epoch it judged
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = tracker.client.search_runs([tracker.experiment_id("hyperband")])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
 def test_a_run_stopped_early_on_purpose_is_finished_and_says_why(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(optuna.TrialPruned), tracker.run("early", "pruned") as run_id:
@@ -296,7 +309,7 @@ def test_read_only_commands_on_an_unknown_study_create_nothing(workdir, capsys, 
 def test_a_grid_worker_stops_once_every_point_is_started():
     """A worker that ends its trial while another still trains the last grid point must stop,
     not draw that point again (the fidelity benchmark's spare grid row)."""
-    from nar_search.search.study import EnqueueSafeGridSampler
+    from nar_search.search.study.samplers import EnqueueSafeGridSampler
 
     study = optuna.create_study(sampler=EnqueueSafeGridSampler({"phi": [1.0, 2.0, 3.0]}, seed=0))
     elsewhere = study.ask()  # another worker's trial, still training its grid point

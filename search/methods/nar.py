@@ -16,7 +16,7 @@ from nar_search.models.rounding import scale_side
 from nar_search.models.spec import ArchSpec
 from nar_search.search.methods.base import Candidate, ReductionOptions, register
 from nar_search.search.methods.phi import PhiMethod, suggest_phi
-from nar_search.search.record import TrialRecord
+from nar_search.search.study.record import TrialRecord
 
 if TYPE_CHECKING:
     import optuna

@@ -11,7 +11,7 @@ from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import SQLAlchemyError
 
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.recovery import requeue
+from nar_search.search.study.recovery import requeue
 from nar_search.search.urls import hide_password
 
 JOURNAL_PREFIX = "journal:"

@@ -12,20 +12,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nar_search.search.console import console
-from nar_search.search.data_options import Exclude, Positive, SlidePattern
+from nar_search.search.cli.console import console
+from nar_search.search.cli.data_options import Exclude, Positive, SlidePattern
 from nar_search.search.errors import StudyConfigError
 from nar_search.search.interrupts import Interrupted, exit_code, interruptible, signal_name
-from nar_search.search.study_lookup import load_study, locate_study, open_named_study, quiet_optuna, run_again, study_tracking_uri
+from nar_search.search.study.lookup import load_study, locate_study, open_named_study, quiet_optuna, run_again, study_tracking_uri
 from nar_search.search.urls import hide_password, without_password
 
 if TYPE_CHECKING:
     import optuna
 
-    from nar_search.search import pareto
     from nar_search.search.config import StudyConfig
-    from nar_search.search.study import StudyRunner
-    from nar_search.search.workers import DeadWorker
+    from nar_search.search.front import pareto
+    from nar_search.search.study.runner import StudyRunner
+    from nar_search.search.study.workers import DeadWorker
 
 study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_help=True)
 
@@ -112,9 +112,10 @@ def run_command(
     slide_pattern: SlidePattern = None,
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
-    from nar_search.search.recovery import recover, unresolved_failures
-    from nar_search.search.status import counted, trial_line
-    from nar_search.search.study import StudyRunner, given_base, open_study
+    from nar_search.search.study.opening import given_base, open_study
+    from nar_search.search.study.recovery import recover, unresolved_failures
+    from nar_search.search.study.runner import StudyRunner
+    from nar_search.search.study.status import counted, trial_line
     from nar_search.search.tracking import Tracker
 
     quiet_optuna()
@@ -158,7 +159,7 @@ def run_command(
             "MLflow runs KILLED; run the same command to resume"
         )
         raise typer.Exit(exit_code(stop)) from None
-    runner.publish(study)
+    runner.publish()
     if failures := unresolved_failures(study):
         runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
         console.print(
@@ -174,8 +175,8 @@ def run_command(
 
 
 def _report_infeasible_draws(study: optuna.Study, config: StudyConfig) -> None:
-    from nar_search.search.status import counted, infeasible_draws
-    from nar_search.search.study import out_of_draws
+    from nar_search.search.study.runner import out_of_draws
+    from nar_search.search.study.status import counted, infeasible_draws
 
     if not (draws := infeasible_draws(study)):
         return
@@ -190,7 +191,7 @@ def _report_infeasible_draws(study: optuna.Study, config: StudyConfig) -> None:
 
 
 def _shown(study: optuna.Study, config: StudyConfig) -> int:
-    from nar_search.search.status import counted
+    from nar_search.search.study.status import counted
 
     # Parallel workers may finish one trial more than asked for: progress counts what was asked.
     return min(counted(study), config.n_trials)
@@ -199,8 +200,8 @@ def _shown(study: optuna.Study, config: StudyConfig) -> int:
 def _run_workers(config: StudyConfig, runner: StudyRunner) -> None:
     """N worker processes on one storage; this process shows progress, fails and queues again
     the trial of a worker that dies, and runs what no worker is left to run."""
-    from nar_search.search.status import trial_line
-    from nar_search.search.workers import Workers
+    from nar_search.search.study.status import trial_line
+    from nar_search.search.study.workers import Workers
 
     study = runner.study
     with Workers(config) as workers, _progress() as progress:
@@ -224,8 +225,9 @@ def worker_command(
     ] = True,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done."""
-    from nar_search.search.recovery import recover
-    from nar_search.search.study import StudyRunner, given_base, open_study
+    from nar_search.search.study.opening import given_base, open_study
+    from nar_search.search.study.recovery import recover
+    from nar_search.search.study.runner import StudyRunner
     from nar_search.search.tracking import Tracker
 
     quiet_optuna()
@@ -273,8 +275,8 @@ Storage = Annotated[str | None, typer.Option(help="storage URL (default sqlite:/
 @study_app.command("status")
 def status_command(config_file: ConfigFile = None, name: Name = None, storage: Storage = None) -> None:
     """Trials done, running, failed, pruned; the best so far."""
-    from nar_search.search.record import TrialRecord
-    from nar_search.search.status import study_status
+    from nar_search.search.study.record import TrialRecord
+    from nar_search.search.study.status import study_status
 
     _, study = load_study(config_file, name, storage)
     status = study_status(study)
@@ -309,7 +311,7 @@ def _off_front(row: pareto.TrialRow) -> str:
 
 
 def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> None:
-    from nar_search.search import pareto
+    from nar_search.search.front import pareto
 
     title = f"{'Trials' if every_trial else 'Pareto front'} of {name}: val AUC vs GFLOPs"
     table = Table(title=title)
@@ -344,7 +346,7 @@ def pareto_command(
     every_trial: Annotated[bool, typer.Option("--all", help="every trained trial, the front marked")] = False,
 ) -> None:
     """The Pareto front: trial, method, α, β, γ, ϕ, input side, GFLOPs, reduction, val and test AUC."""
-    from nar_search.search import pareto
+    from nar_search.search.front import pareto
 
     _, study = load_study(config_file, name, storage)
     if as_json:
@@ -368,8 +370,8 @@ def select_command(
     ] = False,
 ) -> None:
     """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
-    from nar_search.search import pareto
-    from nar_search.search.storage import open_storage
+    from nar_search.search.front import pareto
+    from nar_search.search.study.storage import open_storage
 
     quiet_optuna()
     config, study_name, url = locate_study(config_file, name, storage)

@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 
-from nar_search.search.openmp import let_openmp_threads_sleep
+from nar_search.search.cli.openmp import let_openmp_threads_sleep
 
 if sys.argv[1:2] == ["predict"]:
     let_openmp_threads_sleep()  # before the command imports torch
@@ -21,16 +21,16 @@ import typer
 from nar_search.data.errors import DataError
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.models.errors import ModelError
-from nar_search.search.console import errors
-from nar_search.search.dashboard_cli import dashboard_command
-from nar_search.search.data_cli import data_app
-from nar_search.search.demo_cli import demo_command
+from nar_search.search.cli.console import errors
+from nar_search.search.cli.dashboard import dashboard_command
+from nar_search.search.cli.data import data_app
+from nar_search.search.cli.demo import demo_command
+from nar_search.search.cli.export import export_command
+from nar_search.search.cli.predict import predict_command
+from nar_search.search.cli.reduce import reduce_command
+from nar_search.search.cli.study import study_app
+from nar_search.search.cli.train import train_command
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.export_cli import export_command
-from nar_search.search.predict_cli import predict_command
-from nar_search.search.reduce_cli import reduce_command
-from nar_search.search.study_cli import study_app
-from nar_search.search.train_cli import train_command
 
 app = typer.Typer(
     name="nar",
@@ -70,7 +70,3 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
-from nar_search.search.console import console
+from nar_search.search.cli.console import console
+from nar_search.search.cli.study import Name, Storage
 from nar_search.search.errors import StudyConfigError
 from nar_search.search.interrupts import Interrupted, interruptible, signal_name
-from nar_search.search.study_cli import Name, Storage
-from nar_search.search.study_lookup import load_study, locate_study, open_named_study, quiet_optuna, study_tracking_uri
+from nar_search.search.study.lookup import load_study, locate_study, open_named_study, quiet_optuna, study_tracking_uri
 from nar_search.search.urls import hide_password
 
 LOCALHOST = "127.0.0.1"  # the dashboards serve this machine only: reach them from elsewhere through an SSH tunnel
@@ -122,8 +122,8 @@ def _serve_optuna(config_file: Path | None, name: str | None, storage: str | Non
 
     import optuna_dashboard
 
-    from nar_search.search.storage import open_storage
-    from nar_search.search.study import OBJECTIVE_NAMES
+    from nar_search.search.study.opening import OBJECTIVE_NAMES
+    from nar_search.search.study.storage import open_storage
 
     class Server(ThreadingMixIn, WSGIServer):  # the dashboard's page makes requests in parallel
         daemon_threads = True

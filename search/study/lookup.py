@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.record import StudyRecord
+from nar_search.search.study.record import StudyRecord
 from nar_search.search.urls import hide_password, without_password
 
 if TYPE_CHECKING:  # Optuna and pydantic load with the commands that open a study, not with the CLI
@@ -54,7 +54,7 @@ def open_named_study(name: str, storage: optuna.storages.BaseStorage, url: str, 
 
 
 def load_study(config_file: Path | None, name: str | None, storage: str | None) -> tuple[StudyConfig | None, optuna.Study]:
-    from nar_search.search.storage import open_storage
+    from nar_search.search.study.storage import open_storage
 
     quiet_optuna()
     config, name, url = locate_study(config_file, name, storage)

@@ -8,8 +8,8 @@ import typer
 
 from nar_search.data.difficulty import SYNTHETIC_MPP, DifficultyName
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
-from nar_search.search.console import console
-from nar_search.search.data_options import Exclude, Positive, SlidePattern
+from nar_search.search.cli.console import console
+from nar_search.search.cli.data_options import Exclude, Positive, SlidePattern
 
 data_app = typer.Typer(help="Make synthetic TIL patches and whole slides; inspect patch sources.", no_args_is_help=True)
 

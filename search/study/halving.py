@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial
 
-from nar_search.search.record import TrialRecord
+from nar_search.search.study.record import TrialRecord
 
 if TYPE_CHECKING:  # Lightning loads with the trainings, not with every reader of a study
     from nar_search.lightning_modules.rungs import Rungs
-    from nar_search.search.tracking import Tracker
 
 STOPPED_TAG = "nar.stopped_at_rung"
 
@@ -102,20 +101,17 @@ def rung_results(trials: list[FrozenTrial], epochs: int) -> list[RungResult]:
 
 @dataclass
 class RungJudge:
-    """Judges one trial at its rungs: records the rung's val AUC (trial attribute and a step
-    metric of its MLflow run) before reading the others', so that two workers at one rung see
-    each other."""
+    """Judges one trial at its rungs: records the rung's val AUC in the trial's record before
+    reading the others', so that two workers at one rung see each other."""
 
     study: optuna.Study
     trial: optuna.Trial
-    tracker: Tracker
     factor: int
 
     def __call__(self, epochs: int, val_auc: float) -> bool:
         record = TrialRecord.of(self.trial)
         reached = [*(record.rungs or []), {"epochs": epochs, "val_auc": val_auc}]
         TrialRecord(rungs=reached).write(self.trial)
-        self.tracker.log_metrics(record.mlflow_run_id, {"rung_val_auc": val_auc}, step=epochs)
         results = rung_results(self.study.get_trials(deepcopy=False), epochs)
         mine = next(r for r in results if r.trial == self.trial.number)
         goes_on = promoted(mine, results, self.factor)
@@ -124,10 +120,10 @@ class RungJudge:
         return goes_on
 
 
-def rungs_callback(study: optuna.Study, trial: optuna.Trial, tracker: Tracker, epochs: int, factor: int, rungs: int) -> Rungs:
+def rungs_callback(study: optuna.Study, trial: optuna.Trial, epochs: int, factor: int, rungs: int) -> Rungs:
     from nar_search.lightning_modules.rungs import Rungs
 
-    return Rungs(rung_epochs(epochs, factor, rungs), RungJudge(study, trial, tracker, factor))
+    return Rungs(rung_epochs(epochs, factor, rungs), RungJudge(study, trial, factor))
 
 
 def reached(trials: list[FrozenTrial], full_epochs: int) -> dict[int, int]:

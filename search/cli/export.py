@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nar_search.search.console import console
+from nar_search.search.cli.console import console
 from nar_search.search.model_source import export_source, find_source, register_export
 
 

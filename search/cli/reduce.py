@@ -13,7 +13,7 @@ from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from nar_search.models.rounding import Rounding
 from nar_search.models.spec import ArchSpec
-from nar_search.search.console import console
+from nar_search.search.cli.console import console
 from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
 from nar_search.search.methods.phi import parse_phis
 

@@ -20,7 +20,7 @@ import yaml
 
 from nar_search.search.config import StudyConfig
 from nar_search.search.interrupts import Interrupted
-from nar_search.search.recovery import RECOVERY_SECONDS, Recovery, recover
+from nar_search.search.study.recovery import RECOVERY_SECONDS, Recovery, recover
 from nar_search.search.tracking import Tracker
 
 POLL_SECONDS = 0.5

@@ -17,8 +17,8 @@ from nar_search.models import DEFAULT_MODEL
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
 from nar_search.models.rounding import Rounding
-from nar_search.search.console import console
-from nar_search.search.data_options import Exclude, Positive, SlidePattern
+from nar_search.search.cli.console import console
+from nar_search.search.cli.data_options import Exclude, Positive, SlidePattern
 from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
 from nar_search.search.methods.phi import parse_phis
 from nar_search.search.urls import hide_password

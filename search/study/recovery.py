@@ -18,7 +18,7 @@ import optuna
 from mlflow.entities import RunStatus
 from optuna.trial import FrozenTrial, TrialState
 
-from nar_search.search.record import TrialRecord
+from nar_search.search.study.record import TrialRecord
 from nar_search.search.tracking import Tracker
 
 # A trial is asked for before it can record its owner: one with no owner after this long is orphaned.

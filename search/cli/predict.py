@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nar_search.search.console import console, errors
+from nar_search.search.cli.console import console, errors
 
 
 def predict_command(

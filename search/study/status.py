@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nar_search.search import halving, pareto
-from nar_search.search.record import StudyRecord, TrialRecord
-from nar_search.search.recovery import worker_gone
+from nar_search.search.front import pareto
+from nar_search.search.study import halving
+from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.recovery import worker_gone
 
 # What a study's number of trials counts: a pruned candidate is judged, as a completed one is.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nar_search.search.halving import RungResult
-from nar_search.search.record import TrialRecord
+from nar_search.search.study.halving import RungResult
+from nar_search.search.study.record import TrialRecord
 
 
 @dataclass(frozen=True)

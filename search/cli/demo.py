@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nar_search.search.console import console
+from nar_search.search.cli.console import console
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -22,12 +22,12 @@ BASE_EPOCHS = 4
 def demo_command() -> None:
     """Train a base network on real H&E tiles (immune cells against other tissue), search cheaper
     ones from it, print the front."""
-    from nar_search.search import pareto
+    from nar_search.search.cli.study import run_command
+    from nar_search.search.cli.train import train_command
     from nar_search.search.config import load_study_config
-    from nar_search.search.record import TrialRecord
-    from nar_search.search.study_cli import run_command
-    from nar_search.search.study_lookup import load_study
-    from nar_search.search.train_cli import train_command
+    from nar_search.search.front import pareto
+    from nar_search.search.study.lookup import load_study
+    from nar_search.search.study.record import TrialRecord
 
     config = load_study_config(DEMO_CONFIG, {"data.source": str(TILES)})
     data, training = config.data, config.training

@@ -1,0 +1,3 @@
+from nar_search.search.cli.app import main
+
+main()

@@ -1,0 +1,60 @@
+"""Opening a study: its base network and original network read and checked before anything
+is written, then the Optuna study created (with the ϕ = 0 baseline queued first) or resumed."""
+
+from __future__ import annotations
+
+import optuna
+
+from nar_search.models.base_network import BaseNetwork, load_base
+from nar_search.models.errors import ModelError
+from nar_search.models.reduce import PAPER_COEFFICIENTS, input_reduce
+from nar_search.models.registry import original_spec
+from nar_search.models.spec import ArchSpec
+from nar_search.search.config import StudyConfig, StudyConfigError
+from nar_search.search.study import space
+from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.samplers import make_pruner, make_sampler
+from nar_search.search.study.storage import check_parallel, open_storage
+
+OBJECTIVE_NAMES = ("val_auc", "gflops")  # a Pareto study's objectives, as dashboards show them; a budget study has the first
+
+
+def given_base(config: StudyConfig) -> BaseNetwork | None:
+    """The study file's base network, read and checked before anything is written."""
+    return load_base(config.base, config.model, config.input_size) if config.base else None
+
+
+def original_network(config: StudyConfig, base: BaseNetwork | None) -> ArchSpec:
+    """The network the study reduces: the given base's, else the model at the study's input side."""
+    return base.spec if base else original_spec(config.model, config.input_size)
+
+
+def check_largest_phi(config: StudyConfig, original: ArchSpec) -> None:
+    """A ϕ that collapses the input would fail its trials one by one: refuse it up front."""
+    search = config.search
+    largest = search.phi.high if search.space == "bayes" else max(search.phi_values)
+    try:
+        input_reduce(original, largest, PAPER_COEFFICIENTS[2])
+    except ModelError as error:
+        raise StudyConfigError(f"search.phi: the largest ϕ ({largest:g}) is too large: {error}") from None
+
+
+def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.Study:
+    """Creates the study, or loads it to resume; a new study gets the ϕ = 0 baseline first."""
+    check_parallel(config.storage_url, config.workers)
+    check_largest_phi(config, original_network(config, base))
+    directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=open_storage(config.storage_url),
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        directions=directions,
+        load_if_exists=True,
+    )
+    if study.metric_names is None:  # new, or made before its objectives were named
+        study.set_metric_names(list(OBJECTIVE_NAMES[: len(directions)]))
+    if not study.trials:
+        study.enqueue_trial(space.baseline_params(config.search), user_attrs=TrialRecord(baseline=True).attrs())
+        StudyRecord(config=config.masked()).write(study)
+    return study

@@ -1,0 +1,96 @@
+"""A NAR Search study: Optuna over reduction parameters, each trial a trained network recorded
+as a child MLflow run of the study's parent run, the Pareto front kept current.
+
+The parts, one job each: `BaseProvider` (the base every trial starts from), `Objective` (one
+trial: ask, build, train or reuse, return), `TrialExecutor` (a request trained in its run),
+`twins` (one network trained once), `FrontPublisher` (the front where users look). Optuna's own
+`optimize` runs the loop: it fails a trial on an error or Ctrl-C, and on PostgreSQL keeps the
+heartbeat by which other workers tell a dead worker's trial."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nar_search.models.base_network import BaseNetwork
+from nar_search.search.config import StudyConfig
+from nar_search.search.front.publisher import FrontPublisher
+from nar_search.search.study import space
+from nar_search.search.study.bases import BaseProvider
+from nar_search.search.study.objective import Objective
+from nar_search.search.study.record import StudyRecord
+from nar_search.search.study.status import counted, infeasible_draw, infeasible_draws
+from nar_search.search.tracking import Tracker
+from nar_search.search.urls import hide_password
+
+INFEASIBLE_DRAWS_PER_TRIAL = 10  # beyond that many per trial asked for, a study stops short: its space is too wide
+
+
+class StudyRunner:
+    """A study's parts, put together for one worker."""
+
+    def __init__(self, config: StudyConfig, study: optuna.Study, tracker: Tracker, base: BaseNetwork | None = None) -> None:
+        self.config, self.study, self.tracker = config, study, tracker
+        self.parent_run_id = parent_run(config, study, tracker)
+        self.objective = Objective(config, study, tracker, self.parent_run_id, BaseProvider(config, study, base))
+        self.publisher = FrontPublisher(config.name, tracker, self.parent_run_id)
+
+    def optimize(self, callbacks: list = ()) -> None:
+        """Runs trials until the study holds its number of judged candidates and no retry waits."""
+        waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        remaining = max(self.config.n_trials - counted(self.study), waiting)
+        if remaining <= 0 or out_of_draws(self.study, self.config.n_trials):
+            return
+        budget = TrialBudget(self.config.n_trials, remaining)
+        self.study.optimize(self.objective, catch=(Exception,), callbacks=[budget, self.publisher, *callbacks])
+
+    def publish(self) -> None:
+        """The front's artifacts with every trained point, as the study stands."""
+        self.publisher.publish(self.study)
+
+
+def parent_run(config: StudyConfig, study: optuna.Study, tracker: Tracker) -> str:
+    """The study's parent MLflow run, made by its first worker: the study's settings, its front."""
+    run_id = StudyRecord.of(study).mlflow_parent_run_id
+    if run_id is not None:
+        return run_id
+    experiment = tracker.experiment_id(config.name)
+    run_id = tracker.client.create_run(experiment, run_name=f"study {config.name}", tags={"nar.role": "study"}).info.run_id
+    tracker.log_params(
+        run_id,
+        {
+            "model": config.model,
+            "space": config.search.space,
+            "sampler": config.sampler,
+            "objective": config.objective,
+            "n_trials": config.n_trials,
+            "storage": hide_password(config.storage_url),
+            "methods": space.methods(config.search),
+        },
+    )
+    tracker.log_files(run_id, {"study_config.json": json.dumps(config.masked(), indent=2)})
+    StudyRecord(mlflow_parent_run_id=run_id).write(study)
+    return run_id
+
+
+@dataclass
+class TrialBudget:
+    """Stops a study once this process has run `remaining` trials (failed ones too, so that a
+    failing study ends) or the study holds its `n_trials`. Infeasible draws cost nothing and do
+    not count, until there are `INFEASIBLE_DRAWS_PER_TRIAL` times `n_trials` of them."""
+
+    n_trials: int
+    remaining: int
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.remaining -= not infeasible_draw(trial)
+        if self.remaining <= 0 or counted(study) >= self.n_trials or out_of_draws(study, self.n_trials):
+            study.stop()
+
+
+def out_of_draws(study: optuna.Study, n_trials: int) -> bool:
+    """Whether the space gave so many infeasible draws that the study stopped short: it is too wide."""
+    return infeasible_draws(study) >= INFEASIBLE_DRAWS_PER_TRIAL * n_trials
