@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install test lint demo bench dashboard clean
+.PHONY: install test test-fast lint demo bench dashboard clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2
+
+# The inner loop: everything but the tests marked slow (trainings, studies, processes).
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 -m "not slow"
 
 # Style and the layering (search → lightning_modules → models, data; pyproject's contracts).
 lint: $(STAMP)

@@ -18,6 +18,7 @@ def timm_state(name: str) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in timm.create_model(name, num_classes=2).state_dict().items()}
 
 
+@pytest.mark.slow
 def test_a_plain_timm_state_dict_as_safetensors_and_as_pt(tmp_path):
     state = timm_state("resnet18")
     save_file(state, tmp_path / "base.safetensors")
@@ -70,6 +71,7 @@ def test_a_reduced_or_other_side_folder_is_refused(tmp_path):
         load_base(tmp_path / "full", "resnet34")
 
 
+@pytest.mark.slow
 def test_init_modes_registry_and_inherit_from_a_base(tmp_path):
     assert set(INIT_MODES) == {"scratch", "inherit"}
     original = original_spec("resnet18", 40)
@@ -85,6 +87,7 @@ def test_init_modes_registry_and_inherit_from_a_base(tmp_path):
         get_init_mode("pretrained")
 
 
+@pytest.mark.slow
 def test_an_export_folder_is_a_base(tmp_path):
     from nar_search.models.export import Preprocessing, export_model
 
@@ -116,6 +119,7 @@ def test_an_input_reduced_or_other_class_count_network_is_not_a_base(tmp_path):
         load_base(tmp_path / "three", "resnet18")
 
 
+@pytest.mark.slow
 def test_a_tampered_export_is_not_a_base(tmp_path):
     from nar_search.models.export import Preprocessing, export_model
 

@@ -49,6 +49,7 @@ def cli_output(*args: str, expect: int = 0) -> str:
     return output.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("by_name", [False, True], ids=["study-file", "name-and-storage"])
 def test_the_select_hint_exports_the_chosen_trial(study, by_name, tmp_path, monkeypatch):
     folder, _ = study
@@ -61,6 +62,7 @@ def test_the_select_hint_exports_the_chosen_trial(study, by_name, tmp_path, monk
     assert out.parts[0] == "exports" and (out / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_a_selection_carries_the_study_s_storage_and_tracking_uri(study, tmp_path, monkeypatch):
     folder, _ = study
     monkeypatch.chdir(folder)
@@ -76,6 +78,7 @@ def test_a_selection_carries_the_study_s_storage_and_tracking_uri(study, tmp_pat
     assert (source["study"], source["trial"], source["mlflow_run_id"]) == ("tiny", selection["trial"], selection["mlflow_run_id"])
 
 
+@pytest.mark.slow
 def test_the_status_hint_recovers_a_dead_workers_trial(study, monkeypatch):
     folder, _ = study
     monkeypatch.chdir(folder)
@@ -92,6 +95,7 @@ def test_the_status_hint_recovers_a_dead_workers_trial(study, monkeypatch):
     assert "workers that are gone" not in cli_output("study", "status", "tiny.yaml")
 
 
+@pytest.mark.slow
 def test_the_missing_study_hint_runs_it(study, patches, monkeypatch, capsys):
     folder, _ = study
     monkeypatch.chdir(folder)
@@ -106,6 +110,7 @@ def test_the_missing_study_hint_runs_it(study, patches, monkeypatch, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_the_dashboard_hint_serves_the_study_s_runs_until_ctrl_c(study, tmp_path):
     folder, output = study
     line = next(line for line in output.splitlines() if line.startswith("dashboard: "))

@@ -16,6 +16,7 @@ PAPER_TABLE = [
 ]
 
 
+@pytest.mark.slow
 def test_reduce_json_reproduces_the_papers_resnet_sweep(capsys):
     assert run_cli("reduce", "--model", "resnetv2_50", "--input-size", "240", "--phi", "0:5", "--json") == 0
     rows = json.loads(capsys.readouterr().out)
@@ -28,6 +29,7 @@ def test_reduce_json_reproduces_the_papers_resnet_sweep(capsys):
     assert all(a["gflops"] > b["gflops"] for a, b in itertools.pairwise(rows))
 
 
+@pytest.mark.slow
 def test_reduce_prints_a_table_per_stage(capsys):
     assert run_cli("reduce", "--model", "inception_v4", "--phi", "0,2") == 0
     out = capsys.readouterr().out
@@ -51,6 +53,7 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
     assert message in error and len(error.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_real_process_shows_no_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "nar_search.search.cli", "reduce", "--model", "resnet_nonexistent"],

@@ -39,6 +39,7 @@ def test_help_answers_without_heavy_libraries(command):
     assert "Usage" in result.stdout
 
 
+@pytest.mark.slow
 def test_prediction_loads_no_training_library():
     """`nar predict` costs torch and the inference engines, not Lightning, MLflow or Optuna."""
     code = "import nar_search.prediction.run, sys\nprint(sorted(m for m in ('lightning', 'mlflow', 'optuna') if m in sys.modules))"

@@ -40,6 +40,7 @@ def _thop_conv_linear_gflops(model: nn.Module, side: int) -> float:
     return 2 * macs / 1e9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "side"), [("resnetv2_50", 240), ("inception_v4", 299)])
 def test_flops_agree_with_thop_on_the_full_size_networks(name, side):
     model = timm.create_model(name, num_classes=2)

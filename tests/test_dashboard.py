@@ -85,6 +85,7 @@ def experiment_names(answer: dict) -> set[str]:
     return {experiment["name"] for experiment in answer.get("experiments", [])}
 
 
+@pytest.mark.slow
 def test_the_mlflow_ui_serves_nar_mlflow_home_and_sigterm_stops_its_server(tmp_path, monkeypatch):
     home = tmp_path / "elsewhere"
     monkeypatch.setenv("NAR_MLFLOW_HOME", str(home))
@@ -106,6 +107,7 @@ def test_the_mlflow_ui_serves_nar_mlflow_home_and_sigterm_stops_its_server(tmp_p
         dashboard.kill()
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_names_the_objectives_and_stops_on_sigterm(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="named", storage=url, directions=["maximize", "minimize"])

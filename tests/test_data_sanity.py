@@ -124,6 +124,7 @@ def test_inspect_shows_splits_per_slide_and_warns(images, tmp_path, capsys):
     assert "list each patch in one split" in output
 
 
+@pytest.mark.slow
 def test_training_warns_and_tags_the_run(images, workdir, capsys):
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")  # artifacts go to workdir/mlruns
     manifest = write_manifest(workdir / "copied.csv", val_copied_to_test(clean_rows(images)))

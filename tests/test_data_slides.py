@@ -14,6 +14,7 @@ from nar_search.data.synth_slide import read_slide_truth, truth_paths, write_syn
 from nar_search.data.tiling import SlideTileDataset, detect_tissue, hsv_saturation, tile_slide
 
 
+@pytest.mark.slow
 def test_synthetic_slide_opens_with_its_mpp_and_pyramid(synthetic_slide: Path):
     assert openslide.OpenSlide.detect_format(synthetic_slide) == "generic-tiff"
     with openslide.OpenSlide(synthetic_slide) as slide:

@@ -27,6 +27,7 @@ def test_labels_follow_the_lymphocyte_count(difficulty):
         assert (patch.lymphocytes >= 2) == bool(patch.label)
 
 
+@pytest.mark.slow
 def test_resolution_and_label_noise():
     patches = list(generate_patches(200, seed=1, mpp=1.0, label_noise=0.25))
     assert patches[0].image.shape == (50, 50, 3)
@@ -68,6 +69,7 @@ def test_cli_synth_slide(tmp_path: Path):
     assert truth.tissue.any() and truth.til_region.any()
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys):
     assert run_cli("data", "synth-slide", "--out", str(tmp_path / "s.tiff"), "--tile", "100") == 2
     assert "multiple of 16" in capsys.readouterr().err

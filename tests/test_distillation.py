@@ -83,6 +83,7 @@ def test_shuffled_training_batches_carry_each_patchs_own_targets(patches):
             assert torch.allclose(teacher(images), targets, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_distilled_student_learns_from_its_teacher_in_training_only(patches, tmp_path, monkeypatch):
     import nar_search.lightning_modules.classifier
 

@@ -36,6 +36,7 @@ def stand_in(monkeypatch):
     monkeypatch.setattr("nar_search.search.study.executor.train_in_run", stand_in_training)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "random", "tpe"])
 def test_every_sampler_runs_a_bayes_study_to_a_front(workdir, patches, stand_in, sampler):
     search = {"space": "bayes", "phi": {"low": 0, "high": 2}, "alpha": {"low": 1.1, "high": 1.3}, "beta": {"low": 1.05, "high": 1.15}}
@@ -73,6 +74,7 @@ def test_a_twin_whose_worker_died_is_not_waited_for():
     assert twins.trained_twin(study, "same-network", mine.number) is None
 
 
+@pytest.mark.slow
 def test_the_front_is_rendered_when_it_changes_not_after_every_trial(tmp_path, monkeypatch):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = tracker.client.create_run(tracker.experiment_id("renders")).info.run_id

@@ -98,6 +98,7 @@ def test_unknown_spec_family_is_refused():
         spec_from_json('{"family": "nope"}')
 
 
+@pytest.mark.slow
 def test_a_classifier_of_any_family_builds_after_importing_the_classifier_module_only():
     """As in a notebook that loads a checkpoint: no other module of ours imported first."""
     code = (

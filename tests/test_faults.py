@@ -81,6 +81,7 @@ def test_a_stop_during_a_tracking_call_is_raised_once_the_call_has_ended():
     assert steps == ["logged"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_study_fails_its_trial_kills_its_run_and_resumes_once(tmp_path, patches, signum, code):
     config = study_file(tmp_path, patches, name="stopped", training=SLOW_TRAINING, search={"space": "paper", "phi_values": PHIS})
@@ -125,10 +126,12 @@ def kill_the_baselines_worker(storage: str, tmp_path: Path, patches: Path, name:
     assert tracker.client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_journal_worker_loses_nothing(tmp_path, patches):
     kill_the_baselines_worker(f"journal:{tmp_path / 'study.journal'}", tmp_path, patches, "journal-kill")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
 def test_kill_9_of_a_postgresql_worker_loses_nothing_and_no_password_is_stored(tmp_path, patches):
     name = f"pg-kill-{uuid.uuid4().hex[:8]}"

@@ -51,6 +51,7 @@ def test_dominated_candidates_fill_the_quota_by_front_then_crowding():
     assert not promoted(rung[3], rung, factor=3)  # quota 2: the front alone
 
 
+@pytest.mark.slow
 def test_a_two_worker_study_stops_candidates_at_rungs_and_never_restarts_one(workdir, patches, capsys):
     config = study_file(
         workdir,

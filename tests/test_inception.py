@@ -52,6 +52,7 @@ def calibrate_batchnorm(model: nn.Module, side: int) -> None:
     model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_original_size_is_exactly_timms_network(model_name):
     side = SPEC_TYPES[model_name].min_input_size
@@ -70,6 +71,7 @@ def test_original_size_is_exactly_timms_network(model_name):
         assert torch.equal(model(x), reference(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_original_size_costs_timms_flops_and_runs_at_full_size(model_name):
     spec = original(model_name)
@@ -80,6 +82,7 @@ def test_original_size_costs_timms_flops_and_runs_at_full_size(model_name):
         assert spec.build().eval()(image(299)).shape == (1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_nar_reductions_build_run_and_shrink(model_name):
     counts, flops = [], []

@@ -10,6 +10,7 @@ def _kept_slice(source: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return source[tuple(slice(0, n) for n in shape)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "side"), [("resnetv2_50", 64), ("resnet18", 64)])
 def test_inherited_weights_are_the_sources_kept_slices(name, side):
     original = original_spec(name, side)
@@ -24,6 +25,7 @@ def test_inherited_weights_are_the_sources_kept_slices(name, side):
     assert target(torch.randn(1, 3, spec.input_size, spec.input_size)).shape == (1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
 def test_inception_inherits_through_concatenations(name):
     original = original_spec(name, 87)

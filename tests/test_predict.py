@@ -96,6 +96,7 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     return rows[0], np.array(rows[1:], float).reshape(-1, len(rows[0]))
 
 
+@pytest.mark.slow
 def test_every_format_holds_the_same_patches(maps, synthetic_slide):
     name = synthetic_slide.stem
     assert {p.name for p in maps.iterdir()} == {
@@ -331,6 +332,7 @@ def test_an_existing_out_is_written_into_only_with_overwrite(detector, synthetic
     assert {f"{name}.csv", f"prediction-{name}", f"{name}.heatmap.png"} < {p.name for p in (out / name).iterdir()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command, asked, sleeps",
     [("predict", None, True), ("predict", "ACTIVE", False), ("train", None, False)],
@@ -370,6 +372,7 @@ def map_files(out: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in out.glob("*/*")}
 
 
+@pytest.mark.slow
 def test_a_second_run_maps_only_the_slides_without_a_map_by_this_model(detector, three_slides, tmp_path, capsys):
     out = tmp_path / "maps"
     arguments = ["predict", three_slides, "--model", detector, "--out", out, "--workers", 0]

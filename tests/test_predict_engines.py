@@ -49,6 +49,7 @@ def tissue_and_noise(slide: Path, side: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([tissue, noise]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "onnx"])
 def test_every_float_engine_gives_pytorchs_float32_probabilities(engine, network, synthetic_slide):
     predictor = SlidePredictor(load_export(network), device="cpu", engine=engine, show_progress=False)
@@ -67,6 +68,7 @@ def test_pytorch_on_a_cpu_runs_channels_last_in_float32(network):
     assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
 
 
+@pytest.mark.slow
 def test_the_gpus_float16_path_keeps_float32s_probabilities(network, synthetic_slide):
     """Run on the CPU under CPU autocast: the numbers float16 gives, not a GPU's speed."""
     exported = load_export(network)
@@ -92,6 +94,7 @@ def test_onnx_runtime_engines_refuse_a_gpu_in_one_line(network):
     assert resolve_engine("auto", torch.device("cuda"), exported) == "torch"
 
 
+@pytest.mark.slow
 def test_onnx_runtime_runs_whole_batches_side_by_side_and_maps_them_in_grid_order(network, synthetic_slide):
     predictor = SlidePredictor(load_export(network), batch_size=4, device="cpu", engine="onnx", show_progress=False)
     net = predictor.net
@@ -110,6 +113,7 @@ def int8_summary(out: Path, slide: Path) -> dict:
     return json.loads((out / slide.stem / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_int8_maps_a_slide_and_reports_its_agreement_with_float32(detector, synthetic_slide, tmp_path):  # noqa: F811
     out = tmp_path / "maps"
     assert run_cli("predict", synthetic_slide, "--model", detector, "--out", out, "--engine", "onnx-int8", "--workers", 0) == 0
@@ -139,6 +143,7 @@ def test_int8_maps_a_slide_and_reports_its_agreement_with_float32(detector, synt
     assert len(til) == len(til_fp32) > 50 and np.mean((til >= 0.5) == (til_fp32 >= 0.5)) >= 0.98
 
 
+@pytest.mark.slow
 def test_int8_models_are_cached_by_export_and_calibration(detector, synthetic_slide, patch_folder, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "maps"
     arguments = ["predict", synthetic_slide, "--model", detector, "--out", out, "--engine", "onnx-int8", "--workers", 0]
@@ -177,6 +182,7 @@ def test_bad_engine_options_are_one_line_and_leave_no_out(extra, expected, detec
     assert not (tmp_path / "maps").exists()
 
 
+@pytest.mark.slow
 def test_the_onnx_engine_loads_no_model_building_library(network):
     """ONNX prediction reads the export's spec but never builds its network: timm, torchvision
     and Torch-Pruning (seconds of every process's start) stay unloaded until something does."""

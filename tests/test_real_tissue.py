@@ -98,6 +98,7 @@ def test_inspect_shows_the_task_classes_and_sources(capsys):
     assert "CRC-Prim-HE-05" in out and "holds 2 til-positive" in out  # 2 tiles a class and source: too few, said
 
 
+@pytest.mark.slow
 def test_one_epoch_on_real_tiles(tmp_path: Path):
     spec = nar_reduce(original_spec("resnet18", 40), 1)
     datamodule = PatchDataModule(TILES, input_size=spec.input_size, batch_size=8, source_options=LYMPHOCYTES)
@@ -127,6 +128,7 @@ def test_a_last_batch_of_one_patch_is_not_trained_on(tmp_path: Path):
     assert train_spec(spec, datamodule, config, tmp_path / "run", progress=False).runs[0].epochs == 1
 
 
+@pytest.mark.slow
 def test_nar_train_reads_the_task_and_records_the_splits(workdir: Path):
     tracking = f"sqlite:///{workdir / 'mlflow.db'}"
     task = ["--positive", "04_LYMPHO", "--exclude", "08_EMPTY", "--slide-pattern", SOURCE]

@@ -5,6 +5,7 @@ import socket
 import subprocess
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from nar_search.search.study.record import TrialRecord
@@ -27,6 +28,7 @@ def running_trial(study: optuna.Study, owner: dict[str, object]) -> optuna.trial
     return study._storage.get_trial(trial._trial_id)
 
 
+@pytest.mark.slow
 def test_a_dead_workers_trial_awaits_its_retry_until_recovery_queues_it_once(tmp_path):
     study = optuna.create_study()
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")  # untouched: these trials have no MLflow run

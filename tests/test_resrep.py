@@ -194,6 +194,7 @@ def resnetv2_bottleneck_convs(model: nn.Module) -> set[str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model_name", "side", "classifier"), [("resnetv2_50", 32, "head.fc"), ("inception_v4", 75, "last_linear")])
 def test_resrep_on_the_papers_networks(model_name, side, classifier):
     torch.manual_seed(0)
@@ -227,6 +228,7 @@ def test_resrep_on_the_papers_networks(model_name, side, classifier):
     assert spec_cost(again).gflops == pytest.approx(gflops)
 
 
+@pytest.mark.slow
 def test_callback_trains_masks_and_converts_a_patch_classifier(monkeypatch):
     torch.manual_seed(0)
     resets = []

@@ -43,6 +43,7 @@ def load(config_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=config["name"], storage=open_storage(config["storage"]))
 
 
+@pytest.mark.slow
 def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     config = study_file(workdir, patches)
     assert run_cli("study", "run", str(config)) == 0
@@ -97,6 +98,7 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     assert chosen["gflops"] == min(t.user_attrs["gflops"] for t in trials)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, patches, capsys, sampler):
     # Much of this box has α·β² > 2 (γ < 1) or an input side below 32 px at large ϕ.
@@ -115,6 +117,7 @@ def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, pat
     assert f"infeasible draws │ {len(infeasible)} " in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_study_whose_space_gives_no_network_stops_short_and_says_so(workdir, patches, capsys):
     search = {"space": "bayes", "phi": {"low": 1, "high": 3}, "alpha": {"low": 1.7, "high": 1.8}, "beta": {"low": 1.2, "high": 1.3}}
     config = study_file(workdir, patches, name="void", sampler="random", n_trials=2, search=search)  # α·β² > 2 throughout
@@ -124,6 +127,7 @@ def test_a_study_whose_space_gives_no_network_stops_short_and_says_so(workdir, p
     assert "stopped short at 1/2 trials: 20 draws gave no network" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_interrupted_study_resumes(workdir, patches, monkeypatch):
     config = study_file(workdir, patches, name="resumable")
     real_train = nar_search.search.training_run.train_spec
@@ -160,6 +164,7 @@ def _postgres_reachable() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
 def test_two_workers_share_one_postgresql_study(workdir, patches):
     name = f"workers-{uuid.uuid4().hex[:8]}"
@@ -210,6 +215,7 @@ def test_bad_configs_are_one_clear_line_and_leave_no_study(workdir, patches, cap
     assert not (workdir / "study.db").exists() or not optuna.get_all_study_names(f"sqlite:///{workdir / 'study.db'}")
 
 
+@pytest.mark.slow
 def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
     search = {
         "space": "paper",
@@ -232,6 +238,7 @@ def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
     assert {r["trial"] for r in rows if r["pareto"]} == {t.number for t in study.best_trials}
 
 
+@pytest.mark.slow
 def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(workdir, patches, capsys):
     from nar_search.models.cost import spec_cost
     from nar_search.models.reduce import nar_reduce
@@ -261,6 +268,7 @@ def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(wor
     assert front and all(row["gflops"] <= budget for row in front)
 
 
+@pytest.mark.slow
 def test_a_budget_study_under_hyperband_reports_each_epoch_and_ends_every_run(workdir, patches):
     training = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}
     config = study_file(workdir, patches, name="hyperband", objective="budget", gflops_budget=10.0, pruner="hyperband", training=training)
@@ -274,6 +282,7 @@ def test_a_budget_study_under_hyperband_reports_each_epoch_and_ends_every_run(wo
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow
 def test_a_run_stopped_early_on_purpose_is_finished_and_says_why(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(optuna.TrialPruned), tracker.run("early", "pruned") as run_id:
@@ -283,6 +292,7 @@ def test_a_run_stopped_early_on_purpose_is_finished_and_says_why(tmp_path):
     assert run.data.tags["nar.stopped_early"] == "val AUC under the median at epoch 2"
 
 
+@pytest.mark.slow
 def test_a_candidate_over_the_budget_is_pruned_with_a_finished_run_that_says_so(workdir, patches):
     from nar_search.models.cost import spec_cost
     from nar_search.models.reduce import nar_reduce

@@ -33,6 +33,7 @@ def child_runs(workdir: Path, name: str) -> dict[str, object]:
     return {r.data.tags["optuna.trial_number"]: r for r in runs}
 
 
+@pytest.mark.slow
 def test_a_given_base_is_evaluated_and_its_weights_start_every_trial(workdir, patches, base_folder, monkeypatch):
     started = []
     real_initialise = nar_search.models.init_modes.inherit.Inherit.initialise
@@ -61,6 +62,7 @@ def test_a_given_base_is_evaluated_and_its_weights_start_every_trial(workdir, pa
     assert torch.equal(state["conv1.weight"], base_state["conv1.weight"][:width])
 
 
+@pytest.mark.slow
 def test_without_a_base_the_baseline_trains_once_and_a_resume_reuses_it(workdir, patches, monkeypatch):
     config = study_file(workdir, patches, name="selfbased", n_trials=2)
     assert run_cli("study", "run", str(config)) == 0
@@ -83,6 +85,7 @@ def test_without_a_base_the_baseline_trains_once_and_a_resume_reuses_it(workdir,
     assert child_runs(workdir, "selfbased")["2"].data.params["init"] == "inherit"
 
 
+@pytest.mark.slow
 def test_a_plain_timm_state_dict_is_a_base(workdir, patches, tmp_path):
     state = {k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=2).state_dict().items()}
     save_file(state, tmp_path / "timm.safetensors")
@@ -101,6 +104,7 @@ def test_a_base_that_does_not_fit_is_one_line_and_writes_nothing(workdir, patche
     assert not (workdir / "study.db").exists() or not optuna.get_all_study_names(f"sqlite:///{workdir / 'study.db'}")
 
 
+@pytest.mark.slow
 def test_the_paper_protocol_trains_from_scratch(workdir, patches):
     config = study_file(
         workdir,
@@ -114,6 +118,7 @@ def test_the_paper_protocol_trains_from_scratch(workdir, patches):
     assert params["init"] == "scratch" and params["distill"] == "none"
 
 
+@pytest.mark.slow
 def test_nar_train_refuses_a_base_that_does_not_fit(workdir, patches, tmp_path, capsys):
     state = {k: v.contiguous() for k, v in timm.create_model("resnet34", num_classes=2).state_dict().items()}
     save_file(state, tmp_path / "other.safetensors")

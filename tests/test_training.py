@@ -43,6 +43,7 @@ def train(tracker, data, tmp_path, **kwargs):
     return train_and_record(tracker, "tests", "tiny", tiny_spec(), DataSettings(data), TINY, tmp_path, progress=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_training_records_params_metrics_and_artifacts(tracker, patches, tmp_path):
     outcome = train(tracker, patches, tmp_path)
     run = tracker.client.get_run(outcome.run_id)
@@ -82,6 +83,7 @@ def test_training_records_params_metrics_and_artifacts(tracker, patches, tmp_pat
         assert torch.allclose(rebuilt(batch), original(batch))
 
 
+@pytest.mark.slow
 def test_auc_is_measured_on_the_held_out_split(tracker, patches, tmp_path, monkeypatch):
     seen = {}
     original_test_step = PatchClassifier.test_step
@@ -107,6 +109,7 @@ def _failed_run(tracker):
     return runs[0]
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_the_run_clearly(tracker, patches, tmp_path, monkeypatch):
     monkeypatch.setattr(PatchClassifier, "forward", lambda self, x: torch.full((len(x), 2), float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match="loss is nan"):
