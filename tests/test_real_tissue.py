@@ -175,3 +175,9 @@ def test_a_study_refuses_a_task_that_does_not_fit_before_it_exists(workdir: Path
     assert run_cli("study", "run", study) != 0
     assert "no class folder 'LYMPHO'" in capsys.readouterr().err
     assert not (workdir / "studies").exists() and not (workdir / "mlflow").exists()
+
+
+def test_the_demo_finds_its_study_file_and_tiles():
+    from nar_search.search.cli.demo import DEMO_CONFIG, TILES
+
+    assert DEMO_CONFIG.is_file() and (TILES / "04_LYMPHO").is_dir()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nar_search.search.cli.console import console
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # search/cli/demo.py → the repository
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 TILES = ROOT / "samples" / "kather2016"
 # Named apart from the synthetic demo's demo/base, which an older checkout may have left.
