@@ -59,6 +59,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "resnetv2_50"
 ISO_AUC_MARGIN = 0.005
+BAYES_NAR = {"alpha": {"low": 1.0, "high": 1.6}, "beta": {"low": 1.0, "high": 1.3}}  # γ derived: α·β²·γ² = 2
 BOOTSTRAP_RESAMPLES = 200
 
 
@@ -288,12 +289,13 @@ def run_job(job: Job, profile: Profile, manifest: Path, work: Path, base: str | 
     from nar_search.models.cost import spec_cost
     from nar_search.models.registry import original_spec
     from nar_search.models.weights import save_network
-    from nar_search.search.methods import ReductionOptions, get_method
+    from nar_search.search.methods import get_method
 
     torch.set_num_threads(1 if profile.workers > 1 else torch.get_num_threads())
     method = get_method(job.method)
     given = load_base(base, MODEL, profile.base_side) if base else None
-    candidate = method.from_options(original_spec(MODEL, profile.base_side), ReductionOptions(**job.options))
+    settings = {key: value for key, value in job.options.items() if key != "phi"}
+    candidate = method.candidate(original_spec(MODEL, profile.base_side), job.options.get("phi", 0.0), method.settings(settings))
     hooks = method.training(candidate)
     config = TrainingConfig(
         epochs=job.epochs,
@@ -419,12 +421,7 @@ def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) ->
         profile.tuned_epochs,
         sampler="gp",
         n_trials=profile.study_trials,
-        search={
-            "space": "bayes",
-            "phi": {"low": 0.5, "high": max(profile.phis)},
-            "alpha": {"low": 1.0, "high": 1.6},
-            "beta": {"low": 1.0, "high": 1.3},
-        },
+        search={"phi": {"low": 0.5, "high": max(profile.phis)}, "methods": {"nar": BAYES_NAR}},
     )
     # A trial that reused an earlier one's network (two workers asked for the same point) is no new point.
     front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline") and "reused_from" not in t.user_attrs]
@@ -442,11 +439,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
 
     full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
     base, train = Path(full["network"]), manifest_counts(manifest)["train"]["patches"]
-    space = {
-        "phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)},
-        "alpha": {"low": 1.0, "high": 1.6},
-        "beta": {"low": 1.0, "high": 1.3},
-    }
+    space = {"phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)}, "methods": {"nar": BAYES_NAR}}
     studies = {
         "full-budget grid (paper α β γ)": run_study(
             profile,
@@ -457,7 +450,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
             profile.fidelity_epochs,
             sampler="grid",
             n_trials=len(profile.grid_phis) + 1,
-            search={"space": "paper", "phi_values": [0, *profile.grid_phis]},
+            search={"phi": [0, *profile.grid_phis]},
         ),
         "multi-fidelity TPE (α β ϕ)": run_study(
             profile,
@@ -468,7 +461,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
             profile.fidelity_epochs,
             sampler="tpe",
             n_trials=profile.fidelity_trials,
-            search={"space": "bayes", **space},
+            search=space,
             pruner="halving",
             halving=profile.halving,
         ),

@@ -60,7 +60,10 @@ def main() -> None:
                     "model": args.model,
                     "input_size": args.input_size,
                     "data": {"source": str(folder / "patches")},
-                    "search": {"space": "bayes", "phi": {"low": 0, "high": 2}},
+                    "search": {
+                        "phi": {"low": 0, "high": 2},
+                        "methods": {"nar": {"alpha": {"low": 1.0, "high": 1.6}, "beta": {"low": 1.0, "high": 1.3}}},
+                    },
                     "sampler": "random",
                     "n_trials": args.trials,
                     "storage": f"sqlite:///{folder / 'study.db'}",

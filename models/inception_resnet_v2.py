@@ -208,6 +208,7 @@ def scale_repeats(repeats: tuple[int, int, int], depth_factor: float, rounding: 
 @dataclass(frozen=True, kw_only=True)
 class InceptionResNetV2Spec(ArchSpec):
     family: ClassVar[str] = "inception_resnet_v2"
+    exact_models: ClassVar[tuple[str, ...]] = ("inception_resnet_v2",)
     # Valid (unpadded) 3×3 convs and pools, five of them at stride 2: 75 px reach the head at
     # 1×1, 74 px end at 2×2 before Mixed-7a's 3×3 kernels.
     min_input_size: ClassVar[int] = 75

@@ -254,6 +254,7 @@ class InceptionV4(nn.Module):
 @dataclass(frozen=True, kw_only=True)
 class InceptionV4Spec(ArchSpec):
     family: ClassVar[str] = "inception_v4"
+    exact_models: ClassVar[tuple[str, ...]] = ("inception_v4",)
     # Valid (unpadded) 3×3 convs and pools, five of them at stride 2: 75 px reach the head at
     # 1×1, 74 px end at 2×2 before Reduction-B's 3×3 kernels.
     min_input_size: ClassVar[int] = 75

@@ -40,7 +40,11 @@ class NARCoefficients:
     @property
     def cost_base(self) -> float:
         """α·β²·γ²: the factor by which cost falls per unit of ϕ."""
-        return self.alpha * self.beta**2 * self.gamma**2
+        return self.product(self.alpha, self.beta, self.gamma)
+
+    @staticmethod
+    def product(alpha: float, beta: float, gamma: float) -> float:
+        return alpha * beta**2 * gamma**2
 
     def factors(self, phi: float) -> tuple[float, float, float]:
         """(depth, width, resolution) multipliers at ϕ."""

@@ -5,18 +5,8 @@ from __future__ import annotations
 import timm
 
 from nar_search.models.errors import ModelError
-from nar_search.models.inception_resnet_v2 import InceptionResNetV2Spec
-from nar_search.models.inception_v4 import InceptionV4Spec
-from nar_search.models.resnetv2 import ResNetV2Spec
-from nar_search.models.spec import ArchSpec
+from nar_search.models.spec import ArchSpec, exact_families
 from nar_search.models.timm_generic import TimmCNNSpec
-
-# The paper's networks have their own exact specs; any other timm CNN goes the generic way.
-EXACT_FAMILIES: dict[str, type[ArchSpec]] = {
-    "resnetv2_50": ResNetV2Spec,
-    "inception_v4": InceptionV4Spec,
-    "inception_resnet_v2": InceptionResNetV2Spec,
-}
 
 
 def default_input_size(model_name: str) -> int:
@@ -25,14 +15,15 @@ def default_input_size(model_name: str) -> int:
 
 def original_spec(model_name: str, input_size: int | None = None, num_classes: int = 2) -> ArchSpec:
     """The unreduced network as a spec, at `input_size` (default: timm's for the model)."""
+    exact = exact_families()
     if model_name not in timm.list_models():
-        examples = ", ".join(EXACT_FAMILIES)
+        examples = ", ".join(exact)
         raise ModelError(f"unknown model {model_name!r}: use a timm model name such as {examples}, resnet50 or efficientnet_b0")
     if num_classes < 2:
         raise ModelError(f"num_classes = {num_classes}: a classifier needs at least 2 classes")
     side = input_size or default_input_size(model_name)
-    if model_name in EXACT_FAMILIES:
-        spec = EXACT_FAMILIES[model_name](model_name=model_name, input_size=side, num_classes=num_classes)
+    if model_name in exact:
+        spec = exact[model_name](model_name=model_name, input_size=side, num_classes=num_classes)
     else:
         spec = TimmCNNSpec.original(model_name, side, num_classes)
     if side < spec.min_input_size:

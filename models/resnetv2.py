@@ -31,6 +31,7 @@ def _exact_widths() -> Iterator[None]:
 @dataclass(frozen=True, kw_only=True)
 class ResNetV2Spec(ArchSpec):
     family: ClassVar[str] = "resnetv2"
+    exact_models: ClassVar[tuple[str, ...]] = ("resnetv2_50",)
 
     depths: tuple[int, ...] = (3, 4, 6, 3)
     mid_widths: tuple[int, ...] = (64, 128, 256, 512)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from nar_search.models.errors import ModelError
+from nar_search.models.name_registry import Registry
 from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding
 
 if TYPE_CHECKING:  # type hints only: a spec (and the CLI's --help) stays free of torch until it builds
@@ -48,6 +49,9 @@ class ArchSpec:
 
     family: ClassVar[str]
     min_input_size: ClassVar[int] = 32
+    # The timm models this family reproduces exactly (the paper's networks); any other timm
+    # CNN goes the generic way (timm_generic.py).
+    exact_models: ClassVar[tuple[str, ...]] = ()
 
     model_name: str
     input_size: int
@@ -78,17 +82,27 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-_SPEC_TYPES: dict[str, type[ArchSpec]] = {}
+_SPEC_TYPES: Registry[type[ArchSpec]] = Registry("architecture family")
+_EXACT_MODELS: Registry[type[ArchSpec]] = Registry("exactly reproduced model")
 FAMILY_MODULES = ("resnetv2", "inception_v4", "inception_resnet_v2", "timm_generic", "resrep")
 
 
 def register_spec(spec_type: type[ArchSpec]) -> type[ArchSpec]:
-    """Class decorator: makes a family's spec type loadable from JSON by its `family` name."""
-    _SPEC_TYPES[spec_type.family] = spec_type
+    """Class decorator: makes a family's spec type loadable from JSON by its `family` name,
+    and the family of the timm models it reproduces exactly."""
+    _SPEC_TYPES.add(spec_type.family, spec_type)
+    for model_name in spec_type.exact_models:
+        _EXACT_MODELS.add(model_name, spec_type)
     return spec_type
 
 
-def spec_types() -> dict[str, type[ArchSpec]]:
+def exact_families() -> Registry[type[ArchSpec]]:
+    """The family of each timm model reproduced exactly, by model name."""
+    spec_types()
+    return _EXACT_MODELS
+
+
+def spec_types() -> Registry[type[ArchSpec]]:
     """Every family's spec type by name, complete however little of the package the caller
     imported (a notebook that loads a checkpoint imports the classifier only). The families are
     imported here rather than with this module: they bring torch, and the CLI's --help starts

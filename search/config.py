@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from nar_search.data.fractions import TEST_FRACTION, VAL_FRACTION
 from nar_search.lightning_modules.distill_settings import DistillSettings
-from nar_search.lightning_modules.settings import (
-    RESREP_MASK_INTERVAL,
-    RESREP_MAX_NEW,
-    RESREP_WARMUP_EPOCHS,
-    Scheduler,
-    TrainingConfig,
-)
+from nar_search.lightning_modules.settings import Scheduler, TrainingConfig
 from nar_search.models import DEFAULT_MODEL
+from nar_search.models.errors import ModelError
 from nar_search.models.init_modes import get_init_mode
-from nar_search.models.reduce import DEFAULT_TOLERANCE
-from nar_search.models.rounding import Rounding
+from nar_search.search.config_upgrade import upgrade_search_space
 from nar_search.search.errors import StudyConfigError
-from nar_search.search.methods import ReductionOptions, get_method
+from nar_search.search.methods import Dimension, MethodSettings, Range, get_method
+from nar_search.search.methods.settings import lower_bound
 from nar_search.search.urls import hide_password
 
 
@@ -86,69 +80,40 @@ class HalvingConfig(_Strict):
     rungs: int = Field(default=3, ge=2)
 
 
-class Range(_Strict):
-    low: float
-    high: float
-    step: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be ≥ low ({self.low})")
-        return self
-
-
 class SearchSpace(_Strict):
-    """What is searched. `paper`: the paper's α, β, γ, ϕ over `phi_values`; `grid`: every
-    (α, β, γ) of the value lists with α·β²·γ² within tolerance of 2, times `phi_values`;
-    `bayes`: α and β sampled, γ derived so that α·β²·γ² = 2, ϕ in `phi`; `ir`: input
-    reduction over `phi_values`. `methods` adds other methods' trials to the same study."""
+    """What is searched: ϕ, the reduction axis that NAR and IR share (a list, or a range that a
+    sampler draws from), and the methods a study mixes, each with its own settings (see
+    search/methods/). `methods: [nar, ir]` is short for the methods with their defaults."""
 
-    space: Literal["paper", "grid", "bayes", "ir"] = "paper"
-    methods: list[str] = Field(default_factory=lambda: ["nar"], min_length=1)
-    flops_target_values: list[float] = Field(default_factory=lambda: [0.75, 0.5, 0.3])
-    resrep_mask_interval: int = Field(default=RESREP_MASK_INTERVAL, ge=1)
-    resrep_warmup_epochs: int = Field(default=RESREP_WARMUP_EPOCHS, ge=0)
-    resrep_max_new: int = Field(default=RESREP_MAX_NEW, ge=1)
-    phi_values: list[float] = Field(default_factory=lambda: [0, 1, 2, 3])
-    phi: Range = Range(low=0, high=3)
-    alpha_values: list[float] = Field(default_factory=lambda: [1.1, 1.2, 1.3])
-    beta_values: list[float] = Field(default_factory=lambda: [1.05, 1.1, 1.15])
-    gamma_values: list[float] = Field(default_factory=lambda: [1.1, 1.15, 1.2])
-    alpha: Range = Range(low=1.0, high=1.6)
-    beta: Range = Range(low=1.0, high=1.3)
-    tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0, lt=1)
-    rounding: Rounding = ReductionOptions.rounding
+    phi: Dimension = Field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
+    methods: dict[str, SerializeAsAny[MethodSettings]] = Field(default_factory=lambda: {"nar": get_method("nar").settings({})})
 
-    @field_validator("methods")
+    @model_validator(mode="before")
     @classmethod
-    def _registered(cls, names: list[str]) -> list[str]:
-        for name in names:
-            get_method(name)  # the registry as it is now: methods registered after import count too
-        return names
+    def _from_earlier_files(cls, data: Any) -> Any:
+        return upgrade_search_space(data) if isinstance(data, dict) else data
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _each_method_its_settings(cls, methods: Any) -> Any:
+        if isinstance(methods, list):
+            methods = {name: {} for name in methods}
+        if not isinstance(methods, dict) or not methods:
+            raise ValueError("give at least one method, e.g. `methods: {nar: {}}` or `methods: [nar, ir]`")
+        try:  # the registry as it is now: methods registered after import count too
+            return {name: get_method(name).settings(settings or {}) for name, settings in methods.items()}
+        except ModelError as error:
+            raise ValueError(str(error)) from None
 
     @model_validator(mode="after")
-    def _valid_values(self) -> SearchSpace:
-        if any(v < 0 for v in self.phi_values) or self.phi.low < 0:
+    def _valid_phi(self) -> SearchSpace:
+        if lower_bound(self.phi) < 0:
             raise ValueError("ϕ values must be ≥ 0 (ϕ = 0 is the original network)")
-        for name in ("alpha_values", "beta_values", "gamma_values"):
-            if any(v < 1 for v in getattr(self, name)):
-                raise ValueError(f"{name} must all be ≥ 1: NAR scales networks down")
-        if any(not 0 < v < 1 for v in self.flops_target_values):
-            raise ValueError("flops_target_values are fractions of the original FLOPs, each in (0, 1)")
-        if self.alpha.low < 1 or self.beta.low < 1:
-            raise ValueError("alpha and beta ranges must start at ≥ 1")
-        if self.space == "grid" and not self.admissible_coefficients():
-            raise ValueError(
-                f"no (α, β, γ) of the grid has α·β²·γ² within {self.tolerance:.0%} of 2: "
-                "change alpha_values, beta_values, gamma_values or the tolerance"
-            )
         return self
 
-    def admissible_coefficients(self) -> list[tuple[float, float, float]]:
-        """The grid's (α, β, γ) whose α·β²·γ² lies within the tolerance of 2."""
-        grid = itertools.product(self.alpha_values, self.beta_values, self.gamma_values)
-        return [c for c in grid if abs(c[0] * c[1] ** 2 * c[2] ** 2 - 2) <= 2 * self.tolerance]
+    def is_discrete(self) -> bool:
+        """Whether the grid sampler can walk the space: no range in it."""
+        return not isinstance(self.phi, Range) and all(settings.is_discrete() for settings in self.methods.values())
 
 
 class StudyConfig(_Strict):
@@ -186,13 +151,18 @@ class StudyConfig(_Strict):
             raise ValueError(f"pruner 'halving' needs rungs: training.epochs ({self.training.epochs}) must be at least 2")
         if self.pruner == "halving" and self.training.seeds > 1:
             raise ValueError("pruner 'halving' judges one training per candidate: set training.seeds to 1")
-        if self.sampler == "grid" and self.search.space == "bayes":
-            raise ValueError("the grid sampler needs a discrete space (paper, grid or ir), not bayes")
+        if self.sampler == "grid" and not self.search.is_discrete():
+            raise ValueError("the grid sampler needs values to walk: give lists, not ranges, in search (or use another sampler)")
         return self
 
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///studies/{self.name}.db"
+
+    def with_methods(self, names: list[str]) -> StudyConfig:
+        """The study searching `names`, each with its settings here or its defaults (`--methods`)."""
+        methods = {name: self.search.methods[name].model_dump() if name in self.search.methods else {} for name in names}
+        return _validated(self.model_dump() | {"search": self.search.model_dump() | {"methods": methods}}, "--methods")
 
     def masked(self) -> dict[str, Any]:
         """The settings as stored beside the study (Optuna attributes, MLflow artifacts):
@@ -234,6 +204,10 @@ def load_study_config(path: Path | None, overrides: dict[str, Any]) -> StudyConf
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    return _validated(data, origin)
+
+
+def _validated(data: dict[str, Any], origin: str) -> StudyConfig:
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as error:

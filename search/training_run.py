@@ -4,7 +4,7 @@ and what every study trial does as a child run of its study."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,12 @@ def train_and_record(
     base: BaseNetwork | None = None,
     progress: bool = True,
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> CandidateOutcome:
-    """`nar train`: `spec` trained in a run of its own (see `train_in_run`)."""
+    """`nar train`: `spec` trained in a run of its own (see `train_in_run`); `params`: what
+    the run records beside its network, training and data (the method's settings)."""
     with tracker.run(experiment, run_name) as run_id:
+        tracker.log_params(run_id, params or {})
         return train_in_run(
             tracker, run_id, spec, data, config, run_dir, callbacks=callbacks, base=base, progress=progress, finalize=finalize
         )

@@ -27,7 +27,7 @@ def study(tmp_path_factory, patches) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("hints")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        config = study_file(folder, patches, n_trials=2, search={"space": "paper", "phi_values": [0, 1]})
+        config = study_file(folder, patches, n_trials=2, search={"phi": [0, 1]})
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
             assert run_cli("study", "run", config.name) == 0  # named as a user would, from its folder
@@ -99,7 +99,7 @@ def test_the_status_hint_recovers_a_dead_workers_trial(study, monkeypatch):
 def test_the_missing_study_hint_runs_it(study, patches, monkeypatch, capsys):
     folder, _ = study
     monkeypatch.chdir(folder)
-    other = study_file(folder, patches, name="other", n_trials=1, search={"space": "paper", "phi_values": [0]})
+    other = study_file(folder, patches, name="other", n_trials=1, search={"phi": [0]})
     assert run_cli("study", "status", other.name) == 2  # its storage holds tiny only
     error = capsys.readouterr().err
     words = shlex.split(error.split("`")[1])

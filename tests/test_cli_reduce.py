@@ -39,7 +39,7 @@ def test_reduce_prints_a_table_per_stage(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--alpha", "2", "--beta", "1.5", "--gamma", "1.5"], "not within"),
+        (["--alpha", "2", "--beta", "1.5", "--gamma", "1.5"], "α·β²·γ² = 10.125"),
         (["--alpha", "0.9"], "must be ≥ 1"),
         (["--phi", "-1"], "≥ 0"),
         (["--model", "resnet_nonexistent"], "unknown model"),

@@ -39,7 +39,7 @@ def stand_in(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "random", "tpe"])
 def test_every_sampler_runs_a_bayes_study_to_a_front(workdir, patches, stand_in, sampler):
-    search = {"space": "bayes", "phi": {"low": 0, "high": 2}, "alpha": {"low": 1.1, "high": 1.3}, "beta": {"low": 1.05, "high": 1.15}}
+    search = {"phi": {"low": 0, "high": 2}, "methods": {"nar": {"alpha": {"low": 1.1, "high": 1.3}, "beta": {"low": 1.05, "high": 1.15}}}}
     config = study_file(workdir, patches, name=f"with-{sampler}", sampler=sampler, search=search, n_trials=6)
     assert run_cli("study", "run", str(config)) == 0
     study = load(config)

@@ -84,7 +84,7 @@ def test_a_stop_during_a_tracking_call_is_raised_once_the_call_has_ended():
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_study_fails_its_trial_kills_its_run_and_resumes_once(tmp_path, patches, signum, code):
-    config = study_file(tmp_path, patches, name="stopped", training=SLOW_TRAINING, search={"space": "paper", "phi_values": PHIS})
+    config = study_file(tmp_path, patches, name="stopped", training=SLOW_TRAINING, search={"phi": PHIS})
     process = start(config, tmp_path)
     stopped = claimed_trial(config, 1)
     process.send_signal(signum)
@@ -109,9 +109,7 @@ def test_a_stopped_study_fails_its_trial_kills_its_run_and_resumes_once(tmp_path
 
 
 def kill_the_baselines_worker(storage: str, tmp_path: Path, patches: Path, name: str) -> None:
-    config = study_file(
-        tmp_path, patches, name=name, training=SLOW_TRAINING, storage=storage, workers=2, search={"space": "paper", "phi_values": PHIS}
-    )
+    config = study_file(tmp_path, patches, name=name, training=SLOW_TRAINING, storage=storage, workers=2, search={"phi": PHIS})
     process = start(config, tmp_path)
     baseline = claimed_trial(config, 0)
     os.kill(baseline.user_attrs["worker"]["pid"], signal.SIGKILL)

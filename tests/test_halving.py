@@ -61,7 +61,7 @@ def test_a_two_worker_study_stops_candidates_at_rungs_and_never_restarts_one(wor
         n_trials=7,
         storage=f"journal:{workdir / 'study.journal'}",
         training={"epochs": 4, "batch_size": 24, "patience": None, "accelerator": "cpu"},
-        search={"space": "paper", "methods": ["nar", "ir"], "phi_values": [0, 0.5, 1, 1.5, 2]},
+        search={"phi": [0, 0.5, 1, 1.5, 2], "methods": ["nar", "ir"]},
         pruner="halving",
         halving={"factor": 2, "rungs": 3},
     )

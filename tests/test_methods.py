@@ -10,14 +10,15 @@ import optuna
 import pytest
 from conftest import run_cli
 from optuna.trial import FixedTrial
+from pydantic import Field
 
 from nar_search.models.reduce import input_reduce, nar_reduce
 from nar_search.models.registry import original_spec
 from nar_search.models.spec import ArchSpec
 from nar_search.search.config import SearchSpace, StudyConfigError, load_study_config
-from nar_search.search.methods import METHODS, Candidate, ReductionMethod, ReductionOptions, get_method, register
+from nar_search.search.methods import METHODS, Candidate, Dimension, MethodSettings, ReductionMethod, get_method, register
 from nar_search.search.methods.nar import GAMMA_CONSTRAINT, INPUT_CONSTRAINT
-from nar_search.search.study.space import baseline_params, grid_search_space, methods, suggest_method
+from nar_search.search.study.space import baseline_params, grid_search_space, suggest
 
 ROOT = Path(__file__).parents[1]
 
@@ -27,8 +28,16 @@ def resnet() -> ArchSpec:
     return original_spec("resnetv2_50", 240)
 
 
-def build(name: str, original: ArchSpec, **options: Any) -> Candidate:
-    return get_method(name).from_options(original, ReductionOptions(**options))
+def build(name: str, original: ArchSpec, phi: float = 0.0, **settings: Any) -> Candidate:
+    method = get_method(name)
+    return method.candidate(original, phi, method.settings(settings))
+
+
+def space(**search: Any) -> SearchSpace:
+    return SearchSpace.model_validate(search)
+
+
+BAYES = {"phi": {"low": 0, "high": 3}, "methods": {"nar": {"alpha": {"low": 1.0, "high": 1.6}, "beta": {"low": 1.0, "high": 1.3}}}}
 
 
 def test_importing_the_package_registers_every_method_and_stays_light():
@@ -91,19 +100,66 @@ def test_each_method_describes_its_candidates(resnet):
 
 
 def test_grid_and_baseline_gather_what_each_method_of_the_study_adds():
-    mixed = SearchSpace(space="paper", methods=["nar", "ir", "resrep"], phi_values=[0, 1, 2], flops_target_values=[0.5])
+    mixed = space(phi=[0, 1, 2], methods={"nar": {}, "ir": {}, "resrep": {"flops_target": [0.5]}})
     assert grid_search_space(mixed) == {"phi": [1.0, 2.0], "method": ["nar", "ir", "resrep"], "flops_target": [0.5]}
     assert baseline_params(mixed) == {"phi": 0.0, "method": "nar"}
-    grid = SearchSpace(space="grid", alpha_values=[1.2], beta_values=[1.1], gamma_values=[1.15, 1.2], phi_values=[0, 1])
+    grid = space(phi=[0, 1], methods={"nar": {"alpha": [1.2], "beta": [1.1], "gamma": [1.15, 1.2]}})
     assert grid_search_space(grid) == {"phi": [1.0], "coefficients": ["1.2,1.1,1.15", "1.2,1.1,1.2"]}
     assert baseline_params(grid) == {"phi": 0.0, "coefficients": "1.2,1.1,1.15"}
-    assert baseline_params(SearchSpace(space="bayes")) == {"phi": 0.0, "alpha": 1.2, "beta": 1.1}
-    assert methods(SearchSpace(space="ir", methods=["nar", "resrep"])) == ["ir"]
+    assert baseline_params(space(**BAYES)) == {"phi": 0.0, "alpha": 1.2, "beta": 1.1}
+    # a categorical's baseline value is one of its choices; a range's is the paper's, so that γ ≥ 1
+    assert baseline_params(space(methods={"nar": {"alpha": {"low": 1.7, "high": 1.8}, "beta": [1.05, 1.2]}})) == {
+        "phi": 0.0,
+        "alpha": 1.2,
+        "beta": 1.05,
+    }
+
+
+def test_a_methods_settings_are_checked_where_they_are_written():
+    cases = [
+        ({"nar": {"alpha": {"low": 1.0, "high": 1.5}, "gamma": 1.2}}, "search.methods: nar: gamma is derived"),
+        ({"nar": {"gamma": {"low": 1.0, "high": 1.5}}}, "gamma is a range only through α and β"),
+        ({"nar": {"alpha": [0.9, 1.2]}}, "nar: alpha must be ≥ 1"),
+        ({"nar": {"alpha": [1.6], "beta": [1.3], "gamma": [1.3]}}, "within 5% of 2"),
+        ({"resrep": {"flops_target": [0.5, 1.2]}}, "fraction of the original FLOPs"),
+        ({"resrep": {"mask_intervall": 3}}, "resrep.mask_intervall: Extra inputs are not permitted"),
+        ({"ir": {"gamma": [1.1, 1.2]}}, "ir.gamma: Input should be a valid number"),
+    ]
+    for methods, message in cases:
+        with pytest.raises(StudyConfigError, match=message):
+            load_study_config(None, {"name": "s", "data.source": "patches", "search.methods": methods})
+
+
+def test_study_files_of_the_earlier_form_read_as_they_meant():
+    def search(**earlier: Any) -> SearchSpace:
+        return load_study_config(None, {"name": "s", "data.source": "p", "search": earlier}).search
+
+    paper = search(space="paper", methods=["nar", "ir"], phi_values=[0, 1, 2, 3, 4, 5])
+    assert paper == space(phi=[0, 1, 2, 3, 4, 5], methods={"nar": {}, "ir": {}})
+    bayes = search(space="bayes", alpha={"low": 1.0, "high": 1.6}, tolerance=0.1)
+    assert bayes == space(phi=BAYES["phi"], methods={"nar": {**BAYES["methods"]["nar"], "tolerance": 0.1}})
+    grid = search(space="grid", gamma_values=[1.15])
+    assert grid == space(methods={"nar": {"alpha": [1.1, 1.2, 1.3], "beta": [1.05, 1.1, 1.15], "gamma": [1.15]}})
+    assert search(space="ir", methods=["nar", "resrep"]) == space(methods={"ir": {}})
+    resrep = search(methods=["resrep"], flops_target_values=[0.5], resrep_mask_interval=1)
+    assert resrep == space(methods={"resrep": {"flops_target": [0.5], "mask_interval": 1}})
+    with pytest.raises(StudyConfigError, match=r"search\.phi_valus: Extra inputs"):
+        search(space="paper", phi_valus=[0, 1])
+
+
+def test_train_and_reduce_flags_are_the_methods_settings(capsys):
+    assert run_cli("reduce", "--input-size", "64", "--phi", "1", "--method", "ir", "--gamma", "1.3", "--json") == 0
+    assert '"input_size": 49' in capsys.readouterr().out  # 64 / 1.3
+    assert run_cli("reduce", "--alpha", "1.6", "--beta", "1.3") == 2
+    assert run_cli("train", "--data", "patches", "--method", "nar", "--flops-target", "0.3") == 2
+    first, second = capsys.readouterr().err.strip().splitlines()
+    assert "nar: no (α, β, γ) has α·β²·γ² within 5% of 2" in first
+    assert "--flops-target is a setting of resrep, not of nar" in second
 
 
 def test_nar_records_a_derived_gamma_below_one_as_infeasible(resnet):
     trial = FixedTrial({"phi": 1.0, "alpha": 1.6, "beta": 1.3})
-    assert get_method("nar").suggest(trial, SearchSpace(space="bayes"), resnet) is None
+    assert suggest(trial, space(**BAYES), resnet)[1] is None
     assert trial.user_attrs["gamma"] < 1 and trial.constraints[GAMMA_CONSTRAINT] > 0
 
 
@@ -111,33 +167,39 @@ def test_nar_records_an_input_below_the_minimum_as_infeasible():
     """A point the multi-fidelity benchmark's TPE asked for: γ = 1.31 at ϕ = 2.93 takes 48 px to 22."""
     small = original_spec("resnetv2_50", 48)
     trial = FixedTrial({"phi": 2.93, "alpha": 1.154, "beta": 1.007})
-    assert get_method("nar").suggest(trial, SearchSpace(space="bayes"), small) is None
+    assert suggest(trial, space(**BAYES), small)[1] is None
     assert trial.constraints[INPUT_CONSTRAINT] == 32 - 22
     feasible = FixedTrial({"phi": 2.85, "alpha": 1.16, "beta": 1.281})
-    assert get_method("nar").suggest(feasible, SearchSpace(space="bayes"), small).spec.input_size >= 32
+    assert suggest(feasible, space(**BAYES), small)[1].spec.input_size >= 32
     assert feasible.constraints[INPUT_CONSTRAINT] <= 0
+
+
+class HalveSettings(MethodSettings):
+    divisor: Dimension = Field(default_factory=lambda: [1.0, 2.0])
 
 
 @pytest.fixture
 def fake_method():
     @register
-    class Halve(ReductionMethod):
-        """Halves the input side: a method the rest of the code has never heard of."""
+    class Halve(ReductionMethod[HalveSettings]):
+        """Divides the input side: a method the rest of the code has never heard of."""
 
         name = "halve"
-        summary = "half the input side"
+        summary = "divide the input side"
+        Settings = HalveSettings
 
-        def suggest(self, trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate:
-            return self._divided(original, trial.suggest_int("divisor", 1, 2))
+        def suggest(self, trial: optuna.Trial, phi: Dimension, settings: HalveSettings, original: ArchSpec) -> Candidate:
+            drawn = settings.model_copy(update={"divisor": trial.suggest_categorical("divisor", settings.divisor)})
+            return self.candidate(original, 0.0, drawn)
 
-        def grid(self, space: SearchSpace) -> dict[str, list[Any]]:
-            return {"divisor": [1, 2]}
+        def grid(self, phi: Dimension, settings: HalveSettings) -> dict[str, list[Any]]:
+            return {"divisor": settings.divisor}
 
-        def from_options(self, original: ArchSpec, options: ReductionOptions) -> Candidate:
-            return self._divided(original, 2)
+        def candidate(self, original: ArchSpec, phi: float, settings: HalveSettings) -> Candidate:
+            return Candidate(original.replace(input_size=int(original.input_size // settings.divisor)), settings)
 
         def describe(self, candidate: Candidate) -> dict[str, float]:
-            return dict(candidate.settings)
+            return {"divisor": candidate.settings.divisor}
 
         def label(self, candidate: Candidate) -> str:
             return f"halve {candidate.spec.input_size}"
@@ -145,12 +207,8 @@ def fake_method():
         def slug(self, candidate: Candidate) -> str:
             return f"halve-{candidate.spec.input_size}"
 
-        @staticmethod
-        def _divided(original: ArchSpec, divisor: int) -> Candidate:
-            return Candidate(original.replace(input_size=original.input_size // divisor), {"divisor": divisor})
-
     yield METHODS["halve"]
-    del METHODS["halve"]
+    METHODS.remove("halve")
 
 
 def test_a_new_method_joins_studies_by_registering_alone(fake_method, resnet):
@@ -159,8 +217,8 @@ def test_a_new_method_joins_studies_by_registering_alone(fake_method, resnet):
     assert grid == {"phi": [1.0, 2.0, 3.0], "method": ["nar", "halve"], "divisor": [1, 2]}
 
     def objective(trial: optuna.Trial) -> float:
-        method = suggest_method(trial, space)
-        trial.set_user_attr("network", (method.name, method.suggest(trial, space, resnet).spec.input_size))
+        method, candidate = suggest(trial, space, resnet)
+        trial.set_user_attr("network", (method.name, candidate.spec.input_size))
         return 0.0
 
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=0))

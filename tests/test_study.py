@@ -26,7 +26,7 @@ def study_file(folder: Path, patches: Path, **overrides) -> Path:
         "input_size": 48,
         "data": {"source": str(patches)},
         "training": {"epochs": 1, "batch_size": 24, "patience": None, "accelerator": "cpu"},
-        "search": {"space": "paper", "phi_values": [0, 1, 2]},
+        "search": {"phi": [0, 1, 2]},
         "sampler": "grid",
         "n_trials": 3,
         "storage": f"sqlite:///{folder / 'study.db'}",
@@ -102,7 +102,7 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, patches, capsys, sampler):
     # Much of this box has α·β² > 2 (γ < 1) or an input side below 32 px at large ϕ.
-    search = {"space": "bayes", "phi": {"low": 0, "high": 3}, "alpha": {"low": 1.2, "high": 1.6}, "beta": {"low": 1.1, "high": 1.3}}
+    search = {"phi": {"low": 0, "high": 3}, "methods": {"nar": {"alpha": {"low": 1.2, "high": 1.6}, "beta": {"low": 1.1, "high": 1.3}}}}
     config = study_file(workdir, patches, name="wide", sampler=sampler, search=search)
     assert run_cli("study", "run", str(config)) == 0
     trials = load(config).get_trials(states=(TrialState.COMPLETE,))
@@ -119,7 +119,7 @@ def test_infeasible_draws_of_a_bayes_study_do_not_use_up_its_trials(workdir, pat
 
 @pytest.mark.slow
 def test_a_study_whose_space_gives_no_network_stops_short_and_says_so(workdir, patches, capsys):
-    search = {"space": "bayes", "phi": {"low": 1, "high": 3}, "alpha": {"low": 1.7, "high": 1.8}, "beta": {"low": 1.2, "high": 1.3}}
+    search = {"phi": {"low": 1, "high": 3}, "methods": {"nar": {"alpha": {"low": 1.7, "high": 1.8}, "beta": {"low": 1.2, "high": 1.3}}}}
     config = study_file(workdir, patches, name="void", sampler="random", n_trials=2, search=search)  # α·β² > 2 throughout
     assert run_cli("study", "run", str(config)) == 0
     trials = load(config).trials
@@ -176,7 +176,7 @@ def test_two_workers_share_one_postgresql_study(workdir, patches):
         workers=2,
         n_trials=4,
         sampler="tpe",
-        search={"space": "paper", "phi_values": [0, 1, 2, 3]},
+        search={"phi": [0, 1, 2, 3]},
     )
     try:
         assert run_cli("study", "run", str(config)) == 0
@@ -198,11 +198,11 @@ def test_two_workers_share_one_postgresql_study(workdir, patches):
     [
         ({"sampler": "annealing"}, "sampler"),
         ({"n_trials": -1}, "n_trials"),
-        ({"search": {"space": "grid", "alpha_values": [1.6], "beta_values": [1.3], "gamma_values": [1.3]}}, "within"),
-        ({"search": {"space": "paper", "alpha_values": [0.9]}}, "≥ 1"),
+        ({"search": {"methods": {"nar": {"alpha": [1.6], "beta": [1.3], "gamma": [1.3]}}}}, "within"),
+        ({"search": {"methods": {"nar": {"alpha": [0.9, 1.2]}}}}, "≥ 1"),
         ({"storage": "postgresql://nar:hunter2@127.0.0.1:1/nowhere"}, "cannot open study storage"),
         ({"workers": 2}, "SQLite"),
-        ({"search": {"space": "paper", "phi_values": [0, 9]}}, "largest ϕ"),
+        ({"search": {"phi": [0, 9]}}, "largest ϕ"),
     ],
     ids=["sampler", "trials", "constraint", "coefficient", "storage", "sqlite-workers", "phi"],
 )
@@ -218,12 +218,8 @@ def test_bad_configs_are_one_clear_line_and_leave_no_study(workdir, patches, cap
 @pytest.mark.slow
 def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
     search = {
-        "space": "paper",
-        "methods": ["nar", "ir", "resrep"],
-        "phi_values": [0, 1],
-        "flops_target_values": [0.5],
-        "resrep_mask_interval": 1,
-        "resrep_warmup_epochs": 0,
+        "phi": [0, 1],
+        "methods": {"nar": {}, "ir": {}, "resrep": {"flops_target": [0.5], "mask_interval": 1, "warmup_epochs": 0}},
     }
     config = study_file(workdir, patches, name="methods", search=search, n_trials=4)
     assert run_cli("study", "run", str(config)) == 0
@@ -234,6 +230,12 @@ def test_a_study_compares_nar_ir_and_resrep(workdir, patches, capsys):
     resrep = next(row for row in rows if row["method"] == "resrep")
     baseline = next(row for row in rows if row["baseline"])
     assert resrep["flops_target"] == 0.5 and resrep["gflops"] < baseline["gflops"]
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = tracker.client.search_runs([tracker.experiment_id("methods")], filter_string="tags.method = 'resrep'")
+    settings = {key: value for key, value in run.data.params.items() if key.startswith("resrep.")}
+    assert settings == {"resrep.flops_target": "0.5", "resrep.mask_interval": "1", "resrep.warmup_epochs": "0", "resrep.max_new": "4"}
+    parent = tracker.client.search_runs([tracker.experiment_id("methods")], filter_string="tags.`nar.role` = 'study'")[0]
+    assert parent.data.params["search.methods.resrep.flops_target"] == "0.5" and parent.data.params["search.phi"] == "0.0,1.0"
     study = load(config)
     assert {r["trial"] for r in rows if r["pareto"]} == {t.number for t in study.best_trials}
 
@@ -252,7 +254,7 @@ def test_budget_mode_prunes_networks_over_the_budget_but_trains_the_baseline(wor
         objective="budget",
         gflops_budget=budget,
         pruner="median",
-        search={"space": "paper", "phi_values": [0, 1, 2]},
+        search={"phi": [0, 1, 2]},
         sampler="grid",
         n_trials=3,
     )

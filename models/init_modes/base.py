@@ -8,10 +8,8 @@ from typing import ClassVar
 from torch import nn
 
 from nar_search.models.base_network import BaseNetwork
-from nar_search.models.errors import ModelError
+from nar_search.models.name_registry import Registry
 from nar_search.models.spec import ArchSpec
-
-INIT_MODES: dict[str, InitMode] = {}
 
 
 class InitMode(ABC):
@@ -23,12 +21,14 @@ class InitMode(ABC):
         """Sets the starting weights of `model`, freshly built from `spec`, in place."""
 
 
+INIT_MODES: Registry[InitMode] = Registry("init mode")
+
+
 def register_init_mode(mode: type[InitMode]) -> type[InitMode]:
-    INIT_MODES[mode.name] = mode()
+    """Class decorator: one instance of `mode` becomes the init mode named `mode.name`."""
+    INIT_MODES.add(mode.name, mode())
     return mode
 
 
 def get_init_mode(name: str) -> InitMode:
-    if name not in INIT_MODES:
-        raise ModelError(f"unknown init mode {name!r}: choose one of {', '.join(sorted(INIT_MODES))}")
     return INIT_MODES[name]

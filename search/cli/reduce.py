@@ -10,28 +10,24 @@ from rich.table import Table
 
 from nar_search.models import DEFAULT_MODEL
 from nar_search.models.errors import ModelError
-from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from nar_search.models.rounding import Rounding
 from nar_search.models.spec import ArchSpec
 from nar_search.search.cli.console import console
-from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
+from nar_search.search.cli.method_options import with_method_options
+from nar_search.search.methods import METHODS, MethodSettings, get_method, method_help
 from nar_search.search.methods.phi import parse_phis
 
 REDUCE_METHODS_HELP = method_help(m for m in METHODS.values() if not m.reduces_in_training)
 
 
+@with_method_options(m for m in METHODS.values() if not m.reduces_in_training)
 def reduce_command(
     model: Annotated[str, typer.Option(help="timm model name, e.g. resnetv2_50, inception_v4")] = DEFAULT_MODEL,
     input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
     phi: Annotated[str, typer.Option(help="ϕ, a list 0,1,3 or a range 0:5")] = "1",
-    alpha: Annotated[float, typer.Option(help="depth coefficient α")] = PAPER_COEFFICIENTS[0],
-    beta: Annotated[float, typer.Option(help="width coefficient β")] = PAPER_COEFFICIENTS[1],
-    gamma: Annotated[float, typer.Option(help="resolution coefficient γ")] = PAPER_COEFFICIENTS[2],
-    tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
     method: Annotated[str, typer.Option(help=REDUCE_METHODS_HELP)] = "nar",
-    rounding: Annotated[Rounding, typer.Option(help="integer rounding of widths and depths")] = ReductionOptions.rounding,
     latency: Annotated[bool, typer.Option(help="also measure CPU latency (batch 16)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print specs and costs as JSON")] = False,
+    settings: MethodSettings | None = None,
 ) -> None:
     """Show the reduced architecture and its cost at one ϕ or a sweep of ϕ."""
     from nar_search.models.cost import measure_latency, spec_cost
@@ -46,8 +42,7 @@ def reduce_command(
     base_cost = spec_cost(original)
     records = []
     for value in parse_phis(phi):
-        options = ReductionOptions(phi=value, alpha=alpha, beta=beta, gamma=gamma, tolerance=tolerance, rounding=rounding)
-        candidate = strategy.from_options(original, options)
+        candidate = strategy.candidate(original, value, settings)
         spec = candidate.spec
         cost = spec_cost(spec)
         record = {

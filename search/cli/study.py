@@ -41,7 +41,7 @@ def _config(
     data: Path | None = None,
     trials: int | None = None,
     sampler: str | None = None,
-    space_: str | None = None,
+    methods: str | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
     workers: int | None = None,
@@ -61,7 +61,6 @@ def _config(
             "data.source": str(data) if data else None,
             "n_trials": trials,
             "sampler": sampler,
-            "search.space": space_,
             "storage": storage,
             "tracking_uri": tracking_uri,
             "workers": workers,
@@ -72,6 +71,8 @@ def _config(
             "data.slide_pattern": slide_pattern,
         },
     )
+    if methods:
+        config = config.with_methods([name.strip() for name in methods.split(",")])
     if not config.data.source.exists():
         raise StudyConfigError(f"data source {config.data.source} not found: make it with `nar data synth-patches` or fix data.source")
     from nar_search.search.training_run import DataSettings
@@ -101,7 +102,9 @@ def run_command(
     data: Annotated[Path | None, typer.Option(help="patch source")] = None,
     trials: Annotated[int | None, typer.Option(help="total trials (a resumed study runs only the rest)")] = None,
     sampler: Annotated[str | None, typer.Option(help="grid, random, tpe, nsga2, gp")] = None,
-    space_: Annotated[str | None, typer.Option("--space", help="paper, grid, bayes, ir")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="methods searched, e.g. nar,ir (each with its settings in the study file, or its defaults)")
+    ] = None,
     storage: Annotated[str | None, typer.Option(help="sqlite:///…, journal:PATH or postgresql://…")] = None,
     tracking_uri: Annotated[str | None, typer.Option()] = None,
     workers: Annotated[int | None, typer.Option(help="parallel local workers (journal or PostgreSQL storage)")] = None,
@@ -126,7 +129,7 @@ def run_command(
         data,
         trials,
         sampler,
-        space_,
+        methods,
         storage,
         tracking_uri,
         workers,
@@ -183,7 +186,8 @@ def _report_infeasible_draws(study: optuna.Study, config: StudyConfig) -> None:
     if out_of_draws(study, config.n_trials):
         console.print(
             f"[yellow]stopped short[/] at {counted(study)}/{config.n_trials} trials: {draws} draws gave no network "
-            "(γ < 1, an input below the minimum, or over the GFLOPs budget); narrow search.alpha, search.beta or search.phi, "
+            "(γ < 1, an input below the minimum, or over the GFLOPs budget); narrow search.phi or the methods' ranges "
+            "(search.methods.nar.alpha, beta), "
             "or raise gflops_budget"
         )
     else:

@@ -15,11 +15,10 @@ from nar_search.lightning_modules.errors import TrainingError
 from nar_search.lightning_modules.settings import Scheduler, TrainingConfig
 from nar_search.models import DEFAULT_MODEL
 from nar_search.models.errors import ModelError
-from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS
-from nar_search.models.rounding import Rounding
 from nar_search.search.cli.console import console
 from nar_search.search.cli.data_options import Exclude, Positive, SlidePattern
-from nar_search.search.methods import METHODS, ReductionOptions, get_method, method_help
+from nar_search.search.cli.method_options import with_method_options
+from nar_search.search.methods import METHODS, MethodSettings, get_method, method_help
 from nar_search.search.methods.phi import parse_phis
 from nar_search.search.urls import hide_password
 
@@ -27,25 +26,13 @@ from nar_search.search.urls import hide_password
 MAX_INPUT_SIDE = 1024
 
 
+@with_method_options(METHODS.values())
 def train_command(
     data: Annotated[Path, typer.Option(help="patches: class folders, Stony Brook label file, CSV manifest or slide coordinates CSV")],
     model: Annotated[str, typer.Option(help="timm model name")] = DEFAULT_MODEL,
     input_size: Annotated[int | None, typer.Option(help="base input side in px (default: the model's)")] = None,
     phi: Annotated[str, typer.Option(help="ϕ (0 = the original network)")] = "0",
     method: Annotated[str, typer.Option(help=method_help(METHODS.values()))] = "nar",
-    flops_target: Annotated[
-        float, typer.Option(min=0.01, max=0.99, help="resrep: FLOPs to keep, as a fraction of the original")
-    ] = ReductionOptions.flops_target,
-    mask_interval: Annotated[
-        int, typer.Option(min=1, help="resrep: optimiser steps between mask updates")
-    ] = ReductionOptions.mask_interval,
-    warmup_epochs: Annotated[int, typer.Option(min=0, help="resrep: epochs before the first mask update")] = ReductionOptions.warmup_epochs,
-    max_new: Annotated[int, typer.Option(min=1, help="resrep: channels masked at most per update")] = ReductionOptions.max_new,
-    alpha: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[0],
-    beta: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[1],
-    gamma: Annotated[float, typer.Option()] = PAPER_COEFFICIENTS[2],
-    tolerance: Annotated[float, typer.Option(help="allowed relative distance of α·β²·γ² from 2")] = DEFAULT_TOLERANCE,
-    rounding: Annotated[Rounding, typer.Option()] = ReductionOptions.rounding,
     epochs: Annotated[int, typer.Option(min=1)] = TrainingConfig.epochs,
     seeds: Annotated[int, typer.Option(min=1, help="runs averaged (the paper: 3)")] = TrainingConfig.seeds,
     seed: Annotated[int, typer.Option(help="first seed; also fixes the data split")] = TrainingConfig.seed,
@@ -80,6 +67,7 @@ def train_command(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the local store under mlflow/)")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "nar-train",
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
+    settings: MethodSettings | None = None,
 ) -> None:
     """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
     import torch
@@ -101,22 +89,12 @@ def train_command(
     values = parse_phis(phi)
     if len(values) != 1:
         raise typer.BadParameter("train takes a single ϕ; run a study to compare several", param_hint="--phi")
-    options = ReductionOptions(
-        phi=values[0],
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        tolerance=tolerance,
-        rounding=rounding,
-        flops_target=flops_target,
-        mask_interval=mask_interval,
-        warmup_epochs=warmup_epochs,
-        max_new=max_new,
-    )
+    if settings is None or not settings.is_point():
+        raise typer.BadParameter("train takes a single value of each setting; run a study to compare several", param_hint="--method")
     if base is None and ((init and get_init_mode(init).needs_base) or distill_weight):
         raise ModelError("--init inherit and --distill-weight learn from a base network: give --base, or leave them out")
     given = load_base(base, model, input_size) if base else None
-    candidate = strategy.from_options(given.spec if given else original_spec(model, input_size), options)
+    candidate = strategy.candidate(given.spec if given else original_spec(model, input_size), values[0], settings)
     training = strategy.training(candidate)
     weight = (DistillSettings.weight if given else 0.0) if distill_weight is None else distill_weight
     config = TrainingConfig(
@@ -148,6 +126,7 @@ def train_command(
         callbacks=training.callbacks,
         base=given,
         finalize=training.finalize,
+        params={strategy.name: settings.model_dump(mode="json")},
     )
     spec = outcome.spec
     table = Table(title=f"{run_name} · input {spec.input_size} px", show_header=False)

@@ -1,6 +1,7 @@
 """Reduction methods, one module each, registered by name in `METHODS` as they are imported.
 
-A new method is one module with a `@register`ed `ReductionMethod` and one import line here.
+A new method is one module (its `MethodSettings` and its `@register`ed `ReductionMethod`)
+and one import line here.
 """
 
 # Importing a method registers it; this order is the order --method's help lists them in,
@@ -15,18 +16,20 @@ from nar_search.search.methods.base import (
     METHODS,
     Candidate,
     ReductionMethod,
-    ReductionOptions,
     TrainingHooks,
     get_method,
     method_help,
     register,
 )
+from nar_search.search.methods.settings import Dimension, MethodSettings, Range
 
 __all__ = [
     "METHODS",
     "Candidate",
+    "Dimension",
+    "MethodSettings",
+    "Range",
     "ReductionMethod",
-    "ReductionOptions",
     "TrainingHooks",
     "get_method",
     "method_help",

@@ -1,94 +1,147 @@
 """NAR: compound scaling down of depth, width and input side by α^-ϕ, β^-ϕ, γ^-ϕ.
 
-The study's space decides the coefficients: `paper` fixes α, β, γ at 1.2, 1.1, 1.15; `grid`
-crosses every admissible (α, β, γ); `bayes` samples α and β and derives γ so that
+The shape of α, β, γ in the settings decides how a study draws them: one value each fixes
+them (the paper's 1.2, 1.1, 1.15 by default); lists cross every admissible (α, β, γ) as one
+categorical `coefficients`; a range for α or β samples them and derives γ so that
 α·β²·γ² = 2 exactly (a derived γ < 1 is infeasible, recorded as an Optuna constraint, never
 clipped).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
-from nar_search.models.reduce import PAPER_COEFFICIENTS, NARCoefficients, nar_reduce
-from nar_search.models.rounding import scale_side
+from pydantic import Field, model_validator
+
+from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS, NARCoefficients, nar_reduce
+from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_side
 from nar_search.models.spec import ArchSpec
-from nar_search.search.methods.base import Candidate, ReductionOptions, register
+from nar_search.search.methods.base import Candidate, register
 from nar_search.search.methods.phi import PhiMethod, suggest_phi
+from nar_search.search.methods.settings import Dimension, MethodSettings, Range, lower_bound, values
 from nar_search.search.study.record import TrialRecord
 
 if TYPE_CHECKING:
     import optuna
 
-    from nar_search.search.config import SearchSpace
-
 GAMMA_CONSTRAINT = "gamma_below_one"
 INPUT_CONSTRAINT = "input_below_minimum"  # px short of the family's minimum input side
 
 
+class NARSettings(MethodSettings):
+    alpha: Dimension = Field(default=PAPER_COEFFICIENTS[0], description="depth coefficient α")
+    beta: Dimension = Field(default=PAPER_COEFFICIENTS[1], description="width coefficient β")
+    gamma: Dimension = Field(default=PAPER_COEFFICIENTS[2], description="resolution coefficient γ (derived when α or β is a range)")
+    tolerance: float = Field(default=DEFAULT_TOLERANCE, gt=0, lt=1, description="allowed relative distance of α·β²·γ² from 2")
+    rounding: Rounding = Field(default=DEFAULT_ROUNDING, description="integer rounding of widths and depths")
+
+    @model_validator(mode="after")
+    def _valid(self) -> NARSettings:
+        for name in ("alpha", "beta", "gamma"):
+            if lower_bound(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be ≥ 1: NAR scales networks down")
+        if self.derives_gamma:
+            if "gamma" in self.model_fields_set:
+                raise ValueError("gamma is derived from α and β (α·β²·γ² = 2) when either is a range: leave gamma out")
+        elif isinstance(self.gamma, Range):
+            raise ValueError("gamma is a range only through α and β: give α or β a range, and leave gamma out")
+        elif not self.admissible():
+            product = f" (α·β²·γ² = {NARCoefficients.product(self.alpha, self.beta, self.gamma):.3f})" if self.is_point() else ""
+            raise ValueError(
+                f"no (α, β, γ) has α·β²·γ² within {self.tolerance:.0%} of 2{product}: change alpha, beta, gamma "
+                "(the paper's: 1.2, 1.1, 1.15) or widen the tolerance"
+            )
+        return self
+
+    @property
+    def derives_gamma(self) -> bool:
+        return isinstance(self.alpha, Range) or isinstance(self.beta, Range)
+
+    def admissible(self) -> list[tuple[float, float, float]]:
+        """Every (α, β, γ) of the value lists whose α·β²·γ² lies within the tolerance of 2."""
+        grid = itertools.product(*(values(getattr(self, name)) for name in ("alpha", "beta", "gamma")))
+        return [c for c in grid if abs(NARCoefficients.product(*c) - 2) <= 2 * self.tolerance]  # type: ignore[misc]
+
+
 @register
-class NAR(PhiMethod):
+class NAR(PhiMethod[NARSettings]):
     name = "nar"
     summary = "compound scaling"
+    Settings = NARSettings
     constraints = (GAMMA_CONSTRAINT, INPUT_CONSTRAINT)
 
-    def suggest(self, trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> Candidate | None:
-        phi = suggest_phi(trial, space)
-        alpha, beta, gamma = _suggest_coefficients(trial, space)
-        # A bayes point whose γ^-ϕ takes the input below the family's minimum is as infeasible
-        # as γ < 1: the sampler learns the region to avoid, rather than the trial failing. Both
+    def suggest(self, trial: optuna.Trial, phi: Dimension, settings: NARSettings, original: ArchSpec) -> Candidate[NARSettings] | None:
+        drawn_phi = suggest_phi(trial, phi)
+        alpha, beta, gamma = _suggest_coefficients(trial, settings)
+        # A draw whose γ^-ϕ takes the input below the family's minimum is as infeasible as
+        # γ < 1: the sampler learns the region to avoid, rather than the trial failing. Both
         # are measured for every draw (a γ < 1 side is merely larger).
-        side = scale_side(original.input_size, gamma**-phi)
+        side = scale_side(original.input_size, gamma**-drawn_phi)
         trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
         trial.set_constraint(INPUT_CONSTRAINT, original.min_input_size - side)
         if gamma < 1 or side < original.min_input_size:
             return None
-        coefficients = NARCoefficients(alpha, beta, gamma, tolerance=space.tolerance)
-        return Candidate(nar_reduce(original, phi, coefficients, space.rounding))
+        point = settings.model_copy(update={"alpha": alpha, "beta": beta, "gamma": gamma})
+        return self.candidate(original, drawn_phi, point)
 
-    def grid(self, space: SearchSpace) -> dict[str, list[Any]]:
-        grid = super().grid(space)
-        if space.space == "grid":
-            grid["coefficients"] = [_key(c) for c in space.admissible_coefficients()]
+    def grid(self, phi: Dimension, settings: NARSettings) -> dict[str, list[Any]]:
+        grid = super().grid(phi, settings)
+        if not settings.is_point():
+            grid["coefficients"] = [_key(c) for c in settings.admissible()]
         return grid
 
-    def baseline_params(self, space: SearchSpace) -> dict[str, Any]:
-        params = super().baseline_params(space)
-        if space.space == "grid":
-            params["coefficients"] = _key(space.admissible_coefficients()[0])
-        if space.space == "bayes":
-            params.update(alpha=PAPER_COEFFICIENTS[0], beta=PAPER_COEFFICIENTS[1])
+    def baseline_params(self, phi: Dimension, settings: NARSettings) -> dict[str, Any]:
+        params = super().baseline_params(phi, settings)
+        if settings.derives_gamma:
+            params.update(alpha=_nearest(settings.alpha, PAPER_COEFFICIENTS[0]), beta=_nearest(settings.beta, PAPER_COEFFICIENTS[1]))
+        elif not settings.is_point():
+            params["coefficients"] = _key(settings.admissible()[0])
         return params
 
-    def from_options(self, original: ArchSpec, options: ReductionOptions) -> Candidate:
-        coefficients = NARCoefficients(options.alpha, options.beta, options.gamma, options.tolerance)
-        return Candidate(nar_reduce(original, options.phi, coefficients, options.rounding))
+    def candidate(self, original: ArchSpec, phi: float, settings: NARSettings) -> Candidate[NARSettings]:
+        coefficients = NARCoefficients(settings.alpha, settings.beta, settings.gamma, settings.tolerance)  # type: ignore[arg-type]
+        return Candidate(nar_reduce(original, phi, coefficients, settings.rounding), settings)
 
-    def describe(self, candidate: Candidate) -> dict[str, float]:
+    def describe(self, candidate: Candidate[NARSettings]) -> dict[str, float]:
         r = candidate.spec.reduction
         return {"alpha": r.alpha, "beta": r.beta, "gamma": r.gamma, **super().describe(candidate)}
 
-    def label(self, candidate: Candidate) -> str:
+    def label(self, candidate: Candidate[NARSettings]) -> str:
         r = candidate.spec.reduction
         return f"{super().label(candidate)} α{r.alpha:.3g} β{r.beta:.3g} γ{r.gamma:.3g}"
 
-    def heading(self, candidate: Candidate) -> str:
+    def heading(self, candidate: Candidate[NARSettings]) -> str:
         r = candidate.spec.reduction
         return f"NAR α={r.alpha} β={r.beta} γ={r.gamma} ({r.rounding} rounding)"
 
 
-def _suggest_coefficients(trial: optuna.Trial, space: SearchSpace) -> tuple[float, float, float]:
-    if space.space == "paper":
-        return PAPER_COEFFICIENTS
-    if space.space == "grid":
-        key = trial.suggest_categorical("coefficients", [_key(c) for c in space.admissible_coefficients()])
+def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings) -> tuple[float, float, float]:
+    if settings.is_point():
+        return settings.alpha, settings.beta, settings.gamma  # type: ignore[return-value]
+    if not settings.derives_gamma:
+        key = trial.suggest_categorical("coefficients", [_key(c) for c in settings.admissible()])
         return tuple(float(v) for v in key.split(","))  # type: ignore[return-value]
-    alpha = trial.suggest_float("alpha", space.alpha.low, space.alpha.high)
-    beta = trial.suggest_float("beta", space.beta.low, space.beta.high)
+    alpha, beta = (_suggest(trial, name, getattr(settings, name)) for name in ("alpha", "beta"))
     gamma = math.sqrt(2 / (alpha * beta**2))
     TrialRecord(settings={"gamma": gamma}).write(trial)
     return alpha, beta, gamma
+
+
+def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> float:
+    if isinstance(dimension, Range):
+        return trial.suggest_float(name, dimension.low, dimension.high, step=dimension.step)
+    return float(trial.suggest_categorical(name, values(dimension)))  # type: ignore[arg-type]
+
+
+def _nearest(dimension: Dimension, preferred: float) -> float:
+    """The baseline's value: a categorical needs one of its choices; a range takes the paper's
+    value even outside it (Optuna accepts an enqueued float out of range), as the paper's α
+    and β give γ ≥ 1, and a γ < 1 would make the ϕ = 0 draw infeasible."""
+    if isinstance(dimension, Range):
+        return preferred
+    return min(values(dimension), key=lambda v: abs(v - preferred))  # type: ignore[arg-type]
 
 
 def _key(coefficients: tuple[float, float, float]) -> str:

@@ -6,38 +6,37 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nar_search.models.errors import ModelError
-from nar_search.search.methods.base import Candidate, ReductionMethod
+from nar_search.search.methods.base import Candidate, ReductionMethod, S
+from nar_search.search.methods.settings import Dimension, Range, values
 
 if TYPE_CHECKING:
     import optuna
 
-    from nar_search.search.config import SearchSpace
 
-
-class PhiMethod(ReductionMethod):
+class PhiMethod(ReductionMethod[S]):
     """A method whose network follows from ϕ before training: sides × a coefficient^-ϕ."""
 
-    def grid(self, space: SearchSpace) -> dict[str, list[Any]]:
+    def grid(self, phi: Dimension, settings: S) -> dict[str, list[Any]]:
         # ϕ = 0 is the enqueued baseline, which the GridSampler does not count as visited.
-        return {"phi": [v for v in space.phi_values if v > 0] or [0.0]}
+        return {"phi": [v for v in values(phi) if v > 0] or [0.0]}  # type: ignore[union-attr]
 
-    def baseline_params(self, space: SearchSpace) -> dict[str, Any]:
+    def baseline_params(self, phi: Dimension, settings: S) -> dict[str, Any]:
         return {"phi": 0.0}
 
-    def describe(self, candidate: Candidate) -> dict[str, float]:
+    def describe(self, candidate: Candidate[S]) -> dict[str, float]:
         return {"phi": candidate.spec.reduction.phi}
 
-    def label(self, candidate: Candidate) -> str:
+    def label(self, candidate: Candidate[S]) -> str:
         return f"{self.name} ϕ{candidate.spec.reduction.phi:.3g}"
 
-    def slug(self, candidate: Candidate) -> str:
+    def slug(self, candidate: Candidate[S]) -> str:
         return f"{self.name}-phi{candidate.spec.reduction.phi:g}"
 
 
-def suggest_phi(trial: optuna.Trial, space: SearchSpace) -> float:
-    if space.space == "bayes":
-        return trial.suggest_float("phi", space.phi.low, space.phi.high, step=space.phi.step)
-    return float(trial.suggest_categorical("phi", space.phi_values))
+def suggest_phi(trial: optuna.Trial, phi: Dimension) -> float:
+    if isinstance(phi, Range):
+        return trial.suggest_float("phi", phi.low, phi.high, step=phi.step)
+    return float(trial.suggest_categorical("phi", values(phi)))  # type: ignore[arg-type]
 
 
 def parse_phis(text: str) -> list[float]:

@@ -29,7 +29,7 @@ class Objective:
         self.original = bases.original
         self.executor = TrialExecutor(config, study, tracker, bases)
         # Every trial sets every constraint of the study: the GP sampler refuses trials whose names differ.
-        self.constraints = {name for method in space.methods(config.search) for name in get_method(method).constraints}
+        self.constraints = {name for method in config.search.methods for name in get_method(method).constraints}
         if config.objective == "budget":
             self.constraints.add(BUDGET_CONSTRAINT)
 
@@ -46,8 +46,7 @@ class Objective:
         return values
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        method = space.suggest_method(trial, self.config.search)
-        candidate = method.suggest(trial, self.config.search, self.original)
+        method, candidate = space.suggest(trial, self.config.search, self.original)
         TrialRecord(method=method.name).write(trial)
         if candidate is None:  # infeasible: recorded by its constraint, nothing to train
             return self._values(0.0, spec_cost(self.original).gflops)
@@ -57,6 +56,7 @@ class Objective:
         twin = None if over_budget else trained_twin(self.study, request.architecture, trial.number)
         with self.tracker.run(self.config.name, request.run_name, self._tags(request), self.parent_run_id) as run_id:
             TrialRecord(mlflow_run_id=run_id).write(trial)
+            self.tracker.log_params(run_id, {method.name: candidate.settings.model_dump(mode="json")})
             if over_budget:
                 raise optuna.TrialPruned(f"{request.expected_gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
             if twin is not None:

@@ -11,6 +11,7 @@ from nar_search.models.reduce import PAPER_COEFFICIENTS, input_reduce
 from nar_search.models.registry import original_spec
 from nar_search.models.spec import ArchSpec
 from nar_search.search.config import StudyConfig, StudyConfigError
+from nar_search.search.methods.settings import upper_bound
 from nar_search.search.study import space
 from nar_search.search.study.record import StudyRecord, TrialRecord
 from nar_search.search.study.samplers import make_pruner, make_sampler
@@ -31,8 +32,7 @@ def original_network(config: StudyConfig, base: BaseNetwork | None) -> ArchSpec:
 
 def check_largest_phi(config: StudyConfig, original: ArchSpec) -> None:
     """A ϕ that collapses the input would fail its trials one by one: refuse it up front."""
-    search = config.search
-    largest = search.phi.high if search.space == "bayes" else max(search.phi_values)
+    largest = upper_bound(config.search.phi)
     try:
         input_reduce(original, largest, PAPER_COEFFICIENTS[2])
     except ModelError as error:

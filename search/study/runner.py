@@ -18,7 +18,6 @@ from optuna.trial import FrozenTrial, TrialState
 from nar_search.models.base_network import BaseNetwork
 from nar_search.search.config import StudyConfig
 from nar_search.search.front.publisher import FrontPublisher
-from nar_search.search.study import space
 from nar_search.search.study.bases import BaseProvider
 from nar_search.search.study.objective import Objective
 from nar_search.search.study.record import StudyRecord
@@ -63,12 +62,11 @@ def parent_run(config: StudyConfig, study: optuna.Study, tracker: Tracker) -> st
         run_id,
         {
             "model": config.model,
-            "space": config.search.space,
             "sampler": config.sampler,
             "objective": config.objective,
             "n_trials": config.n_trials,
             "storage": hide_password(config.storage_url),
-            "methods": space.methods(config.search),
+            "search": config.search.model_dump(mode="json"),
         },
     )
     tracker.log_files(run_id, {"study_config.json": json.dumps(config.masked(), indent=2)})

@@ -1,0 +1,65 @@
+"""A method's settings as one typed model. The study file's `search.methods.<name>`, the flags of
+`nar train` and `nar reduce` and the MLflow params of a run are all read from it.
+
+A searched setting is a `Dimension`: one value (fixed), a list (a categorical, and the grid
+sampler's values) or a range `{low, high, step}` (a float the sampler draws). A candidate's
+settings hold one value for each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float
+    high: float
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be ≥ low ({self.low})")
+        return self
+
+
+Dimension = float | list[float] | Range
+
+
+def is_dimension(annotation: Any) -> bool:
+    return annotation == Dimension
+
+
+def values(dimension: Dimension) -> list[float] | Range:
+    """A dimension as the sampler sees it: a list of values (one when fixed) or a range."""
+    return dimension if isinstance(dimension, Range | list) else [dimension]
+
+
+def lower_bound(dimension: Dimension) -> float:
+    return dimension.low if isinstance(dimension, Range) else min(values(dimension))  # type: ignore[arg-type]
+
+
+def upper_bound(dimension: Dimension) -> float:
+    return dimension.high if isinstance(dimension, Range) else max(values(dimension))  # type: ignore[arg-type]
+
+
+class MethodSettings(BaseModel):
+    """The settings of one method. Each field's description is its flag's help."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def dimensions(cls) -> list[str]:
+        return [name for name, field in cls.model_fields.items() if is_dimension(field.annotation)]
+
+    def is_point(self) -> bool:
+        """Whether every searched setting holds one value: the settings of one candidate."""
+        return all(not isinstance(getattr(self, name), list | Range) for name in self.dimensions())
+
+    def is_discrete(self) -> bool:
+        """Whether the grid sampler can walk these settings: no range among them."""
+        return not any(isinstance(getattr(self, name), Range) for name in self.dimensions())
