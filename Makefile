@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install test test-fast lint demo bench dashboard clean
+.PHONY: install test test-fast lint typecheck demo bench dashboard clean
 
 install: $(STAMP)
 
@@ -23,11 +23,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 -m "not slow"
 
-# Style and the layering (search → lightning_modules → models, data; pyproject's contracts).
+# Style, the layering (search → lightning_modules → models, data; pyproject's contracts) and
+# types (mypy on the package as it installs: nar_search.*, through .typecheck/'s links).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory typecheck
+
+typecheck: $(STAMP)
+	@mkdir -p .typecheck/nar_search
+	@for package in search models data lightning_modules prediction; do ln -sfn ../../$$package .typecheck/nar_search/$$package; done
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p nar_search
 
 demo: $(STAMP)
 	$(BIN)/nar demo
