@@ -42,7 +42,7 @@ def slide_mpp(slide: openslide.OpenSlide, path: Path, override: float | None = N
         raise DataError(
             f"{path} records no microns per pixel (openslide.mpp-x/-y); pass the scanner's value with --mpp (e.g. 0.25 at 40x, 0.5 at 20x)"
         )
-    return float(np.mean([float(value) for value in values]))
+    return float(np.mean([float(value) for value in values if value is not None]))
 
 
 def best_level(slide: openslide.OpenSlide, downsample: float) -> int:
@@ -91,6 +91,6 @@ class SlideHandles:
                 self._open.popitem(last=False)[1].close()
         return self._open[path]
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, object]:
         # Handles stay in the process that opened them.
         return {"keep_open": self.keep_open, "_pid": None, "_open": OrderedDict()}

@@ -69,7 +69,7 @@ class SourceOptions:
         return f"{' + '.join(self.positive)} against every other class folder{left_out}"
 
 
-class PatchDataset(Dataset, ABC):
+class PatchDataset(Dataset[tuple[torch.Tensor, int]], ABC):
     """Labelled patches: items are (uint8 C × H × W tensor, label). `slides` names each patch's
     slide (None when the source does not say) so that splits can keep slides apart; `splits`
     holds splits fixed by the source (None when it fixes none); `classes` the class folder

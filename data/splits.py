@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import cast
 
 import numpy as np
 from rich.markup import escape
@@ -118,7 +119,7 @@ class SplitSummary:
     slides: int | None  # distinct slides (None when the source names none)
 
 
-def summarise_splits(dataset: PatchDataset, splits: dict[str, np.ndarray]) -> list[SplitSummary]:
+def summarise_splits(dataset: PatchDataset, splits: Mapping[str, np.ndarray]) -> list[SplitSummary]:
     labels = np.array(dataset.labels)
     slides = None if dataset.slides is None else np.array(dataset.slides)
     return [
@@ -145,7 +146,7 @@ def slide_table(dataset: PatchDataset, splits: Mapping[str, np.ndarray] | None =
     each slide when `splits` are given."""
     names, slide_of = np.unique(np.array(dataset.slides), return_inverse=True)
     per_slide = summarise_splits(dataset, {name: np.flatnonzero(slide_of == i) for i, name in enumerate(names.tolist())})
-    held_by = _members(dataset.slides, splits or {})
+    held_by = _members(cast(list[str], dataset.slides), splits or {})  # the source must name slides
     table = Table("slide", "patches", *CLASS_NAMES, *(["splits"] if splits else []), title="Slides")
     for slide in per_slide:
         in_splits = [", ".join(name for name, held in held_by.items() if slide.name in held)] if splits else []

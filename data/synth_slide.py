@@ -14,6 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -50,8 +51,8 @@ class SlideLayout:
         shape = (math.ceil(height / downsample), math.ceil(width / downsample))
 
         def field(blob: float) -> np.ndarray:
-            smooth = gaussian(rng.standard_normal(shape), blob * max(shape))
-            return (smooth - smooth.mean()) / smooth.std()
+            smooth = gaussian(rng.standard_normal(shape), blob * max(shape))  # type: ignore[no-untyped-call]  # skimage: unannotated
+            return cast(np.ndarray, (smooth - smooth.mean()) / smooth.std())
 
         rows, cols = np.ogrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j]
         tissue = field(1 / 10) - 2.5 * (rows**2 + cols**2)  # kept off the slide's edges
@@ -62,7 +63,9 @@ class SlideLayout:
 
     def interpolate(self, field: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Bilinear values at level-0 pixel positions."""
-        return ndimage.map_coordinates(field, [y / self.downsample - 0.5, x / self.downsample - 0.5], order=1, mode="nearest")
+        return cast(
+            np.ndarray, ndimage.map_coordinates(field, [y / self.downsample - 0.5, x / self.downsample - 0.5], order=1, mode="nearest")
+        )
 
     def in_tissue(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.interpolate(self.tissue, x, y) > 0

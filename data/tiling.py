@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import openslide
@@ -59,19 +60,20 @@ def hsv_saturation(rgb: np.ndarray) -> np.ndarray:
     np.subtract(high, saturation, out=saturation)
     np.divide(saturation, high, out=saturation, where=high > 0)  # black stays 0
     saturation *= 255
-    return saturation.astype(np.uint8)
+    return cast(np.ndarray, saturation.astype(np.uint8))
 
 
 def detect_tissue(rgb: np.ndarray, pixel_um: float, threshold: float | None = None) -> np.ndarray:
     """Tissue mask of an RGB thumbnail whose pixels are pixel_um wide; threshold on the 0-255
     saturation scale (default: Otsu, bounded)."""
-    saturation = median(hsv_saturation(rgb), disk(2))
+    # skimage's filters and footprints carry no annotations.
+    saturation = median(hsv_saturation(rgb), disk(2))  # type: ignore[no-untyped-call]
     if threshold is None:
-        threshold = float(np.clip(threshold_otsu(saturation), *SATURATION_THRESHOLD_BOUNDS))
-    tissue = closing(saturation > threshold, disk(max(1, round(CLOSING_UM / pixel_um))))
+        threshold = float(np.clip(threshold_otsu(saturation), *SATURATION_THRESHOLD_BOUNDS))  # type: ignore[no-untyped-call]
+    tissue = closing(saturation > threshold, disk(max(1, round(CLOSING_UM / pixel_um))))  # type: ignore[no-untyped-call]
     smallest = max(1, round(SMALLEST_TISSUE_UM2 / pixel_um**2))
     tissue = remove_small_objects(tissue, max_size=smallest)
-    return remove_small_holes(tissue, max_size=smallest)
+    return cast(np.ndarray, remove_small_holes(tissue, max_size=smallest))
 
 
 def _drop_blank(slide: openslide.OpenSlide, coords: np.ndarray, patch_px: int) -> np.ndarray:
@@ -119,7 +121,7 @@ def tile_slide(path: str | Path, patch_um: float = PATCH_UM, mpp: float | None =
     return SlideGrid(path, mpp, patch_px, coords, tissue, downsample, thumbnail)
 
 
-class SlideTileDataset(Dataset):
+class SlideTileDataset(Dataset[tuple[torch.Tensor, int]]):
     """The patches of a SlideGrid as (uint8 C × H × W tensor of output_side pixels, index into
     grid.coords). Each DataLoader worker opens its own slide handle, lazily."""
 

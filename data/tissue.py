@@ -10,6 +10,7 @@ slide is rendered tile by tile without seams.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -140,16 +141,16 @@ class WaveField:
         across = 2 * np.pi * np.outer(self.frequency[:, 0], x) + self.phase[:, None]
         down = 2 * np.pi * np.outer(y, self.frequency[:, 1])
         total = np.einsum("yk,kx->yx", np.cos(down), np.cos(across)) - np.einsum("yk,kx->yx", np.sin(down), np.sin(across))
-        return total * np.sqrt(2 / len(self.phase))
+        return cast(np.ndarray, total * np.sqrt(2 / len(self.phase)))
 
     def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Values at points (x, y), µm."""
         waves = 2 * np.pi * (np.multiply.outer(x, self.frequency[:, 0]) + np.multiply.outer(y, self.frequency[:, 1]))
-        return np.cos(waves + self.phase).sum(-1) * np.sqrt(2 / len(self.phase))
+        return cast(np.ndarray, np.cos(waves + self.phase).sum(-1) * np.sqrt(2 / len(self.phase)))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-z))
+    return cast(np.ndarray, 1 / (1 + np.exp(-z)))
 
 
 @dataclass(frozen=True)

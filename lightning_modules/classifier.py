@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -45,19 +45,19 @@ class PatchClassifier(pl.LightningModule):
         self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        return cast(torch.Tensor, self.model(images))
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str, auc: BinaryAUROC) -> torch.Tensor:
         images, labels, *teacher = batch
         logits = self(images)
         if teacher:
-            loss = distillation_loss(logits, teacher[0], labels, self.hparams.distill_weight, self.hparams.distill_temperature)
+            loss = distillation_loss(logits, teacher[0], labels, self.hparams["distill_weight"], self.hparams["distill_temperature"])
         else:
             loss = nn.functional.cross_entropy(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}: lower the learning rate "
-                f"(now {self.hparams.lr}) or check the input patches for NaNs"
+                f"(now {self.hparams['lr']}) or check the input patches for NaNs"
             )
         scores = logits.softmax(dim=1)[:, 1]
         auc.update(scores, labels)
@@ -86,16 +86,17 @@ class PatchClassifier(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).softmax(dim=1)[:, 1]
+        return cast(torch.Tensor, self(images)).softmax(dim=1)[:, 1]
 
     def configure_optimizers(self) -> Any:
         # ResRep's compactors, if any, are shrunk by their Lasso alone: no weight decay for them.
-        groups = param_groups(self.model, self.hparams.weight_decay)
-        optimizer = torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.scheduler == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.step_size, self.hparams.step_gamma)
-        elif self.hparams.scheduler == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
+        groups = param_groups(self.model, self.hparams["weight_decay"])
+        optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if self.hparams["scheduler"] == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams["step_size"], self.hparams["step_gamma"])
+        elif self.hparams["scheduler"] == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams["max_epochs"]))
         else:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

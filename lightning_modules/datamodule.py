@@ -46,7 +46,11 @@ def train_transform(input_size: int, mean: tuple[float, ...] = PATCH_MEAN, std: 
     )
 
 
-class TransformedSubset(Dataset):
+# An image and its label, and its soft target when there are some.
+PatchItem = tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]
+
+
+class TransformedSubset(Dataset[PatchItem]):
     """Some patches of a dataset, with a transform applied to the images, and with each
     patch's soft target (a teacher's logits) when given."""
 
@@ -62,7 +66,7 @@ class TransformedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, index: int) -> PatchItem:
         image, label = self.dataset[int(self.indices[index])]
         if self.soft_targets is None:
             return self.transform(image), label
@@ -146,18 +150,18 @@ class PatchDataModule(pl.LightningDataModule):
     def num_test(self) -> int:
         return len(self.splits["test"])
 
-    def train_key(self) -> tuple:
+    def train_key(self) -> tuple[str, SourceOptions, bytes]:
         """Equal for data modules whose training split holds the same patches in the same order."""
         return (str(self.source), self.source_options, self.splits["train"].tobytes())
 
-    def train_patches_at(self, input_size: int, batch_size: int) -> DataLoader:
+    def train_patches_at(self, input_size: int, batch_size: int) -> DataLoader[PatchItem]:
         """The training split in order, un-augmented, at another input side (a teacher's)."""
         # Opened anew: patches read from slides are read at the side asked for.
         source = open_patch_source(self.source, self.source_options, patch_side=input_size)
         dataset = TransformedSubset(source, self.splits["train"], eval_transform(input_size, self.mean, self.std))
         return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers)
 
-    def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
+    def _loader(self, indices: np.ndarray, train: bool) -> DataLoader[PatchItem]:
         make_transform = train_transform if train and self.augment else eval_transform
         transform = make_transform(self.input_size, self.mean, self.std)
         return DataLoader(
@@ -173,14 +177,14 @@ class PatchDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed) if train else None,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[PatchItem]:
         return self._loader(self.splits["train"], train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[PatchItem]:
         return self._loader(self.splits["val"], train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[PatchItem]:
         return self._loader(self.splits["test"], train=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader[PatchItem]:
         return self._loader(np.arange(len(self._dataset)), train=False)

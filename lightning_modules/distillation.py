@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from nar_search.data.sources import SourceOptions
 from nar_search.lightning_modules.datamodule import PatchDataModule
 
 
@@ -41,10 +42,10 @@ class TeacherTargets(Callback):
 
     def __init__(self, teacher: nn.Module, input_size: int, batch_size: int = 64) -> None:
         self.teacher, self.input_size, self.batch_size = teacher.eval(), input_size, batch_size
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[tuple[str, SourceOptions, bytes], torch.Tensor] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning at run time, undeclared on Trainer
         if stage != "fit" or not isinstance(datamodule, PatchDataModule):
             return
         key = datamodule.train_key()

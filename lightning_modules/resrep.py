@@ -48,14 +48,15 @@ class ResRepCallback(Callback):
         self.max_new = max_new
         self.cost: WidthCost | None = None
 
-    def setup(self, trainer: pl.Trainer, pl_module: PatchClassifier, stage: str) -> None:
+    # Lightning types its hooks for any LightningModule; this callback is given PatchClassifiers only.
+    def setup(self, trainer: pl.Trainer, pl_module: PatchClassifier, stage: str) -> None:  # type: ignore[override]
         if stage != "fit":
             return
         if not compactors(pl_module.model):
             insert_compactors(pl_module.model, pl_module.spec.input_size)
         self.cost = WidthCost.of(pl_module.model, pl_module.spec.input_size)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: PatchClassifier) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: PatchClassifier) -> None:  # type: ignore[override]
         decayed = {
             id(param)
             for optimizer in trainer.optimizers
@@ -68,8 +69,9 @@ class ResRepCallback(Callback):
                 "ResRep's compactors must get no weight decay: build the optimiser from nar_search.models.resrep.param_groups"
             )
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: PatchClassifier, optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: PatchClassifier, optimizer: Optimizer) -> None:  # type: ignore[override]
         if trainer.current_epoch >= self.warmup_epochs and trainer.global_step % self.mask_interval == 0:
+            assert self.cost is not None  # set by setup("fit")
             fraction = update_masks(pl_module.model, self.flops_target, self.max_new, cost=self.cost)
             pl_module.log("resrep_flops", fraction, on_step=True, on_epoch=False)
         reset_gradients(pl_module.model, self.lasso_strength)

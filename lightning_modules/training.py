@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from nar_search.lightning_modules.classifier import PatchClassifier
@@ -20,6 +22,9 @@ from nar_search.lightning_modules.settings import TrainingConfig
 from nar_search.models.base_network import BaseNetwork
 from nar_search.models.init_modes import get_init_mode
 from nar_search.models.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
 
 @dataclass
@@ -73,7 +78,7 @@ def make_trainer(config: TrainingConfig, run_dir: Path, callbacks: Sequence[Call
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=1,
-        precision=config.precision,
+        precision=cast("_PRECISION_INPUT", config.precision),  # a plain str in TrainingConfig, which imports no Lightning
         deterministic=config.deterministic,
         default_root_dir=run_dir,
         callbacks=list(callbacks),
@@ -103,10 +108,13 @@ def train_spec(
     `finalize` makes of the final weights is (ResRep: the converted thinner network, whose
     masks reach the FLOPs target only at the end)."""
     init_mode = get_init_mode(config.init)
-    if config.distill is not None and teacher is None:
-        if base is None:
-            raise TrainingError("distillation needs a base network as teacher: give one, or train without distill")
-        teacher = TeacherTargets(base.build(), base.spec.input_size)
+    teachers: list[Callback] = []
+    if config.distill is not None:
+        if teacher is None:
+            if base is None:
+                raise TrainingError("distillation needs a base network as teacher: give one, or train without distill")
+            teacher = TeacherTargets(base.build(), base.spec.input_size)
+        teachers = [teacher]
     distill = config.distill or DistillSettings(weight=0.0)
     runs = []
     for seed in range(config.seed, config.seed + config.seeds):
@@ -123,7 +131,7 @@ def train_spec(
         init_mode.initialise(classifier.model, spec, base)
         history = EpochHistory()
         best = ModelCheckpoint(dirpath=run_dir / f"seed{seed}", filename="best", monitor="val_auc", mode="max", save_weights_only=True)
-        seed_callbacks = [history, best, *callbacks, *([teacher] if config.distill is not None else [])]
+        seed_callbacks = [history, best, *callbacks, *teachers]
         if config.patience is not None:
             seed_callbacks.append(EarlyStopping(monitor="val_auc", mode="max", patience=config.patience))
         trainer = make_trainer(config, run_dir, seed_callbacks, progress)
@@ -131,7 +139,7 @@ def train_spec(
         trainer.fit(classifier, datamodule=datamodule)
         seconds = time.perf_counter() - start
         if finalize is None:
-            val_auc = best.best_model_score
+            val_auc: torch.Tensor | float = cast(torch.Tensor, best.best_model_score)  # set by the first validation epoch
             test_auc = trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)[0]["test_auc"]
         else:
             classifier = finalize(classifier)

@@ -4,7 +4,7 @@ sums, concatenations, depthwise convs, norms) following, via Torch-Pruning's Dep
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -29,7 +29,12 @@ def prunable_roots(graph: tp.DependencyGraph, keep: Iterable[nn.Module]) -> list
 
 
 def out_channels(graph: tp.DependencyGraph, module: nn.Module) -> int:
-    return graph.get_out_channels(module)
+    return cast(int, graph.get_out_channels(module))
+
+
+def get_classifier(model: nn.Module) -> nn.Module:
+    # timm's models and this package's own networks have get_classifier; nn.Module does not declare it.
+    return cast(Callable[[], nn.Module], model.get_classifier)()
 
 
 def remove_out_channels(graph: tp.DependencyGraph, plan: dict[nn.Module, list[int]]) -> None:

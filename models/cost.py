@@ -11,6 +11,7 @@ import functools
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ def count_gflops(model: nn.Module, input_size: int, in_chans: int = 3) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.empty(1, in_chans, input_size, input_size, device=device))
     model.train(was_training)
-    counts = counter.get_flop_counts()["Global"]
+    counts: dict[Any, int] = counter.get_flop_counts()["Global"]
     return sum(n for op, n in counts.items() if op.__name__.split(".")[0] in _COUNTED_OPS) / 1e9
 
 

@@ -18,11 +18,11 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -191,7 +191,7 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> No
         with warnings.catch_warnings(), torch.no_grad():
             # Deprecated in favour of torch.export, but TorchScript is what WSInfer runs.
             warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(torch.jit.trace(model, example), str(path))
+            torch.jit.save(torch.jit.trace(model, example), str(path))  # type: ignore[no-untyped-call]  # unannotated in torch
     except Exception as error:
         raise ModelError(f"cannot trace the model to TorchScript ({type(error).__name__}: {error})") from None
 
@@ -224,7 +224,7 @@ def _check_round_trip(folder: Path, model: nn.Module, input_size: int) -> None:
     def rebuilt() -> nn.Module:
         return build_with_weights(spec_from_json((folder / SPEC_FILE).read_text()), folder / WEIGHTS_FILE)
 
-    readers = {
+    readers: dict[str, Callable[[], torch.Tensor]] = {
         "spec + safetensors": lambda: _forward(rebuilt(), batch),
         "TorchScript": lambda: _forward(_load_torchscript(folder / TORCHSCRIPT_FILE), batch),
         "ONNX Runtime": lambda: torch.from_numpy(session.run(None, {"input": batch.numpy()})[0]),
@@ -243,12 +243,12 @@ def _check_round_trip(folder: Path, model: nn.Module, input_size: int) -> None:
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # as when tracing: WSInfer needs TorchScript
-        return torch.jit.load(str(path))
+        return cast(torch.jit.ScriptModule, torch.jit.load(str(path)))  # type: ignore[no-untyped-call]  # unannotated in torch
 
 
 def _forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        return model.eval()(batch)
+        return cast(torch.Tensor, model.eval()(batch))
 
 
 def apply_umask(folder: Path) -> None:

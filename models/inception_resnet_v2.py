@@ -5,7 +5,7 @@ layers under timm's module names, so that the original size is exactly timm's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ class Block35(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2d(torch.cat((self.branch0(x), self.branch1(x), self.branch2(x)), 1))
-        return self.act(out * self.scale + x)
+        return cast(torch.Tensor, self.act(out * self.scale + x))
 
 
 class Mixed6a(nn.Module):
@@ -95,7 +95,7 @@ class Block17(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2d(torch.cat((self.branch0(x), self.branch1(x)), 1))
-        return self.act(out * self.scale + x)
+        return cast(torch.Tensor, self.act(out * self.scale + x))
 
 
 class Mixed7a(nn.Module):
@@ -138,7 +138,7 @@ class Block8(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2d(torch.cat((self.branch0(x), self.branch1(x)), 1)) * self.scale + x
-        return out if self.relu is None else self.relu(out)
+        return out if self.relu is None else cast(torch.Tensor, self.relu(out))
 
 
 class InceptionResnetV2(nn.Module):
@@ -168,13 +168,13 @@ class InceptionResnetV2(nn.Module):
         self.conv2d_7b = inception_conv(chs, width(1536), kernel_size=1)
 
         self.num_features = width(1536)
-        from timm.layers import create_classifier  # on building only: see models.spec.spec_types
+        from timm.layers.classifier import create_classifier  # on building only: see models.spec.spec_types
 
         # Any drop_rate, even 0, makes create_classifier return timm's `head_drop` too.
         self.global_pool, self.head_drop, self.classif = create_classifier(self.num_features, num_classes, drop_rate=0.0)
 
     def get_classifier(self) -> nn.Module:
-        return self.classif
+        return cast(nn.Module, self.classif)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool_3a(self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x))))
@@ -182,7 +182,7 @@ class InceptionResnetV2(nn.Module):
         x = self.repeat(self.mixed_5b(x))
         x = self.repeat_1(self.mixed_6a(x))
         x = self.block8(self.repeat_2(self.mixed_7a(x)))
-        return self.conv2d_7b(x)
+        return cast(torch.Tensor, self.conv2d_7b(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -233,9 +233,9 @@ class InceptionResNetV2Spec(ArchSpec):
 
     def truncate(self, original: nn.Module) -> None:
         block35s, block17s, block8s = self.repeats
-        original.repeat = original.repeat[:block35s]
-        original.repeat_1 = original.repeat_1[:block17s]
-        original.repeat_2 = original.repeat_2[: block8s - 1]
+        original.repeat = cast(nn.Sequential, original.repeat)[:block35s]
+        original.repeat_1 = cast(nn.Sequential, original.repeat_1)[:block17s]
+        original.repeat_2 = cast(nn.Sequential, original.repeat_2)[: block8s - 1]
 
     def stages(self) -> list[Stage]:
         # The blocks are where concatenated widths are summed: read them from a shapes-only build.

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ INCEPTION_CONV = dict(padding=0, norm_kwargs=dict(eps=1e-3), act_kwargs=dict(inp
 
 def inception_conv(*args: Any, **kwargs: Any) -> nn.Module:
     """timm's ConvNormAct with INCEPTION_CONV's defaults (a keyword given overrides them)."""
-    from timm.layers import ConvNormAct  # on building only: see models.spec.spec_types
+    from timm.layers.conv_bn_act import ConvNormAct  # on building only: see models.spec.spec_types
 
     return ConvNormAct(*args, **{**INCEPTION_CONV, **kwargs})
 
@@ -225,22 +225,22 @@ class InceptionV4(nn.Module):
             ReductionB,
             *[InceptionC] * inception_c,
         ]
-        blocks, chs = [], stem[-1].out_channels
+        blocks, chs = [], cast(int, stem[-1].out_channels)
         for block_type in block_types:
             blocks.append(block_type(chs, width))
-            chs = blocks[-1].out_chs
+            chs = cast(int, blocks[-1].out_chs)
         self.features = nn.Sequential(*stem, *blocks)
         self.num_features = chs
-        from timm.layers import create_classifier  # on building only: see models.spec.spec_types
+        from timm.layers.classifier import create_classifier  # on building only: see models.spec.spec_types
 
         # Any drop_rate, even 0, makes create_classifier return timm's `head_drop` too.
         self.global_pool, self.head_drop, self.last_linear = create_classifier(chs, num_classes, drop_rate=0.0)
 
     def get_classifier(self) -> nn.Module:
-        return self.last_linear
+        return cast(nn.Module, self.last_linear)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        return cast(torch.Tensor, self.features(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -280,7 +280,7 @@ class InceptionV4Spec(ArchSpec):
         limits = dict(zip((InceptionA, InceptionB, InceptionC), self.repeats))
         seen: Counter[type] = Counter()
         kept = []
-        for block in original.features:
+        for block in cast(nn.Sequential, original.features):
             seen[type(block)] += 1
             if seen[type(block)] <= limits.get(type(block), seen[type(block)]):
                 kept.append(block)

@@ -5,10 +5,11 @@ following, so inherited weights stay aligned where a plain slice by name would n
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 from torch import nn
 
-from nar_search.models.channels import dependency_graph, out_channels, prunable_roots, remove_out_channels
+from nar_search.models.channels import dependency_graph, get_classifier, out_channels, prunable_roots, remove_out_channels
 from nar_search.models.errors import ModelError
 from nar_search.models.spec import ArchSpec
 
@@ -22,7 +23,7 @@ def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module) -> Non
     names = {module: name for name, module in donor.named_modules()}
     wanted = dict(target.named_modules())
     plan = {}
-    for root in prunable_roots(graph, keep=[donor.get_classifier()]):
+    for root in prunable_roots(graph, keep=[get_classifier(donor)]):
         name = names[root]
         if name not in wanted:
             raise ModelError(f"cannot inherit weights: the reduced {spec.model_name} has no layer {name!r}")
@@ -36,4 +37,4 @@ def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module) -> Non
 
 
 def _width(module: nn.Module) -> int:
-    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+    return module.out_channels if isinstance(module, nn.Conv2d) else cast(nn.Linear, module).out_features

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import timm
+from timm.models import PretrainedCfg
 
 from nar_search.models.errors import ModelError
 from nar_search.models.spec import ArchSpec, exact_families
@@ -10,7 +13,8 @@ from nar_search.models.timm_generic import TimmCNNSpec
 
 
 def default_input_size(model_name: str) -> int:
-    return int(timm.get_pretrained_cfg(model_name).input_size[-1])
+    # None is for names timm does not register, and callers pass only names that timm lists.
+    return int(cast(PretrainedCfg, timm.get_pretrained_cfg(model_name)).input_size[-1])
 
 
 def original_spec(model_name: str, input_size: int | None = None, num_classes: int = 2) -> ArchSpec:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 from unittest import mock
 
 from torch import nn
@@ -63,8 +63,8 @@ class ResNetV2Spec(ArchSpec):
             )
 
     def truncate(self, original: nn.Module) -> None:
-        for stage, depth in zip(original.stages, self.depths):
-            stage.blocks = stage.blocks[:depth]
+        for stage, depth in zip(cast(nn.Sequential, original.stages), self.depths):
+            stage.blocks = cast(nn.Sequential, stage.blocks)[:depth]
 
     def stages(self) -> list[Stage]:
         rows = [Stage("stem", 1, str(self.stem_width))]

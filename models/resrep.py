@@ -14,12 +14,12 @@ import copy
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import nn
 
-from nar_search.models.channels import dependency_graph, remove_out_channels
+from nar_search.models.channels import dependency_graph, get_classifier, remove_out_channels
 from nar_search.models.spec import ArchSpec, Reduction, Stage, register_spec, spec_from_dict
 
 if TYPE_CHECKING:  # type hints only: see models.spec.spec_types
@@ -34,6 +34,8 @@ class Compactor(nn.Conv2d):
     identity. Row i makes output channel i; its L2 norm is that channel's importance and
     `mask[i] = 0` leaves the row to the Lasso alone."""
 
+    mask: torch.Tensor
+
     def __init__(self, channels: int, conv_name: str, norm_name: str) -> None:
         super().__init__(channels, channels, kernel_size=1, bias=False)
         with torch.no_grad():
@@ -42,10 +44,10 @@ class Compactor(nn.Conv2d):
         self.conv_name, self.norm_name = conv_name, norm_name
 
     def row_norms(self) -> torch.Tensor:
-        return self.weight.detach().flatten(1).norm(dim=1)
+        return cast(torch.Tensor, self.weight.detach().flatten(1).norm(dim=1))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, after={self.conv_name}"
+        return f"{super().extra_repr()}, after={self.conv_name}"  # type: ignore[no-untyped-call]  # unannotated in torch
 
 
 def compactors(model: nn.Module) -> list[Compactor]:
@@ -83,10 +85,11 @@ def _compactable(graph: tp.DependencyGraph, classifier: nn.Module) -> dict[nn.Co
 
 def _attach(model: nn.Module, compactor: Compactor) -> None:
     norm = model.get_submodule(compactor.norm_name)
-    if isinstance(getattr(norm, "act", None), nn.Module):
+    act = getattr(norm, "act", None)
+    if isinstance(act, nn.Module):
         # timm's BatchNormAct2d applies its activation inside: the compactor goes before it,
         # so that it stays linear after the norm and folds into the conv.
-        norm.act = nn.Sequential(compactor, norm.act)
+        norm.act = nn.Sequential(compactor, act)
     else:
         model.set_submodule(compactor.norm_name, nn.Sequential(norm, compactor))
 
@@ -95,23 +98,24 @@ def _detach(model: nn.Module, compactor: Compactor) -> nn.BatchNorm2d:
     """Undoes `_attach`: the model's module tree is the base network's again."""
     holder = model.get_submodule(compactor.norm_name)
     if isinstance(holder, nn.Sequential):
-        model.set_submodule(compactor.norm_name, holder[0])
-        return holder[0]
-    holder.act = holder.act[1]
-    return holder
+        norm = cast(nn.BatchNorm2d, holder[0])
+        model.set_submodule(compactor.norm_name, norm)
+        return norm
+    holder.act = cast(nn.Sequential, holder.act)[1]
+    return cast(nn.BatchNorm2d, holder)  # timm's BatchNormAct2d
 
 
 def compactable_convs(model: nn.Module, input_size: int) -> list[str]:
     """Names of the convs ResRep prunes in `model` (a timm CNN, no compactors yet)."""
     names = {module: name for name, module in model.named_modules()}
-    return [names[conv] for conv in _compactable(dependency_graph(model, input_size), model.get_classifier())]
+    return [names[conv] for conv in _compactable(dependency_graph(model, input_size), get_classifier(model))]
 
 
 def insert_compactors(model: nn.Module, input_size: int) -> list[Compactor]:
     """Puts an identity compactor after the norm of every prunable conv; outputs are unchanged."""
     names = {module: name for name, module in model.named_modules()}
     inserted = []
-    for conv, norm in _compactable(dependency_graph(model, input_size), model.get_classifier()).items():
+    for conv, norm in _compactable(dependency_graph(model, input_size), get_classifier(model)).items():
         compactor = Compactor(conv.out_channels, names[conv], names[norm]).to(conv.weight)
         _attach(model, compactor)
         inserted.append(compactor)
@@ -138,11 +142,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [group for group in groups if group["params"]]
 
 
-def _layer_gflops(model: nn.Module, input_size: int) -> dict[nn.Module, float]:
+def _layer_gflops(model: nn.Module, input_size: int) -> dict[nn.Conv2d | nn.Linear, float]:
     """GFLOPs of each conv and dense layer, as `models.cost.count_gflops` counts them."""
-    gflops: dict[nn.Module, float] = defaultdict(float)
+    gflops: dict[nn.Conv2d | nn.Linear, float] = defaultdict(float)
 
-    def record(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+    def record(module: nn.Conv2d | nn.Linear, _inputs: Any, output: torch.Tensor) -> None:
         # Per output element: (in / groups)·k² multiply-accumulates for a conv, in for a dense layer.
         gflops[module] += 2 * output.numel() * module.weight[0].numel() / 1e9
 
@@ -178,7 +182,9 @@ class WidthCost:
             _detach(plain, compactor)
         graph = dependency_graph(plain, input_size)
         index: dict[nn.Module, int] = {}
-        per_pair, channels, fixed = [], [], 0.0
+        per_pair: list[float] = []
+        channels: list[tuple[int, int]] = []
+        fixed = 0.0
         varying = {plain.get_submodule(name) for name in widths}
         consumers: dict[str, list[tuple[nn.Module, int]]] = {}
         for name in widths:
@@ -273,8 +279,10 @@ def update_masks(model: nn.Module, flops_target: float, max_new: int, *, cost: W
 def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d, compactor: Compactor) -> None:
     """Makes conv → norm equal to the old conv → norm → compactor (in eval mode). The norm keeps
     only the folded bias (identity statistics), so the module tree stays the base network's."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    shift = norm.bias - norm.running_mean * scale
+    # _compactable pairs only norms that track running statistics.
+    mean, var = cast(torch.Tensor, norm.running_mean), cast(torch.Tensor, norm.running_var)
+    scale = norm.weight / torch.sqrt(var + norm.eps)
+    shift = norm.bias - mean * scale
     if conv.bias is not None:
         shift += conv.bias * scale
         conv.bias.zero_()
@@ -283,8 +291,8 @@ def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d, compactor: Compactor) -> None:
     conv.weight.copy_(kernel.view_as(conv.weight))
     norm.bias.copy_(q @ shift)
     norm.weight.fill_(1)
-    norm.running_mean.zero_()
-    norm.running_var.fill_(1 - norm.eps)  # (x − 0) / √(1 − ε + ε) = x
+    mean.zero_()
+    var.fill_(1 - norm.eps)  # (x − 0) / √(1 − ε + ε) = x
 
 
 def _dead_rows(compactor: Compactor, drop_masked: bool) -> list[int]:
@@ -306,10 +314,10 @@ def convert(model: nn.Module, input_size: int, drop_masked: bool = False) -> tup
     plain = copy.deepcopy(model)
     dead = {}
     for compactor in compactors(plain):
-        conv = plain.get_submodule(compactor.conv_name)
+        conv = cast(nn.Conv2d, plain.get_submodule(compactor.conv_name))
         _fold(conv, _detach(plain, compactor), compactor)
         dead[compactor.conv_name] = _dead_rows(compactor, drop_masked)
-    convs = {name: plain.get_submodule(name) for name in dead}
+    convs = {name: cast(nn.Conv2d, plain.get_submodule(name)) for name in dead}
     remove_out_channels(dependency_graph(plain, input_size), {convs[name]: rows for name, rows in dead.items()})
     return plain, {name: conv.out_channels for name, conv in convs.items()}
 
@@ -345,9 +353,9 @@ class ResRepSpec(ArchSpec):
 
     def build(self) -> nn.Module:
         model = self.base.build()
-        convs = {name: model.get_submodule(name) for name, _ in self.widths}
+        convs = {name: cast(nn.Conv2d, model.get_submodule(name)) for name, _ in self.widths}
         # The converted network removed chosen channels; the same count from the end gives its shapes.
-        plan = {convs[name]: list(range(width, convs[name].out_channels)) for name, width in self.widths}
+        plan: dict[nn.Module, list[int]] = {convs[name]: list(range(width, convs[name].out_channels)) for name, width in self.widths}
         remove_out_channels(dependency_graph(model, self.input_size), plan)
         return model
 

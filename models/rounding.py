@@ -29,9 +29,9 @@ def check_rounding(rounding: str) -> Rounding:
 def scale_width(channels: int, factor: float, rounding: Rounding = DEFAULT_ROUNDING) -> int:
     if rounding == "paper":
         return max(1, round(channels * factor))
-    from timm.layers import make_divisible  # here: importing rounding modes stays free of timm and torch
+    from timm.layers.helpers import make_divisible  # here: importing rounding modes stays free of timm and torch
 
-    return int(make_divisible(channels * factor, 8))
+    return int(make_divisible(channels * factor, 8))  # type: ignore[no-untyped-call]  # timm leaves it unannotated
 
 
 def scale_depth(blocks: int, factor: float, rounding: Rounding = DEFAULT_ROUNDING) -> int:

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nar_search.models.channels import shrink_widths
+from nar_search.models.channels import get_classifier, shrink_widths
 from nar_search.models.errors import ModelError
 from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_depth, scale_width
 from nar_search.models.spec import ArchSpec, Stage, register_spec
@@ -18,8 +18,9 @@ from nar_search.models.spec import ArchSpec, Stage, register_spec
 
 def find_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, container of blocks) per stage, for timm's usual layouts."""
-    if isinstance(getattr(model, "stages", None), nn.Sequential):  # resnetv2, convnext, regnet(y/z) variants
-        return [(f"stages.{i}", getattr(s, "blocks", s)) for i, s in enumerate(model.stages)]
+    stages = getattr(model, "stages", None)
+    if isinstance(stages, nn.Sequential):  # resnetv2, convnext, regnet(y/z) variants
+        return [(f"stages.{i}", getattr(s, "blocks", s)) for i, s in enumerate(stages)]
     if hasattr(model, "layer1"):  # resnet, resnext, seresnet
         return [(name, getattr(model, name)) for name in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, name)]
     blocks = getattr(model, "blocks", None)  # efficientnet, mobilenet
@@ -106,7 +107,7 @@ class TimmCNNSpec(ArchSpec):
         drop_blocks(model, self.depths, self.input_size)
         if self.width_factor != 1.0:
             _refuse_grouped_convs(model, self.model_name)
-            classifier = model.get_classifier()
+            classifier = get_classifier(model)
             shrink_widths(model, self.input_size, partial(scale_width, factor=self.width_factor, rounding=self.rounding), keep=[classifier])
         return model
 

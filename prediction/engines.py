@@ -49,6 +49,9 @@ class Engine(Protocol):
 class Normalise(nn.Module):
     """uint8 patches to the network's input: (x / 255 - mean) / std, as one multiply-add."""
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, preprocessing: Preprocessing) -> None:
         super().__init__()
         std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
@@ -67,6 +70,7 @@ class ClassProbabilities(nn.Module):
     convolutions take; `half` runs the network under float16 autocast (for GPUs)."""
 
     concurrent_batches = 1  # PyTorch's threads share each batch's layers, on a GPU its stream
+    half: bool  # type: ignore[assignment]  # a flag in place of nn.Module.half(), which this module never needs
 
     def __init__(self, exported: ExportedModel, half: bool = False) -> None:
         super().__init__()
@@ -77,7 +81,7 @@ class ClassProbabilities(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         inputs = self.normalise(patches.contiguous(memory_format=torch.channels_last))
         with torch.autocast(inputs.device.type, torch.float16, enabled=self.half):
-            logits = self.network(inputs)
+            logits: torch.Tensor = self.network(inputs)
         return logits.float().softmax(dim=1)
 
 
@@ -88,7 +92,8 @@ def torch_engine(exported: ExportedModel, device: torch.device) -> ClassProbabil
     probabilities stayed within 2.2e-4 of float32's, bfloat16's only within 2.0e-3, over the
     1e-3 every engine keeps (its speed on a GPU is not measured yet)."""
     net = ClassProbabilities(exported, half=device.type == "cuda")
-    return net.to(device, memory_format=torch.channels_last).eval()
+    net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack memory_format with a device
+    return net.eval()
 
 
 class OnnxProbabilities:
@@ -188,7 +193,7 @@ class Int8Engines:
         the same, and the largest difference of any class probability."""
         til = self.exported.preprocessing.class_names.index(TIL_CLASS)
         with torch.inference_mode():
-            batches = torch.from_numpy(patches).split(self.batch_size)
+            batches = torch.split(torch.from_numpy(patches), self.batch_size)
             fp32, quantised = (torch.cat([engine(batch) for batch in batches]) for engine in (self.reference, int8))
         same = (fp32[:, til] >= TIL_THRESHOLD) == (quantised[:, til] >= TIL_THRESHOLD)
         return {

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -121,7 +122,8 @@ def heatmap(prediction: SlidePrediction) -> Image.Image:
     height, width = grid.thumbnail.shape[:2]
     scale = HEATMAP_SIDE / max(width, height)
     map_width, map_height = round(width * scale), round(height * scale)
-    title_font, label_font = ImageFont.load_default(size=16), ImageFont.load_default(size=12)
+    # FreeType fonts (Pillow's wheels build with FreeType): _colour_bar sizes its label by font.size.
+    title_font, label_font = ImageFont.load_default(size=16), cast(ImageFont.FreeTypeFont, ImageFont.load_default(size=12))
     title = (  # "microns": Pillow's own font has no µ
         f"{prediction.name}: {prediction.til_positive_fraction:.1%} {TIL_CLASS}\n"
         f"({len(grid)} tissue patches of {grid.patch_px * grid.mpp:g} microns, threshold {TIL_THRESHOLD:g})"
@@ -163,7 +165,7 @@ def _colour_bar(
         draw.line(((left + width, y), (left + width + 4, y)), fill="black")
         draw.text((left + width + 7, y), f"{tick:.1f}", fill="black", font=font, anchor="lm")
     text = f"probability {TIL_CLASS}"
-    label = Image.new("L", (round(font.getlength(text)) + 2, font.size + 4))
+    label = Image.new("L", (round(font.getlength(text)) + 2, int(font.size) + 4))
     ImageDraw.Draw(label).text((1, 1), text, fill=255, font=font)
     label = label.rotate(90, expand=True)
     x = left + width + 7 + round(font.getlength("0.0")) + 6

@@ -119,11 +119,14 @@ class SlidePredictor:
         names = exported.preprocessing.class_names
         if TIL_CLASS not in names:
             raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
+        self.int8: Int8Engines | None = None
         if self.engine == "torch":
             self.net: Engine = torch_engine(exported, self.device)
         else:  # onnx, and the float32 reference of onnx-int8
-            self.net = OnnxProbabilities(exported.folder / ONNX_FILE, exported.preprocessing)
-        self.int8 = Int8Engines(exported, self.net, batch_size, cache, calibration) if self.engine == INT8_ENGINE else None
+            reference = OnnxProbabilities(exported.folder / ONNX_FILE, exported.preprocessing)
+            self.net = reference
+            if self.engine == INT8_ENGINE:
+                self.int8 = Int8Engines(exported, reference, batch_size, cache, calibration)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape throughout: worth timing cuDNN's kernels once
 
@@ -193,7 +196,7 @@ class SlidePredictor:
             for done, future in in_flight:
                 yield done, future.result()
 
-    def loader(self, grid: SlideGrid) -> DataLoader:
+    def loader(self, grid: SlideGrid) -> DataLoader[tuple[torch.Tensor, int]]:
         workers = self.workers if len(grid) > self.batch_size else 0  # workers do not pay off for a batch or two
         dataset = SlideStripDataset(grid, self.input_size)
         return DataLoader(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class SlideStripDataset(SlideTileDataset):
         reading whole rows of patches would decode each tile once per row of patches in it."""
         x, y = self.grid.coords.T
         band = x // round(BAND_PX * self.reading_level()[1])
-        return np.lexsort((x, y, band)).tolist()
+        return cast(list[int], np.lexsort((x, y, band)).tolist())
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         slide, step, side = self._handles(self.grid.slide), self.grid.patch_px, self.output_side
@@ -87,7 +87,7 @@ def collate_without_blanks(samples: list[tuple[torch.Tensor, int]]) -> PatchBatc
 
 def spread(count: int, wanted: int) -> list[int]:
     """Up to `wanted` indices out of `count`, evenly spread from the first to the last."""
-    return np.unique(np.linspace(0, count - 1, min(wanted, count)).round().astype(int)).tolist()
+    return cast(list[int], np.unique(np.linspace(0, count - 1, min(wanted, count)).round().astype(int)).tolist())
 
 
 def slide_calibration_patches(grid: SlideGrid, side: int) -> np.ndarray:

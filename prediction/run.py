@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from openslide import OpenSlideError
 
@@ -127,7 +127,7 @@ def plan_run(slides: Sequence[Path], out: Path, model: Mapping[str, object], ove
         folder = out / slide.stem
         if overwrite or not any(os.path.lexists(folder / name) for name in output_names(slide.stem)):
             to_map.append(slide)
-        elif (summary := finished_map(folder, slide.stem)) and same_model(summary["model"], model):
+        elif (summary := finished_map(folder, slide.stem)) and same_model(cast(Mapping[str, object], summary["model"]), model):
             skipped.append((slide, summary))
         else:
             taken.append(slide.stem)
@@ -179,7 +179,8 @@ class RunTable:
     def __init__(self, path: Path, overwrite: bool = False) -> None:
         if os.path.lexists(path) and not _is_run_table(path) and not (overwrite and path.is_file()):
             raise DataError(f"{path} exists and is not nar predict's table of slides: move it, or pass --overwrite to replace a file")
-        self.path, self.rows = path, []
+        self.path = path
+        self.rows: list[list[object]] = []
         self.write()
 
     def add(self, slide: Path, status: str, summary: Mapping[str, object] | None = None, reason: str = "") -> None:
@@ -215,7 +216,7 @@ class SlideMapped:
     def int8_warning(self) -> str | None:
         """What to tell the user when INT8 kept too few of float32's calls on its calibration
         patches (INT8_AGREEMENT): maps the user would not want unawares."""
-        if not self.int8 or self.int8["agreement"] >= INT8_AGREEMENT:
+        if not self.int8 or cast(float, self.int8["agreement"]) >= INT8_AGREEMENT:
             return None
         return (
             f"{self.slide.name}: INT8 makes the same call as float32 for only {self.int8['agreement']:.1%} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -167,7 +167,7 @@ class StudyConfig(_Strict):
     def masked(self) -> dict[str, Any]:
         """The settings as stored beside the study (Optuna attributes, MLflow artifacts):
         passwords in the storage and tracking URLs masked."""
-        settings = json.loads(self.model_dump_json())
+        settings = cast(dict[str, Any], json.loads(self.model_dump_json()))
         for key in ("storage", "tracking_uri"):
             if settings[key]:
                 settings[key] = hide_password(settings[key])

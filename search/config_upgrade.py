@@ -43,7 +43,7 @@ def upgrade_search_space(search: dict[str, Any]) -> dict[str, Any]:
         return search
     earlier = _EARLIER_DEFAULTS | search
     space = earlier["space"]
-    nar = {key: earlier[key] for key in ("tolerance", "rounding") if key in search}
+    nar: dict[str, Any] = {key: earlier[key] for key in ("tolerance", "rounding") if key in search}
     if space == "grid":
         nar |= {name: earlier[f"{name}_values"] for name in ("alpha", "beta", "gamma")}
     if space == "bayes":

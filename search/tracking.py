@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
@@ -94,9 +94,9 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
-            return experiment.experiment_id
+            return cast(str, experiment.experiment_id)
         location = (default_artifact_root() / name).as_uri() if self.local_store else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return cast(str, self.client.create_experiment(name, artifact_location=location))
 
     def describe_experiment(self, name: str, markdown: str) -> None:
         """Sets the experiment's description, as the MLflow UI shows it."""

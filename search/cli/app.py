@@ -58,7 +58,7 @@ def _quiet_libraries() -> None:
     logging.disable(logging.INFO)
     # A trial stopped by Ctrl-C or SIGTERM is reported in one line, not with Optuna's traceback.
     logging.getLogger("optuna.study._optimize").addFilter(
-        lambda record: not (record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt))
+        lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
     )
     warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|does not have many workers|non-writable tensors).*")
 

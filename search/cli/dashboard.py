@@ -89,7 +89,7 @@ def _serve_mlflow(tracking_uri: str | None, port: int) -> None:
     raise typer.Exit(1)
 
 
-def _stop_group(server: subprocess.Popen) -> None:
+def _stop_group(server: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the server's process group (its uvicorn workers too), SIGKILL to what is left
     of it after a grace; a second Ctrl-C meanwhile is ignored, as it would leave them running."""
     previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -107,7 +107,7 @@ def _stop_group(server: subprocess.Popen) -> None:
             signal.signal(signum, handler)
 
 
-def _group_alive(server: subprocess.Popen) -> bool:
+def _group_alive(server: subprocess.Popen[bytes]) -> bool:
     server.poll()  # reaps the leader, which as a zombie would still count
     try:
         os.killpg(server.pid, 0)

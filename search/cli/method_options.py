@@ -48,7 +48,7 @@ def with_method_options(methods: Iterable[ReductionMethod[Any]]) -> Callable[[Ca
     return decorate
 
 
-def _settings(method: ReductionMethod[Any] | None, values: dict[str, Any], fields: Fields) -> MethodSettings | None:
+def _settings(method: ReductionMethod[MethodSettings] | None, values: dict[str, Any], fields: Fields) -> MethodSettings | None:
     if method is None:  # an unknown --method: the command says which there are
         return None
     for name in values:
@@ -61,6 +61,6 @@ def _settings(method: ReductionMethod[Any] | None, values: dict[str, Any], field
 
 
 def _flag(name: str, field: FieldInfo, users: list[str]) -> inspect.Parameter:
-    kind = float if is_dimension(field.annotation) else field.annotation
+    kind: Any = float if is_dimension(field.annotation) else field.annotation  # a type form (a Literal too), read by typer
     option = typer.Option(help=f"{', '.join(users)}: {field.description}", show_default=str(field.default))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option])

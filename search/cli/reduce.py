@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -62,7 +62,7 @@ def reduce_command(
         console.print(_table(records, strategy.heading(candidate)))  # every ϕ of the sweep shares the heading
 
 
-def _table(records: list[tuple[ArchSpec, dict]], heading: str) -> Table:
+def _table(records: list[tuple[ArchSpec, dict[str, Any]]], heading: str) -> Table:
     first = records[0][0]
     caption = "cells: blocks × widths (k w: k times the original widths)"
     table = Table(title=f"{first.model_name} · {heading}", caption=caption)

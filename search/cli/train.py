@@ -40,7 +40,7 @@ def train_command(
     lr: Annotated[float, typer.Option()] = TrainingConfig.lr,
     weight_decay: Annotated[float, typer.Option()] = TrainingConfig.weight_decay,
     scheduler: Annotated[Scheduler, typer.Option()] = TrainingConfig.scheduler,
-    patience: Annotated[int, typer.Option(help="early stopping on val AUC; 0 disables")] = TrainingConfig.patience,
+    patience: Annotated[int, typer.Option(help="early stopping on val AUC; 0 disables")] = TrainingConfig.patience or 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader workers")] = TrainingConfig.num_workers,
     precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = TrainingConfig.precision,
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = TrainingConfig.accelerator,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.study.halving import RungResult
-from nar_search.search.study.record import TrialRecord
+from nar_search.search.study.record import TrialRecord, recorded
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class TrialRow:
     pareto: bool
     stopped_at_rung: int | None = None  # epochs, for a candidate that successive halving stopped
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -59,12 +60,12 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def _gflops(trial: FrozenTrial) -> float:
-    return TrialRecord.of(trial).gflops
+    return recorded(TrialRecord.of(trial).gflops)
 
 
 def _point(trial: FrozenTrial) -> RungResult:
     record = TrialRecord.of(trial)
-    return RungResult(trial.number, record.val_auc, record.gflops)
+    return RungResult(trial.number, recorded(record.val_auc), recorded(record.gflops))
 
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -85,20 +86,20 @@ def baseline(study: optuna.Study) -> FrozenTrial | None:
 
 def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True) -> TrialRow:
     record = TrialRecord.of(trial)
-    settings = record.settings
+    settings, gflops = record.settings, recorded(record.gflops)
     return TrialRow(
         trial=trial.number,
-        method=record.method,
+        method=recorded(record.method),
         alpha=settings.get("alpha"),
         beta=settings.get("beta"),
         gamma=settings.get("gamma"),
         phi=settings.get("phi"),
         flops_target=settings.get("flops_target"),
-        input_size=record.input_size,
-        gflops=record.gflops,
-        reduction=(baseline_gflops / record.gflops) if baseline_gflops else float("nan"),
-        val_auc=record.val_auc,
-        test_auc=record.test_auc,
+        input_size=recorded(record.input_size),
+        gflops=gflops,
+        reduction=(baseline_gflops / gflops) if baseline_gflops else float("nan"),
+        val_auc=recorded(record.val_auc),
+        test_auc=recorded(record.test_auc),
         mlflow_run_id=record.mlflow_run_id or "",
         baseline=bool(record.baseline),
         pareto=on_front,
@@ -123,7 +124,7 @@ def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
     if reference is None:
         return None
     base = TrialRecord.of(reference)
-    floor = base.val_auc - max_auc_drop
+    floor = recorded(base.val_auc) - max_auc_drop
     trials = {t.number: t for t in trained(study)}
     eligible = [point for point in map(_point, trials.values()) if point.val_auc >= floor]
     cheapest = min(eligible, key=lambda point: (point.gflops, -point.val_auc))

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
 import matplotlib
 
@@ -15,6 +17,7 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -22,8 +25,10 @@ BASELINE_NAME = "baseline (ϕ = 0)"
 STOPPED_NAME = "stopped at a rung (its AUC there)"
 STOPPED_COLOUR = "grey"
 
+Point = dict[str, Any]  # a trial as the Pareto views show it (`publisher._point`)
 
-def _png(figure: plt.Figure) -> bytes:
+
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96)
     plt.close(figure)
@@ -40,25 +45,26 @@ def roc_png(scores: np.ndarray, labels: np.ndarray, title: str) -> bytes:
     return _png(figure)
 
 
-def _by_method(points: list[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
+def _by_method(points: list[Point]) -> dict[str, list[Point]]:
+    groups: dict[str, list[Point]] = {}
     for point in points:
         groups.setdefault(point["method"], []).append(point)
     return groups
 
 
-def _split_stopped(points: list[dict]) -> tuple[list[dict], list[dict]]:
+def _split_stopped(points: list[Point]) -> tuple[list[Point], list[Point]]:
     """Full-budget points, and those successive halving stopped at a rung (plotted apart)."""
     return [p for p in points if not p.get("stopped_at_rung")], [p for p in points if p.get("stopped_at_rung")]
 
 
-def _colours(points: list[dict]) -> dict[str, str]:
+def _colours(points: list[Point]) -> dict[str, str]:
     """A colour per method, in the order the methods first appear: alike in the PNG and the HTML."""
-    palette = [to_hex(colour) for colour in matplotlib.colormaps["tab10"].colors]
+    tab10 = matplotlib.colormaps["tab10"]
+    palette = [to_hex(tab10(index)) for index in range(tab10.N)]
     return {method: palette[index % len(palette)] for index, method in enumerate(_by_method(points))}
 
 
-def pareto_png(points: list[dict], front: list[dict], title: str) -> bytes:
+def pareto_png(points: list[Point], front: list[Point], title: str) -> bytes:
     """AUC against GFLOPs: every trial by method and labelled with its number, the front as a
     step line, the baseline starred. `points` and `front` hold dicts with gflops, val_auc,
     method, trial and baseline."""
@@ -104,7 +110,7 @@ class _Frame:
     auc: tuple[float, float]
 
     @classmethod
-    def around(cls, points: list[dict], left: float, top: float, right: float, bottom: float) -> _Frame:
+    def around(cls, points: list[Point], left: float, top: float, right: float, bottom: float) -> _Frame:
         """The frame that shows `points` (before the first trial is trained: 1 GFLOPs, AUC 0.5)."""
         log_gflops = _padded([math.log10(p["gflops"]) for p in points] or [0.0], least=0.1)
         return cls(left, top, right, bottom, log_gflops, _padded([p["val_auc"] for p in points] or [0.5], least=0.01))
@@ -132,7 +138,7 @@ def _padded(values: list[float], least: float) -> tuple[float, float]:
     return low - margin, high + margin
 
 
-def _within(ticks: np.ndarray, low: float, high: float) -> list[float]:
+def _within(ticks: Iterable[float], low: float, high: float) -> list[float]:
     inside = [float(t) for t in ticks if low <= t <= high]
     return inside if len(inside) >= 2 else [low, high]
 
@@ -141,11 +147,11 @@ def _plus_minus(value: float, spread: float | None) -> str:
     return f"{value:.4f}" if spread is None else f"{value:.4f} ± {spread:.4f}"
 
 
-def _latency(point: dict) -> str | None:
+def _latency(point: Point) -> str | None:
     return None if point["latency_ms"] is None else f"{point['latency_ms']:.2f} ms/patch"
 
 
-def _details(point: dict) -> str:
+def _details(point: Point) -> str:
     """What hovering over a point tells, one fact a line."""
     standing = (
         f"stopped at the {point['stopped_at_rung']}-epoch rung (its val AUC there)"
@@ -163,7 +169,7 @@ def _details(point: dict) -> str:
     )
 
 
-def _kind(point: dict) -> str:
+def _kind(point: Point) -> str:
     return "stopped" if point.get("stopped_at_rung") else "baseline" if point["baseline"] else "trained"
 
 
@@ -187,7 +193,7 @@ def _symbol(kind: str, x: float, y: float, colour: str = "", ringed: bool = Fals
     return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{escape(colour)}"{ring}/>'
 
 
-def _point_svg(point: dict, frame: _Frame, colours: dict[str, str]) -> str:
+def _point_svg(point: Point, frame: _Frame, colours: dict[str, str]) -> str:
     """One point: a link to its MLflow run holding its marker, its trial number and its details."""
     x, y, kind = frame.x(point["gflops"]), frame.y(point["val_auc"]), _kind(point)
     return (
@@ -197,7 +203,7 @@ def _point_svg(point: dict, frame: _Frame, colours: dict[str, str]) -> str:
     )
 
 
-def _staircase(front: list[dict], frame: _Frame) -> str:
+def _staircase(front: list[Point], frame: _Frame) -> str:
     """The front as a step line: each point's AUC holds until the next point's GFLOPs."""
     corners = [(frame.x(front[0]["gflops"]), frame.y(front[0]["val_auc"]))]
     for point in front[1:]:
@@ -229,7 +235,7 @@ def _axes_svg(frame: _Frame) -> list[str]:
     ]
 
 
-def _legend_svg(points: list[dict], front: list[dict], colours: dict[str, str], x: float, y: float) -> list[str]:
+def _legend_svg(points: list[Point], front: list[Point], colours: dict[str, str], x: float, y: float) -> list[str]:
     finished, stopped = _split_stopped(points)
     entries = [("trained", method.upper(), colours[method]) for method in _by_method(finished)]
     entries += [("stopped", STOPPED_NAME, "")] if stopped else []
@@ -291,7 +297,7 @@ _SCRIPT = """
 """
 
 
-def pareto_html(points: list[dict], front: list[dict], title: str) -> str:
+def pareto_html(points: list[Point], front: list[Point], title: str) -> str:
     """The Pareto view as one HTML page that loads nothing: an SVG of val AUC against log GFLOPs,
     drawn as `pareto_png` draws it, each point a link to its MLflow run (`run_link`) labelled with
     its trial number and telling its details on hover (`label`, `input_size`, `latency_ms`,
@@ -327,7 +333,7 @@ def _markdown(text: str) -> str:
     return re.sub(r"([\\`*_\[\]|<>#])", r"\\\1", text)
 
 
-def pareto_markdown(front: list[dict], title: str, parent_link: str) -> str:
+def pareto_markdown(front: list[Point], title: str, parent_link: str) -> str:
     """The front as a Markdown table for the experiment's description: each row links to its
     run, the heading to the study's parent run, which holds the plots."""
     lines = [

@@ -4,13 +4,14 @@ Pareto artifacts and the experiment's description, and the study's counts as par
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.front import pareto
 from nar_search.search.front.plots import pareto_html, pareto_markdown, pareto_png
-from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.record import StudyRecord, TrialRecord, recorded
 from nar_search.search.study.status import infeasible_draws
 from nar_search.search.tracking import Tracker, run_link
 
@@ -21,17 +22,17 @@ class FrontPublisher:
 
     def __init__(self, name: str, tracker: Tracker, parent_run_id: str) -> None:
         self.name, self.tracker, self.parent_run_id = name, tracker, parent_run_id
-        self._published: list[dict] | None = None
+        self._published: list[dict[str, Any]] | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         front = pareto.front(study)
-        on_front = {TrialRecord.of(t).mlflow_run_id for t in front}
+        on_front = {recorded(TrialRecord.of(t).mlflow_run_id) for t in front}
         previous = set(StudyRecord.of(study).pareto_trials or [])
         for run_id in previous ^ on_front:
             self.tracker.set_tags(run_id, {"pareto": str(run_id in on_front).lower()})
         StudyRecord(pareto_trials=sorted(on_front)).write(study)
-        if (run_id := TrialRecord.of(trial).mlflow_run_id) and trial.state != TrialState.COMPLETE:
-            self.tracker.set_tags(run_id, {"optuna.state": trial.state.name})
+        if (trial_run := TrialRecord.of(trial).mlflow_run_id) and trial.state != TrialState.COMPLETE:
+            self.tracker.set_tags(trial_run, {"optuna.state": trial.state.name})
         self._log_counts(study, len(front))
         self.publish(study, only_if_changed=True)
 
@@ -71,7 +72,7 @@ class FrontPublisher:
         )
 
 
-def _point(row: pareto.TrialRow, trial: FrozenTrial, experiment_id: str) -> dict:
+def _point(row: pareto.TrialRow, trial: FrozenTrial, experiment_id: str) -> dict[str, Any]:
     """A trial as the Pareto views show it: its row, what hovering tells, and its run's link."""
     record = TrialRecord.of(trial)
     return row.as_dict() | {

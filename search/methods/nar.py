@@ -20,7 +20,7 @@ from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_side
 from nar_search.models.spec import ArchSpec
 from nar_search.search.methods.base import Candidate, register
 from nar_search.search.methods.phi import PhiMethod, suggest_phi
-from nar_search.search.methods.settings import Dimension, MethodSettings, Range, lower_bound, values
+from nar_search.search.methods.settings import Dimension, MethodSettings, Range, choices, lower_bound, point, values
 from nar_search.search.study.record import TrialRecord
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class NARSettings(MethodSettings):
         elif isinstance(self.gamma, Range):
             raise ValueError("gamma is a range only through α and β: give α or β a range, and leave gamma out")
         elif not self.admissible():
-            product = f" (α·β²·γ² = {NARCoefficients.product(self.alpha, self.beta, self.gamma):.3f})" if self.is_point() else ""
+            product = f" (α·β²·γ² = {NARCoefficients.product(*_point(self)):.3f})" if self.is_point() else ""
             raise ValueError(
                 f"no (α, β, γ) has α·β²·γ² within {self.tolerance:.0%} of 2{product}: change alpha, beta, gamma "
                 "(the paper's: 1.2, 1.1, 1.15) or widen the tolerance"
@@ -61,8 +61,8 @@ class NARSettings(MethodSettings):
 
     def admissible(self) -> list[tuple[float, float, float]]:
         """Every (α, β, γ) of the value lists whose α·β²·γ² lies within the tolerance of 2."""
-        grid = itertools.product(*(values(getattr(self, name)) for name in ("alpha", "beta", "gamma")))
-        return [c for c in grid if abs(NARCoefficients.product(*c) - 2) <= 2 * self.tolerance]  # type: ignore[misc]
+        grid = itertools.product(choices(self.alpha), choices(self.beta), choices(self.gamma))
+        return [c for c in grid if abs(NARCoefficients.product(*c) - 2) <= 2 * self.tolerance]
 
 
 @register
@@ -101,7 +101,7 @@ class NAR(PhiMethod[NARSettings]):
         return params
 
     def candidate(self, original: ArchSpec, phi: float, settings: NARSettings) -> Candidate[NARSettings]:
-        coefficients = NARCoefficients(settings.alpha, settings.beta, settings.gamma, settings.tolerance)  # type: ignore[arg-type]
+        coefficients = NARCoefficients(*_point(settings), settings.tolerance)
         return Candidate(nar_reduce(original, phi, coefficients, settings.rounding), settings)
 
     def describe(self, candidate: Candidate[NARSettings]) -> dict[str, float]:
@@ -119,10 +119,11 @@ class NAR(PhiMethod[NARSettings]):
 
 def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings) -> tuple[float, float, float]:
     if settings.is_point():
-        return settings.alpha, settings.beta, settings.gamma  # type: ignore[return-value]
+        return _point(settings)
     if not settings.derives_gamma:
         key = trial.suggest_categorical("coefficients", [_key(c) for c in settings.admissible()])
-        return tuple(float(v) for v in key.split(","))  # type: ignore[return-value]
+        alpha, beta, gamma = (float(v) for v in key.split(","))
+        return alpha, beta, gamma
     alpha, beta = (_suggest(trial, name, getattr(settings, name)) for name in ("alpha", "beta"))
     gamma = math.sqrt(2 / (alpha * beta**2))
     TrialRecord(settings={"gamma": gamma}).write(trial)
@@ -132,7 +133,7 @@ def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings) -> tuple[f
 def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> float:
     if isinstance(dimension, Range):
         return trial.suggest_float(name, dimension.low, dimension.high, step=dimension.step)
-    return float(trial.suggest_categorical(name, values(dimension)))  # type: ignore[arg-type]
+    return float(trial.suggest_categorical(name, values(dimension)))
 
 
 def _nearest(dimension: Dimension, preferred: float) -> float:
@@ -141,7 +142,12 @@ def _nearest(dimension: Dimension, preferred: float) -> float:
     and β give γ ≥ 1, and a γ < 1 would make the ϕ = 0 draw infeasible."""
     if isinstance(dimension, Range):
         return preferred
-    return min(values(dimension), key=lambda v: abs(v - preferred))  # type: ignore[arg-type]
+    return min(values(dimension), key=lambda v: abs(v - preferred))
+
+
+def _point(settings: NARSettings) -> tuple[float, float, float]:
+    """(α, β, γ) of a candidate's settings, one value each."""
+    return point(settings.alpha), point(settings.beta), point(settings.gamma)
 
 
 def _key(coefficients: tuple[float, float, float]) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nar_search.models.errors import ModelError
 from nar_search.search.methods.base import Candidate, ReductionMethod, S
-from nar_search.search.methods.settings import Dimension, Range, values
+from nar_search.search.methods.settings import Dimension, Range, choices, values
 
 if TYPE_CHECKING:
     import optuna
@@ -18,7 +18,7 @@ class PhiMethod(ReductionMethod[S]):
 
     def grid(self, phi: Dimension, settings: S) -> dict[str, list[Any]]:
         # ϕ = 0 is the enqueued baseline, which the GridSampler does not count as visited.
-        return {"phi": [v for v in values(phi) if v > 0] or [0.0]}  # type: ignore[union-attr]
+        return {"phi": [v for v in choices(phi) if v > 0] or [0.0]}
 
     def baseline_params(self, phi: Dimension, settings: S) -> dict[str, Any]:
         return {"phi": 0.0}
@@ -36,7 +36,7 @@ class PhiMethod(ReductionMethod[S]):
 def suggest_phi(trial: optuna.Trial, phi: Dimension) -> float:
     if isinstance(phi, Range):
         return trial.suggest_float("phi", phi.low, phi.high, step=phi.step)
-    return float(trial.suggest_categorical("phi", values(phi)))  # type: ignore[arg-type]
+    return float(trial.suggest_categorical("phi", values(phi)))
 
 
 def parse_phis(text: str) -> list[float]:

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from nar_search.lightning_modules.settings import RESREP_MASK_INTERVAL, RESREP_MAX_NEW, RESREP_WARMUP_EPOCHS
 from nar_search.models.spec import ArchSpec, Reduction
 from nar_search.search.methods.base import Candidate, ReductionMethod, TrainingHooks, register
-from nar_search.search.methods.settings import Dimension, MethodSettings, Range, lower_bound, upper_bound, values
+from nar_search.search.methods.settings import Dimension, MethodSettings, Range, choices, lower_bound, point, upper_bound, values
 
 if TYPE_CHECKING:
     import optuna
@@ -41,11 +41,11 @@ class ResRep(ReductionMethod[ResRepSettings]):
         if isinstance(target, Range):
             drawn = trial.suggest_float("flops_target", target.low, target.high, step=target.step)
         else:
-            drawn = float(trial.suggest_categorical("flops_target", values(target)))  # type: ignore[arg-type]
+            drawn = float(trial.suggest_categorical("flops_target", values(target)))
         return self.candidate(original, 0.0, settings.model_copy(update={"flops_target": drawn}))
 
     def grid(self, phi: Dimension, settings: ResRepSettings) -> dict[str, list[Any]]:
-        return {"flops_target": values(settings.flops_target)}  # type: ignore[dict-item]
+        return {"flops_target": choices(settings.flops_target)}
 
     def candidate(self, original: ArchSpec, phi: float, settings: ResRepSettings) -> Candidate[ResRepSettings]:
         return Candidate(original, settings)
@@ -76,4 +76,4 @@ class ResRep(ReductionMethod[ResRepSettings]):
 
 
 def _target(candidate: Candidate[ResRepSettings]) -> float:
-    return candidate.settings.flops_target  # type: ignore[return-value]  # a candidate's settings hold one value each
+    return point(candidate.settings.flops_target)

@@ -8,7 +8,7 @@ settings hold one value for each.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,20 +31,36 @@ Dimension = float | list[float] | Range
 
 
 def is_dimension(annotation: Any) -> bool:
-    return annotation == Dimension
+    return bool(annotation == Dimension)
 
 
+@overload
+def values(dimension: float | list[float]) -> list[float]: ...
+@overload
+def values(dimension: Dimension) -> list[float] | Range: ...
 def values(dimension: Dimension) -> list[float] | Range:
     """A dimension as the sampler sees it: a list of values (one when fixed) or a range."""
     return dimension if isinstance(dimension, Range | list) else [dimension]
 
 
+def choices(dimension: Dimension) -> list[float]:
+    """The values the grid sampler walks: never a range (a grid study's config refuses them)."""
+    assert not isinstance(dimension, Range), f"{dimension} is a range, not values to walk"
+    return values(dimension)
+
+
+def point(dimension: Dimension) -> float:
+    """The one value of a candidate's setting."""
+    assert not isinstance(dimension, Range | list), f"{dimension} is searched, not one value"
+    return dimension
+
+
 def lower_bound(dimension: Dimension) -> float:
-    return dimension.low if isinstance(dimension, Range) else min(values(dimension))  # type: ignore[arg-type]
+    return dimension.low if isinstance(dimension, Range) else min(values(dimension))
 
 
 def upper_bound(dimension: Dimension) -> float:
-    return dimension.high if isinstance(dimension, Range) else max(values(dimension))  # type: ignore[arg-type]
+    return dimension.high if isinstance(dimension, Range) else max(values(dimension))
 
 
 class MethodSettings(BaseModel):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial
 
-from nar_search.search.study.record import TrialRecord
+from nar_search.search.study.record import TrialRecord, recorded
 
 if TYPE_CHECKING:  # Lightning loads with the trainings, not with every reader of a study
     from nar_search.lightning_modules.rungs import Rungs
@@ -95,7 +95,7 @@ def rung_results(trials: list[FrozenTrial], epochs: int) -> list[RungResult]:
             continue
         for rung in record.rungs or []:
             if rung["epochs"] == epochs:
-                results.append(RungResult(trial.number, rung["val_auc"], record.expected_gflops))
+                results.append(RungResult(trial.number, rung["val_auc"], recorded(record.expected_gflops)))
     return results
 
 

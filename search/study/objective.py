@@ -74,6 +74,7 @@ class Objective:
         pruned before they train, each with a FINISHED run that says so, as any early stop."""
         if self.config.objective != "budget":
             return False
+        assert self.config.gflops_budget is not None  # the config refuses objective 'budget' without one
         over = request.expected_gflops - self.config.gflops_budget
         request.trial.set_constraint(BUDGET_CONSTRAINT, over)
         return over > 0 and not request.baseline

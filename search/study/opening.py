@@ -3,6 +3,8 @@ is written, then the Optuna study created (with the ϕ = 0 baseline queued first
 
 from __future__ import annotations
 
+from typing import Literal
+
 import optuna
 
 from nar_search.models.base_network import BaseNetwork, load_base
@@ -10,7 +12,8 @@ from nar_search.models.errors import ModelError
 from nar_search.models.reduce import PAPER_COEFFICIENTS, input_reduce
 from nar_search.models.registry import original_spec
 from nar_search.models.spec import ArchSpec
-from nar_search.search.config import StudyConfig, StudyConfigError
+from nar_search.search.config import StudyConfig
+from nar_search.search.errors import StudyConfigError
 from nar_search.search.methods.settings import upper_bound
 from nar_search.search.study import space
 from nar_search.search.study.record import StudyRecord, TrialRecord
@@ -43,7 +46,7 @@ def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.S
     """Creates the study, or loads it to resume; a new study gets the ϕ = 0 baseline first."""
     check_parallel(config.storage_url, config.workers)
     check_largest_phi(config, original_network(config, base))
-    directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
+    directions: list[Literal["maximize", "minimize"]] = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     study = optuna.create_study(
         study_name=config.name,
         storage=open_storage(config.storage_url),

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # type hints only: reading a record needs no Optuna
     import optuna
+    from _typeshed import DataclassInstance
     from optuna.trial import FrozenTrial
 
+T = TypeVar("T")
 
-def _set_fields(record: object) -> dict[str, Any]:
+
+def recorded(value: T | None) -> T:
+    """A field that the record holds by now: a trained trial's figures, its method and input side,
+    a study's config."""
+    assert value is not None, "a record lacks a field that it holds by now"
+    return value
+
+
+def _set_fields(record: DataclassInstance) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record) if f.name != "settings" and getattr(record, f.name) is not None}
 
 

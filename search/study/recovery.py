@@ -13,6 +13,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import optuna
 from mlflow.entities import RunStatus
@@ -37,11 +38,11 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def this_worker() -> dict[str, object]:
+def this_worker() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
 
 
-def worker_alive(owner: dict[str, object]) -> bool | None:
+def worker_alive(owner: dict[str, Any]) -> bool | None:
     """Whether the worker that claimed a trial still runs; None for a worker on another host,
     which only a heartbeat can tell about."""
     if owner.get("host") != socket.gethostname():

@@ -10,7 +10,9 @@ heartbeat by which other workers tell a dead worker's trial."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -37,7 +39,7 @@ class StudyRunner:
         self.objective = Objective(config, study, tracker, self.parent_run_id, BaseProvider(config, study, base))
         self.publisher = FrontPublisher(config.name, tracker, self.parent_run_id)
 
-    def optimize(self, callbacks: list = ()) -> None:
+    def optimize(self, callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
         """Runs trials until the study holds its number of judged candidates and no retry waits."""
         waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         remaining = max(self.config.n_trials - counted(self.study), waiting)
@@ -57,7 +59,7 @@ def parent_run(config: StudyConfig, study: optuna.Study, tracker: Tracker) -> st
     if run_id is not None:
         return run_id
     experiment = tracker.experiment_id(config.name)
-    run_id = tracker.client.create_run(experiment, run_name=f"study {config.name}", tags={"nar.role": "study"}).info.run_id
+    run_id = cast(str, tracker.client.create_run(experiment, run_name=f"study {config.name}", tags={"nar.role": "study"}).info.run_id)
     tracker.log_params(
         run_id,
         {

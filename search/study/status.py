@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.front import pareto
 from nar_search.search.study import halving
-from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.record import StudyRecord, TrialRecord, recorded
 from nar_search.search.study.recovery import worker_gone
 
 # What a study's number of trials counts: a pruned candidate is judged, as a completed one is.
@@ -59,6 +59,6 @@ def study_status(study: optuna.Study) -> StudyStatus:
     states = [t.state for t in trials]
     counts = {state.name.lower(): states.count(state) - (lost if state == TrialState.RUNNING else 0) for state in STATUS_STATES}
     trained = pareto.trained(study)
-    best = max(trained, key=lambda t: TrialRecord.of(t).val_auc) if trained else None
-    epochs = StudyRecord.of(study).config["training"]["epochs"]
+    best = max(trained, key=lambda t: recorded(TrialRecord.of(t).val_auc)) if trained else None
+    epochs = recorded(StudyRecord.of(study).config)["training"]["epochs"]
     return StudyStatus(counts, lost, infeasible_draws(study), best, pareto.baseline(study), halving.reached(trials, epochs))

@@ -37,13 +37,13 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     path = _local_file(url)
     if path is not None and not create and not path.exists():
         raise StudyConfigError(f"no study storage at {path}: run it first with `nar study run STUDY.yaml`, or give --storage")
-    if url.startswith(JOURNAL_PREFIX):
+    if url.startswith(JOURNAL_PREFIX) and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, not psycopg2
     try:
-        if is_sqlite(url):
+        if is_sqlite(url) and path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             return RDBStorage(url)
         return RDBStorage(

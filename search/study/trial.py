@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
+from typing import Any
 
 import optuna
 
@@ -25,8 +26,8 @@ class TrialRequest:
     """A feasible candidate of a running trial, as its method drew it."""
 
     trial: optuna.Trial
-    method: ReductionMethod
-    candidate: Candidate
+    method: ReductionMethod[Any]
+    candidate: Candidate[Any]
     baseline: bool  # the ϕ = 0 trial: evaluates the given base, or trains the one the others start from
 
     @property
@@ -74,7 +75,7 @@ class TrialResult:
     test_auc: float
     test_auc_std: float | None
     latency_ms: float | None
-    spec: dict | None = None  # the trained network's (ResRep's is thinner than the candidate's)
+    spec: dict[str, Any] | None = None  # the trained network's (ResRep's is thinner than the candidate's)
     seconds: float | None = None
     epochs: int | None = None
     stopped_at_rung: int | None = None  # epochs, when a rung stopped the candidate as dominated

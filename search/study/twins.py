@@ -4,6 +4,7 @@ later ones reuse the result, waiting while a living worker still trains it."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,7 +34,7 @@ def trained_twin(study: optuna.Study, architecture: str, number: int) -> FrozenT
         time.sleep(POLL_SECONDS)
 
 
-def reuse(tracker: Tracker, run_id: str, twin: FrozenTrial, method: str, spec: dict) -> TrialResult:
+def reuse(tracker: Tracker, run_id: str, twin: FrozenTrial, method: str, spec: dict[str, Any]) -> TrialResult:
     """The twin's result (or its stop at a rung), recorded in this trial's run as reused."""
     result = TrialResult.reused(twin)
     twin_run = TrialRecord.of(twin).mlflow_run_id

@@ -53,7 +53,7 @@ class Workers:
         self.config = config
         self.logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
         self.files: list[Path] = []
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Workers:
         settings = json.loads(self.config.model_dump_json())
