@@ -84,6 +84,7 @@ class ArchSpec:
 
 _SPEC_TYPES: Registry[type[ArchSpec]] = Registry("architecture family")
 _EXACT_MODELS: Registry[type[ArchSpec]] = Registry("exactly reproduced model")
+# Imported by spec_types(), not with this module (see there); a test keeps the list whole.
 FAMILY_MODULES = ("resnetv2", "inception_v4", "inception_resnet_v2", "timm_generic", "resrep")
 
 

@@ -1,15 +1,17 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 
+from nar_search import models
 from nar_search.models.cost import spec_cost
 from nar_search.models.errors import ModelError
 from nar_search.models.reduce import NARCoefficients, nar_reduce
 from nar_search.models.resnetv2 import ResNetV2Spec
-from nar_search.models.spec import spec_from_json
+from nar_search.models.spec import FAMILY_MODULES, exact_families, spec_from_json
 from nar_search.models.timm_generic import TimmCNNSpec
 
 
@@ -96,6 +98,14 @@ def test_a_model_without_stages_is_refused_clearly():
 def test_unknown_spec_family_is_refused():
     with pytest.raises(ModelError, match="unknown architecture family"):
         spec_from_json('{"family": "nope"}')
+
+
+def test_every_family_module_is_in_the_list_that_spec_types_imports():
+    """The families load when a spec is read, not with the package (they bring torch, and the
+    CLI's --help starts without it): so their modules are listed, and the list kept whole here."""
+    registering = {path.stem for path in Path(models.__file__).parent.glob("*.py") if "@register_spec" in path.read_text()}
+    assert registering == set(FAMILY_MODULES)
+    assert set(exact_families()) == {"resnetv2_50", "inception_v4", "inception_resnet_v2"}
 
 
 @pytest.mark.slow
