@@ -21,7 +21,7 @@ class TrialRow:
     gamma: float | None
     phi: float | None
     flops_target: float | None
-    input_size: int
+    input_size: int | None  # None where a record was written without its request (by hand, in a test)
     gflops: float
     reduction: float
     val_auc: float
@@ -95,7 +95,7 @@ def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True
         gamma=settings.get("gamma"),
         phi=settings.get("phi"),
         flops_target=settings.get("flops_target"),
-        input_size=recorded(record.input_size),
+        input_size=record.input_size,
         gflops=gflops,
         reduction=(baseline_gflops / gflops) if baseline_gflops else float("nan"),
         val_auc=recorded(record.val_auc),
