@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from conftest import run_cli
@@ -106,8 +107,9 @@ def test_grid_and_baseline_gather_what_each_method_of_the_study_adds():
     grid = space(phi=[0, 1], methods={"nar": {"alpha": [1.2], "beta": [1.1], "gamma": [1.15, 1.2]}})
     assert grid_search_space(grid) == {"phi": [1.0], "coefficients": ["1.2,1.1,1.15", "1.2,1.1,1.2"]}
     assert baseline_params(grid) == {"phi": 0.0, "coefficients": "1.2,1.1,1.15"}
-    assert baseline_params(space(**BAYES)) == {"phi": 0.0, "alpha": 1.2, "beta": 1.1}
-    # a categorical's baseline value is one of its choices; a range's is the paper's, so that γ ≥ 1
+    baseline = baseline_params(space(**BAYES))  # the paper's α 1.2, β 1.1 as fractions of what ϕ = 0 allows
+    assert baseline == {"phi": 0.0, "alpha_fraction": pytest.approx(1 / 3), "beta_fraction": pytest.approx(0.3436, abs=1e-4)}
+    # with a list, a categorical's baseline value is one of its choices; a range's is the paper's, so that γ ≥ 1
     assert baseline_params(space(methods={"nar": {"alpha": {"low": 1.7, "high": 1.8}, "beta": [1.05, 1.2]}})) == {
         "phi": 0.0,
         "alpha": 1.2,
@@ -157,20 +159,61 @@ def test_train_and_reduce_flags_are_the_methods_settings(capsys):
     assert "--flops-target is a setting of resrep, not of nar" in second
 
 
-def test_nar_records_a_derived_gamma_below_one_as_infeasible(resnet):
-    trial = FixedTrial({"phi": 1.0, "alpha": 1.6, "beta": 1.3})
-    assert suggest(trial, space(**BAYES), resnet)[1] is None
+@pytest.mark.parametrize(
+    ("model", "side", "phi", "alpha", "beta"),
+    [
+        ("resnetv2_50", 48, (0, 3), (1.0, 1.6), (1.0, 1.3)),
+        ("resnetv2_50", 64, (0, 5), (1.0, 2.0), (1.0, 1.5)),
+        ("resnetv2_50", 240, (0.5, 6), (1.1, 1.3), (1.05, 1.2)),
+        ("inception_v4", 96, (0, 4), (1.0, 1.8), (1.0, 1.4)),
+    ],
+)
+def test_every_draw_of_a_feasible_nar_space_is_a_network(model, side, phi, alpha, beta):
+    """ϕ first, then α and β as fractions of what ϕ leaves feasible: no draw is void."""
+    original = original_spec(model, side)
+    bounds = {"phi": {"low": phi[0], "high": phi[1]}}
+    search = space(**bounds, methods={"nar": {name: {"low": r[0], "high": r[1]} for name, r in (("alpha", alpha), ("beta", beta))}})
+    rng = np.random.default_rng(0)
+    corners = [(p, a, b) for p in phi for a in (0.0, 1.0) for b in (0.0, 1.0)]
+    for drawn_phi, alpha_fraction, beta_fraction in [*corners, *rng.uniform((phi[0], 0, 0), (phi[1], 1, 1), (400, 3))]:
+        trial = FixedTrial({"phi": drawn_phi, "alpha_fraction": alpha_fraction, "beta_fraction": beta_fraction})
+        candidate = suggest(trial, search, original)[1]
+        assert candidate is not None, trial.params
+        r = candidate.spec.reduction
+        assert candidate.spec.input_size >= original.min_input_size and r.gamma >= 1
+        assert alpha[0] <= r.alpha <= alpha[1] and beta[0] <= r.beta <= beta[1]
+        assert r.alpha * r.beta**2 * r.gamma**2 == pytest.approx(2)
+        assert max(trial.constraints.values()) <= 0
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_sampler_on_the_feasible_space_draws_no_void_point(sampler):
+    """The wide box of the study tests, where much of (α, β, ϕ) gives γ < 1 or less than 32 px."""
+    small = original_spec("resnetv2_50", 48)
+    wide = space(phi=BAYES["phi"], methods={"nar": {"alpha": {"low": 1.2, "high": 1.6}, "beta": {"low": 1.1, "high": 1.3}}})
+    samplers = {"tpe": optuna.samplers.TPESampler(seed=0, n_startup_trials=5), "random": optuna.samplers.RandomSampler(seed=0)}
+    study = optuna.create_study(sampler=samplers[sampler])
+    study.optimize(lambda trial: -suggest(trial, wide, small)[1].spec.reduction.phi, n_trials=40)
+    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 40
+
+
+def test_nar_records_ranges_that_allow_no_network_as_infeasible(resnet):
+    trial = FixedTrial({"phi": 1.0, "alpha_fraction": 0.5, "beta_fraction": 0.5})
+    void = space(phi=BAYES["phi"], methods={"nar": {"alpha": {"low": 1.7, "high": 1.8}, "beta": {"low": 1.2, "high": 1.3}}})
+    assert suggest(trial, void, resnet)[1] is None  # α·β² > 2 throughout: γ < 1
     assert trial.user_attrs["gamma"] < 1 and trial.constraints[GAMMA_CONSTRAINT] > 0
 
 
 def test_nar_records_an_input_below_the_minimum_as_infeasible():
-    """A point the multi-fidelity benchmark's TPE asked for: γ = 1.31 at ϕ = 2.93 takes 48 px to 22."""
+    """A point the multi-fidelity benchmark's TPE asked for when α and β were drawn from the box:
+    γ = 1.31 at ϕ = 2.93 takes 48 px to 22. A list for α still draws from the box."""
     small = original_spec("resnetv2_50", 48)
+    listed = space(phi=BAYES["phi"], methods={"nar": {"alpha": [1.154, 1.16], "beta": {"low": 1.0, "high": 1.3}}})
     trial = FixedTrial({"phi": 2.93, "alpha": 1.154, "beta": 1.007})
-    assert suggest(trial, space(**BAYES), small)[1] is None
+    assert suggest(trial, listed, small)[1] is None
     assert trial.constraints[INPUT_CONSTRAINT] == 32 - 22
     feasible = FixedTrial({"phi": 2.85, "alpha": 1.16, "beta": 1.281})
-    assert suggest(feasible, space(**BAYES), small)[1].spec.input_size >= 32
+    assert suggest(feasible, listed, small)[1].spec.input_size >= 32
     assert feasible.constraints[INPUT_CONSTRAINT] <= 0
 
 

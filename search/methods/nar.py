@@ -19,6 +19,7 @@ from nar_search.models.reduce import DEFAULT_TOLERANCE, PAPER_COEFFICIENTS, NARC
 from nar_search.models.rounding import DEFAULT_ROUNDING, Rounding, scale_side
 from nar_search.models.spec import ArchSpec
 from nar_search.search.methods.base import Candidate, register
+from nar_search.search.methods.feasible import FeasibleCoefficients
 from nar_search.search.methods.phi import PhiMethod, suggest_phi
 from nar_search.search.methods.settings import Dimension, MethodSettings, Range, choices, lower_bound, point, values
 from nar_search.search.study.record import TrialRecord
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 GAMMA_CONSTRAINT = "gamma_below_one"
 INPUT_CONSTRAINT = "input_below_minimum"  # px short of the family's minimum input side
+FRACTIONS = ("alpha_fraction", "beta_fraction")  # where α and β lie in what ϕ leaves feasible
 
 
 class NARSettings(MethodSettings):
@@ -74,10 +76,13 @@ class NAR(PhiMethod[NARSettings]):
 
     def suggest(self, trial: optuna.Trial, phi: Dimension, settings: NARSettings, original: ArchSpec) -> Candidate[NARSettings] | None:
         drawn_phi = suggest_phi(trial, phi)
-        alpha, beta, gamma = _suggest_coefficients(trial, settings)
+        alpha, beta, gamma = _suggest_coefficients(trial, settings, drawn_phi, original)
+        if drawn_phi == 0 and gamma < 1:  # the original network whatever α, β, γ: the baseline of any space
+            alpha, beta, gamma = PAPER_COEFFICIENTS
         # A draw whose γ^-ϕ takes the input below the family's minimum is as infeasible as
         # γ < 1: the sampler learns the region to avoid, rather than the trial failing. Both
-        # are measured for every draw (a γ < 1 side is merely larger).
+        # are measured for every draw (a γ < 1 side is merely larger). Ranges for α and β are
+        # drawn within what ϕ allows (feasible.py): then only ranges that allow nothing are.
         side = scale_side(original.input_size, gamma**-drawn_phi)
         trial.set_constraint(GAMMA_CONSTRAINT, 1 - gamma)
         trial.set_constraint(INPUT_CONSTRAINT, original.min_input_size - side)
@@ -94,7 +99,9 @@ class NAR(PhiMethod[NARSettings]):
 
     def baseline_params(self, phi: Dimension, settings: NARSettings) -> dict[str, Any]:
         params = super().baseline_params(phi, settings)
-        if settings.derives_gamma:
+        if (feasible := _feasible(settings, min_side_ratio=1.0)) is not None:  # at ϕ = 0 no side bounds α, β
+            params.update(zip(FRACTIONS, feasible.fractions(0.0, *PAPER_COEFFICIENTS[:2]), strict=True))
+        elif settings.derives_gamma:
             params.update(alpha=_nearest(settings.alpha, PAPER_COEFFICIENTS[0]), beta=_nearest(settings.beta, PAPER_COEFFICIENTS[1]))
         elif not settings.is_point():
             params["coefficients"] = _key(settings.admissible()[0])
@@ -117,17 +124,29 @@ class NAR(PhiMethod[NARSettings]):
         return f"NAR α={r.alpha} β={r.beta} γ={r.gamma} ({r.rounding} rounding)"
 
 
-def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings) -> tuple[float, float, float]:
+def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings, phi: float, original: ArchSpec) -> tuple[float, float, float]:
     if settings.is_point():
         return _point(settings)
     if not settings.derives_gamma:
         key = trial.suggest_categorical("coefficients", [_key(c) for c in settings.admissible()])
         alpha, beta, gamma = (float(v) for v in key.split(","))
         return alpha, beta, gamma
-    alpha, beta = (_suggest(trial, name, getattr(settings, name)) for name in ("alpha", "beta"))
-    gamma = math.sqrt(2 / (alpha * beta**2))
-    TrialRecord(settings={"gamma": gamma}).write(trial)
+    if (feasible := _feasible(settings, original.min_input_size / original.input_size)) is not None:
+        alpha, beta, gamma = feasible.draw(phi, *(trial.suggest_float(name, 0.0, 1.0) for name in FRACTIONS))
+    else:
+        alpha, beta = (_suggest(trial, name, getattr(settings, name)) for name in ("alpha", "beta"))
+        gamma = math.sqrt(2 / (alpha * beta**2))
+    TrialRecord(settings={"alpha": alpha, "beta": beta, "gamma": gamma}).write(trial)
     return alpha, beta, gamma
+
+
+def _feasible(settings: NARSettings, min_side_ratio: float) -> FeasibleCoefficients | None:
+    """The feasible parametrisation, where α and β are both continuous ranges (a list or a step
+    is drawn as written, each draw measured)."""
+    alpha, beta = settings.alpha, settings.beta
+    if not (isinstance(alpha, Range) and isinstance(beta, Range)) or alpha.step or beta.step:
+        return None
+    return FeasibleCoefficients(alpha, beta, min_side_ratio)
 
 
 def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> float:
