@@ -149,6 +149,14 @@ def test_study_files_of_the_earlier_form_read_as_they_meant():
         search(space="paper", phi_valus=[0, 1])
 
 
+def test_a_command_called_as_a_function_takes_its_defaults(capsys):
+    """As `nar demo` calls train_command: only some arguments, the method and its settings left out."""
+    from nar_search.search.cli.reduce import reduce_command
+
+    reduce_command(input_size=48, phi="1", as_json=True)
+    assert '"input_size": 42' in capsys.readouterr().out
+
+
 def test_train_and_reduce_flags_are_the_methods_settings(capsys):
     assert run_cli("reduce", "--input-size", "64", "--phi", "1", "--method", "ir", "--gamma", "1.3", "--json") == 0
     assert '"input_size": 49' in capsys.readouterr().out  # 64 / 1.3

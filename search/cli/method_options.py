@@ -34,8 +34,10 @@ def with_method_options(methods: Iterable[ReductionMethod[Any]]) -> Callable[[Ca
 
         @functools.wraps(command)
         def run(**given: Any) -> None:
-            values = {name: given.pop(name) for name in flags}
-            method = next((m for m in methods if m.name == given["method"]), None)
+            # Called as a function (nar demo calls train_command), a flag left out is left at its default.
+            values = {name: given.pop(name, None) for name in flags}
+            chosen = given.get("method", own.parameters["method"].default)
+            method = next((m for m in methods if m.name == chosen), None)
             given["settings"] = _settings(method, {name: value for name, value in values.items() if value is not None}, fields)
             command(**given)
 
