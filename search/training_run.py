@@ -109,12 +109,20 @@ def train_and_record(
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> CandidateOutcome:
-    """`nar train`: `spec` trained in a run of its own (see `train_in_run`); `params`: what
-    the run records beside its network, training and data (the method's settings)."""
+    """`nar train`: `spec` trained in a run of its own (see `train_in_run`)."""
     with tracker.run(experiment, run_name) as run_id:
-        tracker.log_params(run_id, params or {})
         return train_in_run(
-            tracker, run_id, spec, data, config, run_dir, callbacks=callbacks, base=base, progress=progress, finalize=finalize
+            tracker,
+            run_id,
+            spec,
+            data,
+            config,
+            run_dir,
+            callbacks=callbacks,
+            base=base,
+            progress=progress,
+            finalize=finalize,
+            params=params,
         )
 
 
@@ -131,21 +139,31 @@ def train_in_run(
     teacher: TeacherTargets | None = None,
     progress: bool = True,
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> CandidateOutcome:
     """Trains `spec` over `config.seeds` seeds and records params, metrics and artifacts in
     the open run `run_id`. A method's `TrainingHooks` give `spec`, its `callbacks` and
     `finalize` (e.g. ResRep's pruning, and its conversion to the thinner network that is
     evaluated and recorded). `base` is the trained original network that `config.init` and
-    `config.distill` start from and learn from."""
+    `config.distill` start from and learn from. `params`: what the run records beside its
+    network, training and data (the method's settings)."""
 
     def train(datamodule: PatchDataModule) -> TrainingResult:
         return train_spec(spec, datamodule, config, run_dir, callbacks, base, progress, finalize, teacher)
 
-    return _record(tracker, run_id, spec, data, config, run_dir, train)
+    return _record(tracker, run_id, spec, data, config, run_dir, train, params)
 
 
 def evaluate_in_run(
-    tracker: Tracker, run_id: str, base: BaseNetwork, data: DataSettings, config: TrainingConfig, run_dir: Path, *, progress: bool = True
+    tracker: Tracker,
+    run_id: str,
+    base: BaseNetwork,
+    data: DataSettings,
+    config: TrainingConfig,
+    run_dir: Path,
+    *,
+    progress: bool = True,
+    params: Mapping[str, Any] | None = None,
 ) -> CandidateOutcome:
     """The given base network evaluated, not trained, and recorded in the open run `run_id` like any other."""
 
@@ -153,7 +171,7 @@ def evaluate_in_run(
         return evaluate_base(base, datamodule, config, run_dir, progress)
 
     evaluated = replace(config, epochs=0, init="base", distill=None)
-    return _record(tracker, run_id, base.spec, data, evaluated, run_dir, evaluate)
+    return _record(tracker, run_id, base.spec, data, evaluated, run_dir, evaluate, params)
 
 
 def _record(
@@ -164,8 +182,9 @@ def _record(
     config: TrainingConfig,
     run_dir: Path,
     obtain: Callable[[PatchDataModule], TrainingResult],
+    params: Mapping[str, Any] | None,
 ) -> CandidateOutcome:
-    tracker.log_params(run_id, run_params(spec, config, data))
+    tracker.log_params(run_id, run_params(spec, config, data) | dict(params or {}))
     datamodule = data.datamodule(spec.input_size, config)
     datamodule.setup()
     _warn_of_data_findings(tracker, run_id, data.source, datamodule.findings())

@@ -45,6 +45,7 @@ class TrialExecutor:
             base=self.bases.wait(request.number) if mode.needs_base or self.training.distill else None,
             teacher=self.bases.teacher(request.number) if self.training.distill else None,
             progress=False,
+            params=request.params,
         )
         reached = TrialRecord.of(request.trial).rungs or []
         self.tracker.log_metric_series(run_id, [("rung_val_auc", rung["val_auc"], rung["epochs"]) for rung in reached])
@@ -55,11 +56,12 @@ class TrialExecutor:
         """The given base evaluated as it is, or, without one, the original network trained from
         scratch and kept as the base of every later trial."""
         if self.bases.base is not None:  # given, or trained by an earlier try of this trial: never trained again
-            return evaluate_in_run(self.tracker, run_id, self.bases.base, self.data, self.training, run_dir, progress=False)
+            base = self.bases.base
+            return evaluate_in_run(self.tracker, run_id, base, self.data, self.training, run_dir, progress=False, params=request.params)
         scratch = replace(self.training, init="scratch", distill=None)
         spec = request.method.training(request.candidate).spec
         try:
-            outcome = train_in_run(self.tracker, run_id, spec, self.data, scratch, run_dir, progress=False)
+            outcome = train_in_run(self.tracker, run_id, spec, self.data, scratch, run_dir, progress=False, params=request.params)
         except Exception:
             self.study.stop()  # every later trial starts from the base: none can run without it
             raise

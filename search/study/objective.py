@@ -56,13 +56,9 @@ class Objective:
         twin = None if over_budget else trained_twin(self.study, request.architecture, trial.number)
         with self.tracker.run(self.config.name, request.run_name, self._tags(request), self.parent_run_id) as run_id:
             TrialRecord(mlflow_run_id=run_id).write(trial)
-            self.tracker.log_params(run_id, {method.name: candidate.settings.model_dump(mode="json")})
             if over_budget:
                 raise optuna.TrialPruned(f"{request.expected_gflops:.3f} GFLOPs is over the budget of {self.config.gflops_budget}")
-            if twin is not None:
-                result = reuse(self.tracker, run_id, twin, method.name, candidate.spec.to_dict())
-            else:
-                result = self.executor.execute(request, run_id)
+            result = reuse(self.tracker, run_id, twin, request) if twin is not None else self.executor.execute(request, run_id)
             result.record().write(trial)
             if result.stopped_at_rung is not None:
                 self.tracker.set_tags(run_id, {STOPPED_TAG: str(result.stopped_at_rung)})

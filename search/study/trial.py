@@ -49,6 +49,11 @@ class TrialRequest:
         return architecture_key(self.candidate.spec) + self.method.key_suffix(self.candidate)
 
     @property
+    def params(self) -> dict[str, Any]:
+        """What the trial's MLflow run records of its method: the candidate's settings."""
+        return {self.method.name: self.candidate.settings.model_dump(mode="json")}
+
+    @property
     def expected_gflops(self) -> float:
         return self.method.expected_gflops(self.candidate)
 

@@ -4,7 +4,6 @@ later ones reuse the result, waiting while a living worker still trains it."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -13,7 +12,7 @@ from nar_search.search.study.bases import POLL_SECONDS
 from nar_search.search.study.record import TrialRecord
 from nar_search.search.study.recovery import worker_gone
 from nar_search.search.study.status import COUNTED_STATES
-from nar_search.search.study.trial import TrialResult
+from nar_search.search.study.trial import TrialRequest, TrialResult
 from nar_search.search.tracking import Tracker
 
 
@@ -34,12 +33,12 @@ def trained_twin(study: optuna.Study, architecture: str, number: int) -> FrozenT
         time.sleep(POLL_SECONDS)
 
 
-def reuse(tracker: Tracker, run_id: str, twin: FrozenTrial, method: str, spec: dict[str, Any]) -> TrialResult:
+def reuse(tracker: Tracker, run_id: str, twin: FrozenTrial, request: TrialRequest) -> TrialResult:
     """The twin's result (or its stop at a rung), recorded in this trial's run as reused."""
     result = TrialResult.reused(twin)
     twin_run = TrialRecord.of(twin).mlflow_run_id
     tracker.set_tags(run_id, {"reused_from_trial": str(twin.number), "reused_run_id": str(twin_run)})
-    tracker.log_params(run_id, {"method": method, "spec": spec})
+    tracker.log_params(run_id, {"method": request.method.name, "spec": request.candidate.spec.to_dict(), **request.params})
     tracker.log_metrics(run_id, {"gflops": result.gflops, "params": result.params, "val_auc": result.val_auc, "test_auc": result.test_auc})
     return result
 
