@@ -37,6 +37,17 @@ def get_classifier(model: nn.Module) -> nn.Module:
     return cast(Callable[[], nn.Module], model.get_classifier)()
 
 
+def least_important(graph: tp.DependencyGraph, module: nn.Module, count: int) -> list[int]:
+    """The `count` output channels of `module` whose weights, summed over every coupled layer
+    (L1, Torch-Pruning's group magnitude), are smallest."""
+    import torch_pruning as tp
+
+    pruner = graph.get_pruner_of_module(module)
+    group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(out_channels(graph, module))))
+    scores = tp.importance.GroupMagnitudeImportance(p=1)(group)
+    return sorted(int(i) for i in torch.argsort(scores)[:count])
+
+
 def remove_out_channels(graph: tp.DependencyGraph, plan: dict[nn.Module, list[int]]) -> None:
     """Removes the listed output channels of each root module (and everything coupled to them)."""
     for module, indices in plan.items():

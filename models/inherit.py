@@ -1,6 +1,7 @@
 """Starting a reduced network from a trained full one: keep the first blocks of each stage
-and the first channels of each conv, with every coupled channel (residuals, concatenations)
-following, so inherited weights stay aligned where a plain slice by name would not."""
+and, of each group of coupled channels (residuals, concatenations), the first ones or the
+ones whose weights weigh most, every coupled layer following, so inherited weights stay
+aligned where a plain slice by name would not."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ from typing import cast
 
 from torch import nn
 
-from nar_search.models.channels import dependency_graph, get_classifier, out_channels, prunable_roots, remove_out_channels
+from nar_search.models.channels import (
+    dependency_graph,
+    get_classifier,
+    least_important,
+    out_channels,
+    prunable_roots,
+    remove_out_channels,
+)
 from nar_search.models.errors import ModelError
 from nar_search.models.spec import ArchSpec
 
 
-def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module) -> None:
+def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module, by_magnitude: bool = False) -> None:
     """Loads into `target` (built from the reduced `spec`) the kept blocks and channels of
-    `source`, the original network (ϕ = 0) with trained weights."""
+    `source`, the original network (ϕ = 0) with trained weights: the first channels, or with
+    `by_magnitude` those of the largest L1 norm over their coupled layers."""
     donor = copy.deepcopy(source).cpu()
     spec.truncate(donor)
     graph = dependency_graph(donor, spec.min_input_size)
@@ -27,7 +36,8 @@ def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module) -> Non
         name = names[root]
         if name not in wanted:
             raise ModelError(f"cannot inherit weights: the reduced {spec.model_name} has no layer {name!r}")
-        plan[root] = list(range(_width(wanted[name]), out_channels(graph, root)))
+        width, n = _width(wanted[name]), out_channels(graph, root)
+        plan[root] = least_important(graph, root, n - width) if by_magnitude and width < n else list(range(width, n))
     remove_out_channels(graph, plan)
     target_shapes = {k: v.shape for k, v in target.state_dict().items()}
     donor_state = donor.state_dict()

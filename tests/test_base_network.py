@@ -73,7 +73,7 @@ def test_a_reduced_or_other_side_folder_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_init_modes_registry_and_inherit_from_a_base(tmp_path):
-    assert set(INIT_MODES) == {"scratch", "inherit"}
+    assert set(INIT_MODES) == {"scratch", "inherit", "inherit-magnitude"}
     original = original_spec("resnet18", 40)
     save_network(original.build(), original, tmp_path / "full")
     base = load_base(tmp_path / "full", "resnet18")

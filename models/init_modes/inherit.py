@@ -1,7 +1,10 @@
 """`inherit`: start from the base network's weights, cut to the candidate's depths and widths
-through the dependency graph (an unchanged shape, as for IR and ResRep, takes them whole)."""
+through the dependency graph (an unchanged shape, as for IR and ResRep, takes them whole),
+keeping the first channels; `inherit-magnitude` keeps the channels whose weights weigh most."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from torch import nn
 
@@ -16,8 +19,15 @@ from nar_search.models.spec import ArchSpec
 class Inherit(InitMode):
     name = "inherit"
     needs_base = True
+    by_magnitude: ClassVar[bool] = False
 
     def initialise(self, model: nn.Module, spec: ArchSpec, base: BaseNetwork | None) -> None:
         if base is None:
-            raise ModelError("init 'inherit' needs a base network: give one (base: / --base) or use init 'scratch'")
-        inherit_weights(model, spec, base.build())
+            raise ModelError(f"init {self.name!r} needs a base network: give one (base: / --base) or use init 'scratch'")
+        inherit_weights(model, spec, base.build(), self.by_magnitude)
+
+
+@register_init_mode
+class InheritByMagnitude(Inherit):
+    name = "inherit-magnitude"
+    by_magnitude = True

@@ -55,7 +55,11 @@ def train_command(
         typer.Option(help="the trained original (ϕ = 0) network: a folder of `nar train`/`nar export`, or its weights (.safetensors, .pt)"),
     ] = None,
     init: Annotated[
-        str | None, typer.Option(help="scratch or inherit (the base's kept blocks and channels); default: inherit with --base")
+        str | None,
+        typer.Option(
+            help="scratch, inherit (the base's first blocks and channels) or inherit-magnitude (its heaviest channels); "
+            "default: inherit with --base"
+        ),
     ] = None,
     distill_weight: Annotated[
         float | None,
