@@ -3,8 +3,9 @@
 The shape of α, β, γ in the settings decides how a study draws them: one value each fixes
 them (the paper's 1.2, 1.1, 1.15 by default); lists cross every admissible (α, β, γ) as one
 categorical `coefficients`; a range for α or β samples them and derives γ so that
-α·β²·γ² = 2 exactly (a derived γ < 1 is infeasible, recorded as an Optuna constraint, never
-clipped).
+α·β²·γ² = 2 exactly. Ranges for both are drawn within what ϕ leaves feasible (feasible.py);
+with a list for one, a draw whose γ < 1 or whose input falls below the minimum is
+infeasible, recorded as an Optuna constraint, never clipped.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from nar_search.models.spec import ArchSpec
 from nar_search.search.methods.base import Candidate, register
 from nar_search.search.methods.feasible import FeasibleCoefficients
 from nar_search.search.methods.phi import PhiMethod, suggest_phi
-from nar_search.search.methods.settings import Dimension, MethodSettings, Range, choices, lower_bound, point, values
+from nar_search.search.methods.settings import Dimension, MethodSettings, Range, choices, lower_bound, point, suggest_value, values
 from nar_search.search.study.record import TrialRecord
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings, phi: float
     if (feasible := _feasible(settings, original.min_input_size / original.input_size)) is not None:
         alpha, beta, gamma = feasible.draw(phi, *(trial.suggest_float(name, 0.0, 1.0) for name in FRACTIONS))
     else:
-        alpha, beta = (_suggest(trial, name, getattr(settings, name)) for name in ("alpha", "beta"))
+        alpha, beta = (suggest_value(trial, name, getattr(settings, name)) for name in ("alpha", "beta"))
         gamma = math.sqrt(2 / (alpha * beta**2))
     TrialRecord(settings={"alpha": alpha, "beta": beta, "gamma": gamma}).write(trial)
     return alpha, beta, gamma
@@ -147,12 +148,6 @@ def _feasible(settings: NARSettings, min_side_ratio: float) -> FeasibleCoefficie
     if not (isinstance(alpha, Range) and isinstance(beta, Range)) or alpha.step or beta.step:
         return None
     return FeasibleCoefficients(alpha, beta, min_side_ratio)
-
-
-def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> float:
-    if isinstance(dimension, Range):
-        return trial.suggest_float(name, dimension.low, dimension.high, step=dimension.step)
-    return float(trial.suggest_categorical(name, values(dimension)))
 
 
 def _nearest(dimension: Dimension, preferred: float) -> float:

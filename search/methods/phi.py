@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nar_search.models.errors import ModelError
 from nar_search.search.methods.base import Candidate, ReductionMethod, S
-from nar_search.search.methods.settings import Dimension, Range, choices, values
+from nar_search.search.methods.settings import Dimension, choices, suggest_value
 
 if TYPE_CHECKING:
     import optuna
@@ -34,9 +34,7 @@ class PhiMethod(ReductionMethod[S]):
 
 
 def suggest_phi(trial: optuna.Trial, phi: Dimension) -> float:
-    if isinstance(phi, Range):
-        return trial.suggest_float("phi", phi.low, phi.high, step=phi.step)
-    return float(trial.suggest_categorical("phi", values(phi)))
+    return suggest_value(trial, "phi", phi)
 
 
 def parse_phis(text: str) -> list[float]:

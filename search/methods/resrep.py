@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from nar_search.lightning_modules.settings import RESREP_MASK_INTERVAL, RESREP_MAX_NEW, RESREP_WARMUP_EPOCHS
 from nar_search.models.spec import ArchSpec, Reduction
 from nar_search.search.methods.base import Candidate, ReductionMethod, TrainingHooks, register
-from nar_search.search.methods.settings import Dimension, MethodSettings, Range, choices, lower_bound, point, upper_bound, values
+from nar_search.search.methods.settings import Dimension, MethodSettings, choices, lower_bound, point, suggest_value, upper_bound
 
 if TYPE_CHECKING:
     import optuna
@@ -37,11 +37,7 @@ class ResRep(ReductionMethod[ResRepSettings]):
     reduces_in_training = True
 
     def suggest(self, trial: optuna.Trial, phi: Dimension, settings: ResRepSettings, original: ArchSpec) -> Candidate[ResRepSettings]:
-        target = settings.flops_target
-        if isinstance(target, Range):
-            drawn = trial.suggest_float("flops_target", target.low, target.high, step=target.step)
-        else:
-            drawn = float(trial.suggest_categorical("flops_target", values(target)))
+        drawn = suggest_value(trial, "flops_target", settings.flops_target)
         return self.candidate(original, 0.0, settings.model_copy(update={"flops_target": drawn}))
 
     def grid(self, phi: Dimension, settings: ResRepSettings) -> dict[str, list[Any]]:

@@ -8,9 +8,12 @@ settings hold one value for each.
 
 from __future__ import annotations
 
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # the settings are read by the CLI, which starts without Optuna
+    import optuna
 
 
 class Range(BaseModel):
@@ -53,6 +56,13 @@ def point(dimension: Dimension) -> float:
     """The one value of a candidate's setting."""
     assert not isinstance(dimension, Range | list), f"{dimension} is searched, not one value"
     return dimension
+
+
+def suggest_value(trial: optuna.Trial, name: str, dimension: Dimension) -> float:
+    """The trial's value of a searched setting: a float from a range, else one of the values."""
+    if isinstance(dimension, Range):
+        return trial.suggest_float(name, dimension.low, dimension.high, step=dimension.step)
+    return float(trial.suggest_categorical(name, values(dimension)))
 
 
 def lower_bound(dimension: Dimension) -> float:

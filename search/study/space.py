@@ -18,14 +18,10 @@ if TYPE_CHECKING:
     from nar_search.search.config import SearchSpace
 
 
-def methods(space: SearchSpace) -> list[str]:
-    return list(space.methods)
-
-
 def suggest(trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> tuple[ReductionMethod[Any], Candidate[Any] | None]:
     """The trial's method (a categorical `method` parameter when the study mixes several) and
     its candidate; None when the draw is infeasible."""
-    names = methods(space)
+    names = list(space.methods)
     method = get_method(trial.suggest_categorical("method", names) if len(names) > 1 else names[0])
     return method, method.suggest(trial, space.phi, space.methods[method.name], original)
 
@@ -36,7 +32,7 @@ def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     for name, settings in space.methods.items():
         grid |= get_method(name).grid(space.phi, settings)
     if len(space.methods) > 1:
-        grid["method"] = methods(space)
+        grid["method"] = list(space.methods)
     return grid
 
 
@@ -46,5 +42,5 @@ def baseline_params(space: SearchSpace) -> dict[str, Any]:
     for name, settings in space.methods.items():
         params |= get_method(name).baseline_params(space.phi, settings)
     if len(space.methods) > 1:
-        params["method"] = methods(space)[0]
+        params["method"] = next(iter(space.methods))
     return params
