@@ -80,6 +80,8 @@ class Profile:
     grid_phis: tuple[float, ...]  # the paper's α, β, γ at these ϕ
     fidelity_trials: int  # the multi-fidelity study's, the baseline's evaluation included
     halving: dict[str, int]  # reduction factor and rungs
+    confirm_seeds: int = 3  # the multi-fidelity study confirms its front over this many seeds
+    confirm_within: float = 0.01  # ... of the points within this of the base's val AUC
     batch_size: int = 32
     scheduler: str = "cosine"
     workers: int = 2
@@ -142,6 +144,8 @@ PROFILES = {
         grid_phis=(1,),
         fidelity_trials=3,
         halving={"factor": 2, "rungs": 2},
+        confirm_seeds=2,
+        confirm_within=1.0,
     ),
 }
 
@@ -396,10 +400,14 @@ def run_study(profile: Profile, manifest: Path, work: Path, base: Path, name: st
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     threads = {"OMP_NUM_THREADS": "1"} if profile.workers > 1 else {}
+    start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "nar_search.search.cli", "study", "run", str(path)], cwd=work, check=True, env={**os.environ, **threads}
     )
-    return optuna.load_study(study_name=name, storage=open_storage(config["storage"]))
+    study = optuna.load_study(study_name=name, storage=open_storage(config["storage"]))
+    if "wall_seconds" not in study.user_attrs:  # the run that did the work; a resumed bench finds it done
+        study.set_user_attr("wall_seconds", time.perf_counter() - start)
+    return study
 
 
 def trained_epochs(study) -> int:
@@ -421,6 +429,7 @@ def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) ->
         profile.tuned_epochs,
         sampler="gp",
         n_trials=profile.study_trials,
+        confirm={"seeds": 1},  # its points are trained again below, seed k from the full network's seed k
         search={"phi": {"low": 0.5, "high": max(profile.phis)}, "methods": {"nar": BAYES_NAR}},
     )
     # A trial that reused an earlier one's network (two workers asked for the same point) is no new point.
@@ -432,13 +441,15 @@ def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) ->
 
 def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Path) -> dict:
     """The paper's ϕ grid at the full budget against a multi-fidelity TPE study over α, β, ϕ
-    (successive halving on the front), both from the full network's seed 0: each front's
-    hypervolume and the training compute spent."""
+    (successive halving on the front, then its front confirmed over seeds), both from the full
+    network's seed 0: each front's hypervolume, the best confirmed point, and the compute spent."""
     from nar_search.search.front import pareto
+    from nar_search.search.study.compute import study_compute
     from nar_search.search.study.status import infeasible_draws
 
     full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
     base, train = Path(full["network"]), manifest_counts(manifest)["train"]["patches"]
+    base_compute = full["epochs"] * full["gflops"] * train  # the base's own training, the same for both studies
     space = {"phi": {"low": min(profile.grid_phis), "high": max(profile.grid_phis)}, "methods": {"nar": BAYES_NAR}}
     studies = {
         "full-budget grid (paper α β γ)": run_study(
@@ -451,6 +462,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
             sampler="grid",
             n_trials=len(profile.grid_phis) + 1,
             search={"phi": [0, *profile.grid_phis]},
+            confirm={"seeds": 1},
         ),
         "multi-fidelity TPE (α β ϕ)": run_study(
             profile,
@@ -464,13 +476,16 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
             search=space,
             pruner="halving",
             halving=profile.halving,
+            confirm={"seeds": profile.confirm_seeds, "max_auc_drop": profile.confirm_within},
         ),
     }
     rows = {}
     for label, study in studies.items():
         front = pareto.front(study)
         reference = (pareto.baseline(study).user_attrs["gflops"], 0.5)
-        states, epochs = [t.state.name for t in study.trials], trained_epochs(study)
+        states, compute = [t.state.name for t in study.trials], study_compute(study)
+        every = pareto.pareto_rows(study, every_trial=True)
+        confirmed = [r for r in every if r.confirmed_front and (r.baseline or r.seeds >= profile.confirm_seeds)]
         rows[label] = {
             "trials": len(study.trials),
             "full_budget": len(pareto.trained(study)),  # the baseline's evaluation of the base included
@@ -482,38 +497,155 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
             ],
             "hypervolume_val": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["val_auc"]) for t in front], reference),
             "hypervolume_test": pareto.hypervolume([(t.user_attrs["gflops"], t.user_attrs["test_auc"]) for t in front], reference),
-            "epochs": epochs,
-            "compute": epochs * train,
+            "confirmed_front": [r.as_dict() for r in confirmed],
+            "confirmed_hypervolume_val": pareto.hypervolume([(r.gflops, r.mean_val_auc or r.val_auc) for r in confirmed], reference)
+            if confirmed
+            else None,
+            "best_confirmed": best_confirmed(every, full["test_auc"], profile.confirm_seeds),
+            "trainings": compute.trainings,
+            "epochs": compute.epochs,
+            "compute": compute.gflop_epochs * train,
+            "training_seconds": compute.seconds,
+            "wall_seconds": study.user_attrs.get("wall_seconds"),
         }
     grid = rows["full-budget grid (paper α β γ)"]
     for row in rows.values():
         row["hypervolume_ratio"] = row["hypervolume_val"] / grid["hypervolume_val"]
         row["compute_ratio"] = row["compute"] / grid["compute"]
+        row["compute_ratio_with_base"] = (row["compute"] + base_compute) / (grid["compute"] + base_compute)
     return {
         "base": str(base),
         "base_val_auc": full["val_auc"],
+        "base_test_auc": full["test_auc"],
+        "base_compute": base_compute,
         "epochs": profile.fidelity_epochs,
         "halving": profile.halving,
+        "confirm": {"seeds": profile.confirm_seeds, "within": profile.confirm_within},
         "studies": rows,
     }
 
 
+def best_confirmed(rows, base_test_auc: float, seeds: int) -> dict | None:
+    """The cheapest point confirmed over `seeds` seeds whose mean test AUC is at least the
+    base's minus the iso-AUC margin (the issue's target: at least 5× fewer GFLOPs)."""
+    kept = [
+        r
+        for r in rows
+        if r.confirmed
+        and not r.baseline
+        and r.seeds >= seeds
+        and r.mean_test_auc is not None
+        and r.mean_test_auc >= base_test_auc - ISO_AUC_MARGIN
+    ]
+    return min(kept, key=lambda r: r.gflops).as_dict() if kept else None
+
+
 def fidelity_report(fidelity: dict) -> str:
     lines = [
-        f"Multi-fidelity against the full-budget grid, from the full network's seed 0 (val AUC {fidelity['base_val_auc']:.4f}); "
-        f"{fidelity['epochs']} epochs a full budget; halving {fidelity['halving']}. Hypervolume of (GFLOPs, AUC) up to "
-        "the full network's GFLOPs and AUC 0.5.",
+        f"Multi-fidelity against the full-budget grid, from the full network's seed 0 (val AUC {fidelity['base_val_auc']:.4f}, "
+        f"test {fidelity['base_test_auc']:.4f}); {fidelity['epochs']} epochs a full budget; halving {fidelity['halving']}; "
+        f"the TPE study's front confirmed over {fidelity['confirm']['seeds']} seeds (points within "
+        f"{fidelity['confirm']['within']} of the base's val AUC). Hypervolume of (GFLOPs, AUC) up to the full network's GFLOPs "
+        "and AUC 0.5. Compute: Σ epochs × GFLOPs per patch × training patches, every training counted (rungs, "
+        f"confirmation); the base's own training ({fidelity['base_compute']:,.0f}) is added in the last ratio.",
         "",
         "| study | trials | full budget | stopped at a rung | infeasible | front | hypervolume (val) | ÷ grid "
-        "| hypervolume (test) | epochs | compute (epochs × patches) | ÷ grid |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| hypervolume (test) | confirmed front (mean val) | trainings | epochs | compute (GFLOPs) | ÷ grid | ÷ grid, base included "
+        "| training time | wall |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for label, row in fidelity["studies"].items():
+        confirmed = f"{row['confirmed_hypervolume_val']:.4f}" if row["confirmed_hypervolume_val"] is not None else "–"
+        wall = f"{row['wall_seconds'] / 60:.1f} min" if row["wall_seconds"] else "–"
         lines.append(
             f"| {label} | {row['trials']} | {row['full_budget']} | {row['stopped']} | {row['infeasible']} | {len(row['front'])} "
-            f"| {row['hypervolume_val']:.4f} | {row['hypervolume_ratio']:.1%} | {row['hypervolume_test']:.4f} "
-            f"| {row['epochs']} | {row['compute']:,} | {row['compute_ratio']:.2f} |"
+            f"| {row['hypervolume_val']:.4f} | {row['hypervolume_ratio']:.1%} | {row['hypervolume_test']:.4f} | {confirmed} "
+            f"| {row['trainings']} | {row['epochs']} | {row['compute']:,.0f} | {row['compute_ratio']:.2f} "
+            f"| {row['compute_ratio_with_base']:.2f} | {row['training_seconds'] / 60:.1f} min | {wall} |"
         )
+    for label, row in fidelity["studies"].items():
+        if not row["confirmed_front"]:
+            continue
+        lines += [
+            "",
+            f"{label}, confirmed front (mean ± sd over seeds):",
+            "",
+            "| trial | α | β | γ | ϕ | GFLOPs | cost ÷ | seeds | val AUC | test AUC |",
+            "|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+        ]
+        for point in row["confirmed_front"]:
+            val = (point["mean_val_auc"], point["val_auc_sd"]) if point["mean_val_auc"] is not None else (point["val_auc"], 0.0)
+            test = (point["mean_test_auc"], point["test_auc_sd"]) if point["mean_test_auc"] is not None else (point["test_auc"], 0.0)
+            lines.append(
+                f"| {point['trial']}{'*' if point['baseline'] else ''} | {_fmt(point['alpha'])} | {_fmt(point['beta'])} "
+                f"| {_fmt(point['gamma'])} | {_fmt(point['phi'])} | {point['gflops']:.3f} | {point['reduction']:.2f}× | {point['seeds']} "
+                f"| {val[0]:.4f} ± {val[1]:.4f} | {test[0]:.4f} ± {test[1]:.4f} |"
+            )
+        best = row["best_confirmed"]
+        lines += [
+            "",
+            f"Best confirmed point at the base's test AUC − {ISO_AUC_MARGIN}: "
+            + (
+                f"trial {best['trial']}, {best['reduction']:.2f}× fewer GFLOPs, "
+                f"test {best['mean_test_auc']:.4f} ± {best['test_auc_sd']:.4f} over {best['seeds']} seeds (target ≥ 5×)."
+                if best
+                else "none."
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def measure_inheritance(profile: Profile, runner: Runner, manifest: Path) -> dict:
+    """Which channels and blocks a reduced network keeps of the base: the first ones (`inherit`)
+    or the weightiest (`inherit-magnitude`), NAR at the profile's ϕ with the paper's α, β, γ,
+    inheriting from the full network's seed 0 and distilled from it, over the profile's seeds."""
+    full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
+    futures = {
+        (mode, phi): [
+            runner.submit(
+                Job(f"NAR ϕ{phi:g} {mode}+distill from seed 0", "nar", {"phi": phi}, mode, True, profile.tuned_epochs, seed),
+                full["network"],
+            )
+            for seed in range(profile.seeds)
+        ]
+        for phi in profile.phis
+        for mode in ("inherit", "inherit-magnitude")
+    }
+    results = {}
+    for (mode, phi), jobs in futures.items():
+        done = [job.result() for job in jobs]
+        results.setdefault(f"{phi:g}", {})[mode] = {
+            "val_auc": [j["val_auc"] for j in done],
+            "test_auc": [j["test_auc"] for j in done],
+            "gflops": done[0]["gflops"],
+            "seconds": sum(j["seconds"] for j in done),
+        }
+    return {"base_test_auc": full["test_auc"], "base_val_auc": full["val_auc"], "epochs": profile.tuned_epochs, "phis": results}
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}"
+
+
+def inheritance_report(inheritance: dict) -> str:
+    lines = [
+        f"Inheritance from the full network's seed 0 (val {inheritance['base_val_auc']:.4f}, test {inheritance['base_test_auc']:.4f}), "
+        f"distilled, {inheritance['epochs']} epochs, the paper's α β γ; mean ± sd over seeds.",
+        "",
+        "| ϕ | GFLOPs | first (inherit): val | test | weightiest (inherit-magnitude): val | test | test difference |",
+        "|--:|--:|---|---|---|---|--:|",
+    ]
+    for phi, modes in inheritance["phis"].items():
+        first, weightiest = modes["inherit"], modes["inherit-magnitude"]
+        cells = [
+            f"{statistics.fmean(m[k]):.4f} ± {statistics.pstdev(m[k]):.4f}" for m in (first, weightiest) for k in ("val_auc", "test_auc")
+        ]
+        difference = statistics.fmean(weightiest["test_auc"]) - statistics.fmean(first["test_auc"])
+        lines.append(f"| {phi} | {first['gflops']:.3f} | {' | '.join(cells)} | {difference:+.4f} |")
     return "\n".join(lines)
 
 
@@ -633,9 +765,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
     parser.add_argument(
         "--only",
-        choices=["rows", "fidelity"],
+        choices=["rows", "fidelity", "inheritance"],
         default=None,
-        help="rows: the rows and the bayes study, no fidelity study; fidelity: only the multi-fidelity study against the grid",
+        help="rows: the rows and the bayes study; fidelity: only the multi-fidelity study against the grid; "
+        "inheritance: only the first against the weightiest channels",
     )
     parser.add_argument(
         "--data",
@@ -664,18 +797,26 @@ def main() -> None:
     print(f"data: {manifest_counts(manifest)}", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` ends the workers
     runner = Runner(profile, manifest, work)
+    parts = ("rows", "fidelity", "inheritance") if args.only is None else (args.only,)
     try:
-        rows, study = measure(profile, runner, manifest, work) if args.only != "fidelity" else (None, None)
-        fidelity = measure_fidelity(profile, runner, manifest, work) if args.only != "rows" else None
+        rows, study = measure(profile, runner, manifest, work) if "rows" in parts else (None, None)
+        inheritance = measure_inheritance(profile, runner, manifest) if "inheritance" in parts else None
+        fidelity = measure_fidelity(profile, runner, manifest, work) if "fidelity" in parts else None
     finally:
         runner.close()
     wall = time.perf_counter() - start
-    if rows is None:
-        text, results = fidelity_report(fidelity) + f"\n\nWall time: {wall / 60:.1f} min.", {"fidelity": fidelity, "wall_seconds": wall}
-    else:
+    texts, results = [], {}
+    if rows is not None:
         text, results = report(rows, profile, study, wall, manifest)
-    if rows is not None and fidelity is not None:
-        text, results = f"{text}\n\n{fidelity_report(fidelity)}", results | {"fidelity": fidelity}
+        texts.append(text)
+    if inheritance is not None:
+        texts.append(inheritance_report(inheritance))
+        results["inheritance"] = inheritance
+    if fidelity is not None:
+        texts.append(fidelity_report(fidelity))
+        results["fidelity"] = fidelity
+    text = "\n\n".join(texts) + ("" if rows is not None else f"\n\nWall time: {wall / 60:.1f} min.")
+    results["wall_seconds"] = wall
     results |= {"data": args.data, "splits": manifest_counts(manifest)}
     if real is not None:
         results["real"] = real.settings()

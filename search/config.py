@@ -80,6 +80,16 @@ class HalvingConfig(_Strict):
     rungs: int = Field(default=3, ge=2)
 
 
+class ConfirmConfig(_Strict):
+    """When the study ends (or `nar study confirm` runs), the front's points train again with
+    more seeds until every point of the front, by its val AUC over its seeds, has `seeds` of
+    them (its trial's own among them); 1: no confirmation."""
+
+    seeds: int = Field(default=3, ge=1)
+    # Only points whose val AUC is within this of the baseline's: those a selection could pick.
+    max_auc_drop: float | None = Field(default=None, ge=0)
+
+
 class SearchSpace(_Strict):
     """What is searched: ϕ, the reduction axis that NAR and IR share (a list, or a range that a
     sampler draws from), and the methods a study mixes, each with its own settings (see
@@ -134,6 +144,7 @@ class StudyConfig(_Strict):
     # median, hyperband: on val AUC, for budget studies; halving: on the front, for Pareto studies.
     pruner: Literal["median", "hyperband", "halving", "none"] = "median"
     halving: HalvingConfig = HalvingConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
     storage: str | None = None  # default: sqlite:///studies/<name>.db
     tracking_uri: str | None = None  # default: the local MLflow store
     workers: int = Field(default=1, ge=1)

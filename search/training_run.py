@@ -40,6 +40,9 @@ class DataSettings:
     positive: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     slide_pattern: str | None = None
+    # The seed that fixes the split (and the order of training patches); by default the training's
+    # first seed. One more seed of a trained candidate keeps the split its other seeds had.
+    split_seed: int | None = None
 
     @property
     def source_options(self) -> SourceOptions:
@@ -55,7 +58,7 @@ class DataSettings:
             input_size=input_size,
             batch_size=config.batch_size,
             num_workers=config.num_workers,
-            seed=config.seed,
+            seed=config.seed if self.split_seed is None else self.split_seed,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             source_options=self.source_options,

@@ -152,3 +152,21 @@ def test_a_study_without_a_trained_trial_yet_still_gets_its_views():
     assert parsed.points() == [] and any(tag == "svg" for tag, _ in parsed.elements)
     assert pareto_png([], [], "tiny").startswith(b"\x89PNG")
     assert "| trial |" in pareto_markdown([], "tiny", "#/experiments/7/runs/parent")
+
+
+def test_confirmed_points_show_their_mean_and_spread_and_their_own_front(points):
+    confirmed = {"seeds": 3, "val_auc_sd": 0.02, "mean_test_auc": 0.8, "test_auc_sd": 0.01, "confirmed": True}
+    points[1] |= confirmed | {"mean_val_auc": 0.82, "confirmed_front": True}
+    points[3] |= confirmed | {"mean_val_auc": 0.81, "confirmed_front": False}
+    points[0] |= {"seeds": 1, "confirmed": True, "confirmed_front": True, "mean_val_auc": None}
+    page = pareto_html(points, [p for p in points if p["pareto"]], "tiny")
+    parsed = Elements(page)
+    bars = [attrs for tag, attrs in parsed.elements if tag == "g" and attrs.get("class") == "confirmed"]
+    assert len(bars) == 2  # the baseline, of one evaluation, has no spread to draw
+    assert len([attrs for tag, attrs in parsed.elements if tag == "polyline" and attrs.get("class") == "confirmed"]) == 1
+    assert "over 3 seeds: val AUC 0.8200 ± 0.0200" in page and "on the confirmed front" in page
+    table = pareto_markdown([p for p in points if p["pareto"]], "t", "#/p", [p for p in points if p.get("confirmed_front")])
+    confirmed_rows = table.split("**Confirmed front**")[1]
+    assert "| 1 | nar ϕ1 | 48 px | 0.1 | 1.00 | 1.50 ms/patch | 3 | 0.8200 ± 0.0200 | 0.8000 ± 0.0100 |" in confirmed_rows
+    assert "| 0 | nar ϕ0 (baseline) |" in confirmed_rows and "\n| 3 |" not in confirmed_rows
+    assert pareto_png(points, [p for p in points if p["pareto"]], "tiny").startswith(b"\x89PNG")

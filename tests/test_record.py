@@ -4,12 +4,12 @@ existing studies hold."""
 import optuna
 import pytest
 
-from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.record import SeedRecord, StudyRecord, TrialRecord
 
 # What studies, dashboards and bench/ read: a renamed key would orphan every existing study's attributes.
 TRIAL_KEYS = (
     {"baseline", "retry_of", "worker", "failure", "mlflow_run_id"}  # the trial in its study
-    | {"method", "label", "input_size", "spec", "architecture", "expected_gflops"}  # its candidate
+    | {"method", "label", "input_size", "spec", "architecture", "expected_gflops", "training_gflops"}  # its candidate
     | {"rungs", "stopped_at_rung", "reused_from"}  # how it trained
     | {"gflops", "params", "val_auc", "val_auc_std", "test_auc", "test_auc_std", "latency_ms", "seconds", "epochs"}  # its result
 )
@@ -23,7 +23,18 @@ def test_the_keys_are_the_stored_ones():
         "mlflow_parent_run_id",
         "pareto_trials",
         "base_network",
+        "confirm_seeds",
     }
+
+
+def test_a_confirmation_seed_is_one_study_attribute_written_twice():
+    study = optuna.create_study()
+    SeedRecord(4, 1, worker={"pid": 7}, mlflow_run_id="run").write(study)
+    assert study.user_attrs == {"confirmation.4.1": {"trial": 4, "seed": 1, "worker": {"pid": 7}, "mlflow_run_id": "run"}}
+    assert not SeedRecord.all_of(study)[0].done
+    SeedRecord(4, 1, worker={"pid": 7}, mlflow_run_id="run", val_auc=0.9, test_auc=0.8, gflops=0.1, epochs=2, seconds=3.0).write(study)
+    (seed,) = SeedRecord.all_of(study)
+    assert seed.done and (seed.trial, seed.seed, seed.val_auc, seed.epochs) == (4, 1, 0.9, 2)
 
 
 def test_a_record_written_in_parts_reads_back_whole():

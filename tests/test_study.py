@@ -29,6 +29,7 @@ def study_file(folder: Path, patches: Path, **overrides) -> Path:
         "search": {"phi": [0, 1, 2]},
         "sampler": "grid",
         "n_trials": 3,
+        "confirm": {"seeds": 1},  # confirmation has tests of its own (test_confirmation.py)
         "storage": f"sqlite:///{folder / 'study.db'}",
         "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
     }

@@ -60,8 +60,12 @@ def demo_command() -> None:
     if chosen is None or reference is None:
         return  # the study said what failed and how to resume
     base = TrialRecord.of(reference)
+    over_seeds = chosen.seeds > 1 and chosen.mean_val_auc is not None and chosen.mean_test_auc is not None
+    val, test = (chosen.mean_val_auc, chosen.mean_test_auc) if over_seeds else (chosen.val_auc, chosen.test_auc)
     console.print(
         f"the cheapest network within {MAX_AUC_DROP} val AUC of the base: trial {chosen.trial} ({chosen.method}), "
-        f"{chosen.reduction:.1f}× fewer GFLOPs, val AUC {chosen.val_auc:.3f} against {base.val_auc:.3f}, "
-        f"test AUC {chosen.test_auc:.3f} against {base.test_auc:.3f} (test: source images neither network trained on)"
+        f"{chosen.reduction:.1f}× fewer GFLOPs, val AUC {val:.3f} against {base.val_auc:.3f}, "
+        f"test AUC {test:.3f} against {base.test_auc:.3f}"
+        + (f" (means over {chosen.seeds} seeds)" if over_seeds else "")
+        + " (test: source images neither network trained on)"
     )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from nar_search.search.config import StudyConfig
     from nar_search.search.front import pareto
+    from nar_search.search.study.record import SeedRecord
     from nar_search.search.study.runner import StudyRunner
     from nar_search.search.study.workers import DeadWorker
 
@@ -50,6 +51,8 @@ def _config(
     positive: list[str] | None = None,
     exclude: list[str] | None = None,
     slide_pattern: str | None = None,
+    confirm_seeds: int | None = None,
+    confirm_max_auc_drop: float | None = None,
 ) -> StudyConfig:
     from nar_search.search.config import load_study_config
 
@@ -69,6 +72,8 @@ def _config(
             "data.positive": positive or None,
             "data.exclude": exclude or None,
             "data.slide_pattern": slide_pattern,
+            "confirm.seeds": confirm_seeds,
+            "confirm.max_auc_drop": confirm_max_auc_drop,
         },
     )
     if methods:
@@ -154,6 +159,8 @@ def run_command(
                 with _progress() as progress:
                     task = progress.add_task(config.name, total=config.n_trials, completed=counted(study), last="")
                     runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
+            if not (failures := unresolved_failures(study)):
+                _confirm(runner)
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
         runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
@@ -163,7 +170,7 @@ def run_command(
         )
         raise typer.Exit(exit_code(stop)) from None
     runner.publish()
-    if failures := unresolved_failures(study):
+    if failures:
         runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
         console.print(
             f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): their MLflow runs say why "
@@ -175,6 +182,24 @@ def run_command(
     _report_infeasible_draws(study, config)
     dashboard = ["nar", "dashboard", *_naming(config_file, name, storage, tracking_uri)]
     _hint(f"dashboard: {shlex.join(dashboard)} (MLflow experiment {config.name!r})")
+
+
+def _confirm(runner: StudyRunner) -> None:
+    """The front's points trained again over the study's seeds, with progress."""
+    confirmation = runner.confirmation()
+    if not confirmation.pending():
+        confirmation.run()  # nothing to train: the study is marked confirmed all the same
+        return
+    seeds = runner.config.confirm.seeds
+    with _progress() as progress:
+        task = progress.add_task(f"confirming the front over {seeds} seeds", total=len(confirmation.pending()), last="")
+
+        def shown(seed: SeedRecord) -> None:
+            done = progress.tasks[task].completed + 1
+            line = f"trial {seed.trial} seed {seed.seed}: AUC {seed.val_auc:.3f}"
+            progress.update(task, completed=done, total=done + len(confirmation.pending()), last=line)
+
+        confirmation.run(shown)
 
 
 def _report_infeasible_draws(study: optuna.Study, config: StudyConfig) -> None:
@@ -250,6 +275,37 @@ def worker_command(
         raise typer.Exit(exit_code(stop)) from None
 
 
+@study_app.command("confirm")
+def confirm_command(
+    config_file: Annotated[Path, typer.Argument(help="the study's YAML file (its data and training)")],
+    seeds: Annotated[int | None, typer.Option(min=1, help="seeds per front point in all, its trial's own among them")] = None,
+    max_auc_drop: Annotated[float | None, typer.Option(min=0, help="only points whose val AUC is within this of the baseline's")] = None,
+) -> None:
+    """Train the front's points again over more seeds (what a study does when it ends), then
+    print the confirmed front: mean ± sd over each point's seeds."""
+    from nar_search.search.study.opening import given_base
+    from nar_search.search.study.runner import StudyRunner
+    from nar_search.search.study.storage import open_storage
+    from nar_search.search.tracking import Tracker
+
+    quiet_optuna()
+    config = _config(config_file, workers=1, confirm_seeds=seeds, confirm_max_auc_drop=max_auc_drop)
+    study = open_named_study(config.name, open_storage(config.storage_url, create=False), config.storage_url, config_file)
+    base = given_base(config)
+    runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
+    runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
+    try:
+        with interruptible():
+            _confirm(runner)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
+        console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the seed in training is dropped; run the same command to resume")
+        raise typer.Exit(exit_code(stop)) from None
+    runner.publish()
+    runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
+    _print_front(study, config.name)
+
+
 def _naming(
     config_file: Path | None,
     name: str | None = None,
@@ -318,14 +374,18 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
     from nar_search.search.front import pareto
 
     title = f"{'Trials' if every_trial else 'Pareto front'} of {name}: val AUC vs GFLOPs"
+    rows = pareto.pareto_rows(study, every_trial)
+    over_seeds = any(row.seeds > 1 for row in rows)
     table = Table(title=title)
-    for header in ("trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "cost ÷", "val AUC", "test AUC"):
+    headers = ["trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "cost ÷", "val AUC", "test AUC"]
+    for header in headers + (["seeds", "val mean ± sd", "test mean ± sd"] if over_seeds else []):
         table.add_column(header, justify="right")
-    for row in pareto.pareto_rows(study, every_trial):
+    for row in rows:
         coefficients = "/".join(f"{v:.3g}" for v in (row.alpha, row.beta, row.gamma)) if row.alpha else "–"
         knob = f"ε {row.flops_target:g}" if row.flops_target is not None else _fmt(row.phi, 2)
-        table.add_row(
-            f"{row.trial}{'*' if row.baseline else ''}{_off_front(row) if every_trial else ''}",
+        marks = f"{'*' if row.baseline else ''}{'✓' if row.confirmed_front else ''}{_off_front(row) if every_trial else ''}"
+        cells = [
+            f"{row.trial}{marks}",
             row.method,
             coefficients,
             knob,
@@ -334,11 +394,21 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
             f"{row.reduction:.2f}×",
             _fmt(row.val_auc, 4),
             _fmt(row.test_auc, 4),
-        )
-    table.caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target" + (
-        "; · not on the front; ‖N stopped at the N-epoch rung (its val AUC there)" if every_trial else ""
-    )
+        ]
+        if over_seeds:
+            cells += [str(row.seeds), _mean_sd(row.mean_val_auc, row.val_auc_sd), _mean_sd(row.mean_test_auc, row.test_auc_sd)]
+        table.add_row(*cells)
+    caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target; val and test AUC: the trial's own training"
+    if pareto.confirmed(study):
+        caption += "; ✓ on the confirmed front (by mean val AUC over each point's seeds)"
+    if every_trial:
+        caption += "; · not on the front; ‖N stopped at the N-epoch rung (its val AUC there)"
+    table.caption = caption
     console.print(table)
+
+
+def _mean_sd(mean: float | None, sd: float | None) -> str:
+    return "–" if mean is None else f"{mean:.4f} ± {sd or 0.0:.4f}"
 
 
 @study_app.command("pareto")
@@ -373,7 +443,8 @@ def select_command(
         ),
     ] = False,
 ) -> None:
-    """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's."""
+    """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's: of the
+    confirmed points, by their mean over seeds, once the study is confirmed."""
     from nar_search.search.front import pareto
     from nar_search.search.study.storage import open_storage
 
@@ -389,8 +460,17 @@ def select_command(
         return
     out = Path("exports") / f"{study_name}-trial{chosen.trial}"
     export = ["nar", "export", *_naming(config_file, name, storage, name_flag="--study"), "--trial", str(chosen.trial), "--out", str(out)]
+    if chosen.confirmed and chosen.seeds > 1:
+        figures = (
+            f"confirmed over {chosen.seeds} seeds: val AUC {_mean_sd(chosen.mean_val_auc, chosen.val_auc_sd)}, "
+            f"test AUC {_mean_sd(chosen.mean_test_auc, chosen.test_auc_sd)}"
+        )
+    else:
+        figures = f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}"
+        if not chosen.confirmed:
+            figures += " (one seed: `nar study confirm` trains the front again over more seeds)"
     console.print(
         f"trial [bold]{chosen.trial}[/] ({chosen.method}): {chosen.gflops:.3f} GFLOPs, {chosen.reduction:.2f}× cheaper, "
-        f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}; MLflow run {chosen.mlflow_run_id}"
+        f"{figures}; MLflow run {chosen.mlflow_run_id}"
     )
     _hint(f"export it: {shlex.join(export)}")

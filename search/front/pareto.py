@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nar_search.search.front.seeds import SeedFigures, confirm_seeds, seed_figures
 from nar_search.search.study.halving import RungResult
 from nar_search.search.study.record import TrialRecord, recorded
 
@@ -30,6 +31,14 @@ class TrialRow:
     baseline: bool
     pareto: bool
     stopped_at_rung: int | None = None  # epochs, for a candidate that successive halving stopped
+    # Over every seed it was trained with, its trial's own and those confirmation added:
+    seeds: int = 1
+    mean_val_auc: float | None = None
+    val_auc_sd: float | None = None
+    mean_test_auc: float | None = None
+    test_auc_sd: float | None = None
+    confirmed: bool = False  # trained over the seeds the study confirms its front with
+    confirmed_front: bool = False  # on the front of the confirmed points and the baseline, by mean val AUC
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,9 +63,35 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     if len(study.directions) == 2:
         return sorted(study.best_trials, key=_gflops)
     candidates = [t for t in trained(study) if feasible(t)]
-    points = {t.number: _point(t) for t in candidates}
-    front = [t for t in candidates if not any(other.dominates(points[t.number]) for other in points.values())]
+    return nondominated(candidates, {t.number: _point(t) for t in candidates})
+
+
+def nondominated(trials: list[FrozenTrial], points: dict[int, RungResult]) -> list[FrozenTrial]:
+    """The trials whose points no other's dominates, by GFLOPs."""
+    front = [t for t in trials if not any(other.dominates(points[t.number]) for other in points.values())]
     return sorted(front, key=_gflops)
+
+
+def seed_points(trials: list[FrozenTrial], figures: dict[int, SeedFigures]) -> dict[int, RungResult]:
+    """Each trial's point by its val AUC over its seeds."""
+    return {t.number: RungResult(t.number, figures[t.number].val_auc, _gflops(t)) for t in trials}
+
+
+def confirmed(study: optuna.Study) -> list[FrozenTrial]:
+    """The points trained over the seeds the study is confirmed with, and the baseline; none
+    before the study's confirmation ran."""
+    target = confirm_seeds(study)
+    if target is None:
+        return []
+    candidates = [t for t in trained(study) if feasible(t)]
+    figures = seed_figures(study, candidates)
+    return [t for t in candidates if TrialRecord.of(t).baseline or figures[t.number].seeds >= target]
+
+
+def confirmed_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The front of the confirmed points and the baseline, by mean val AUC over their seeds."""
+    points = confirmed(study)
+    return nondominated(points, seed_points(points, seed_figures(study, points)))
 
 
 def _gflops(trial: FrozenTrial) -> float:
@@ -84,9 +119,17 @@ def baseline(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in trained(study) if TrialRecord.of(t).baseline), None)
 
 
-def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True) -> TrialRow:
+def row(
+    trial: FrozenTrial,
+    baseline_gflops: float | None,
+    on_front: bool = True,
+    seeds: SeedFigures | None = None,
+    confirmed: bool = False,
+    on_confirmed_front: bool = False,
+) -> TrialRow:
     record = TrialRecord.of(trial)
     settings, gflops = record.settings, recorded(record.gflops)
+    spread = seeds if seeds is not None and seeds.seeds > 1 else None
     return TrialRow(
         trial=trial.number,
         method=recorded(record.method),
@@ -104,28 +147,45 @@ def row(trial: FrozenTrial, baseline_gflops: float | None, on_front: bool = True
         baseline=bool(record.baseline),
         pareto=on_front,
         stopped_at_rung=record.stopped_at_rung,
+        seeds=spread.seeds if spread else 1,
+        mean_val_auc=spread.val_auc if spread else None,
+        val_auc_sd=spread.val_auc_std if spread else None,
+        mean_test_auc=spread.test_auc if spread else None,
+        test_auc_sd=spread.test_auc_std if spread else None,
+        confirmed=confirmed,
+        confirmed_front=on_confirmed_front,
     )
 
 
 def pareto_rows(study: optuna.Study, every_trial: bool = False) -> list[TrialRow]:
-    """The front's rows by GFLOPs; with `every_trial`, all trained trials, front marked, and the
-    candidates stopped at a rung (at their rung's val AUC)."""
+    """The front's rows by GFLOPs, the confirmed front's among them; with `every_trial`, all
+    trained trials, fronts marked, and the candidates stopped at a rung (at their rung's val AUC)."""
     reference = baseline(study)
     gflops = TrialRecord.of(reference).gflops if reference else None
     on_front = {t.number for t in front(study)}
-    trials = trained(study) + stopped(study) if every_trial else front(study)
-    rows = [row(t, gflops, t.number in on_front) for t in trials]
+    confirmed_points = {t.number for t in confirmed(study)}
+    on_confirmed_front = {t.number for t in confirmed_front(study)}
+    shown = on_front | on_confirmed_front
+    trials = trained(study) + stopped(study) if every_trial else [t for t in trained(study) if t.number in shown]
+    figures = seed_figures(study, [t for t in trials if TrialRecord.of(t).trained])
+    rows = [
+        row(t, gflops, t.number in on_front, figures.get(t.number), t.number in confirmed_points, t.number in on_confirmed_front)
+        for t in trials
+    ]
     return sorted(rows, key=lambda r: (r.gflops, r.trial))
 
 
 def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
-    """The cheapest trained trial whose val AUC is within `max_auc_drop` of the baseline's."""
+    """The cheapest trial whose val AUC is within `max_auc_drop` of the baseline's: of the
+    confirmed points by their mean over seeds, once the study is confirmed; of every trained
+    trial by its own val AUC before."""
     reference = baseline(study)
     if reference is None:
         return None
     base = TrialRecord.of(reference)
     floor = recorded(base.val_auc) - max_auc_drop
-    trials = {t.number: t for t in trained(study)}
-    eligible = [point for point in map(_point, trials.values()) if point.val_auc >= floor]
-    cheapest = min(eligible, key=lambda point: (point.gflops, -point.val_auc))
-    return row(trials[cheapest.trial], base.gflops, cheapest.trial in {t.number for t in front(study)})
+    pool = confirmed(study) or trained(study)
+    figures = seed_figures(study, pool)
+    points = seed_points(pool, figures) if confirmed(study) else {t.number: _point(t) for t in pool}
+    cheapest = min((p for p in points.values() if p.val_auc >= floor), key=lambda point: (point.gflops, -point.val_auc))
+    return next(r for r in pareto_rows(study, every_trial=True) if r.trial == cheapest.trial)

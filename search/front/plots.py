@@ -24,6 +24,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 BASELINE_NAME = "baseline (ϕ = 0)"
 STOPPED_NAME = "stopped at a rung (its AUC there)"
 STOPPED_COLOUR = "grey"
+CONFIRMED_NAME = "confirmed: mean ± sd over seeds, and their front"
+CONFIRMED_COLOUR = "#2ca02c"
 
 Point = dict[str, Any]  # a trial as the Pareto views show it (`publisher._point`)
 
@@ -64,10 +66,16 @@ def _colours(points: list[Point]) -> dict[str, str]:
     return {method: palette[index % len(palette)] for index, method in enumerate(_by_method(points))}
 
 
+def _confirmed(points: list[Point]) -> list[Point]:
+    """The points trained over more seeds, by GFLOPs: drawn at their mean val AUC ± sd."""
+    return sorted((p for p in points if p.get("mean_val_auc") is not None and (p["confirmed"] or p["baseline"])), key=lambda p: p["gflops"])
+
+
 def pareto_png(points: list[Point], front: list[Point], title: str) -> bytes:
     """AUC against GFLOPs: every trial by method and labelled with its number, the front as a
-    step line, the baseline starred. `points` and `front` hold dicts with gflops, val_auc,
-    method, trial and baseline."""
+    step line, the baseline starred; confirmed points at their mean ± sd over seeds, their front
+    dashed. `points` and `front` hold dicts with gflops, val_auc, method, trial and baseline (and
+    the confirmed ones mean_val_auc, val_auc_sd, confirmed, confirmed_front)."""
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     finished, stopped = _split_stopped(points)
     colours = _colours(points)
@@ -84,6 +92,19 @@ def pareto_png(points: list[Point], front: list[Point], title: str) -> bytes:
         )
     if front:
         axes.step([p["gflops"] for p in front], [p["val_auc"] for p in front], where="post", c="black", lw=1.2, label="Pareto front")
+    if confirmed := _confirmed(points):
+        axes.errorbar(
+            [p["gflops"] for p in confirmed],
+            [p["mean_val_auc"] for p in confirmed],
+            yerr=[p["val_auc_sd"] for p in confirmed],
+            fmt="D",
+            mfc="none",
+            c=CONFIRMED_COLOUR,
+            capsize=3,
+            label=CONFIRMED_NAME,
+        )
+        on_front = [p for p in confirmed if p["confirmed_front"]]
+        axes.step([p["gflops"] for p in on_front], [p["mean_val_auc"] for p in on_front], where="post", c=CONFIRMED_COLOUR, ls="--", lw=1.2)
     for point in points:
         if point["baseline"]:
             axes.scatter(
@@ -113,7 +134,9 @@ class _Frame:
     def around(cls, points: list[Point], left: float, top: float, right: float, bottom: float) -> _Frame:
         """The frame that shows `points` (before the first trial is trained: 1 GFLOPs, AUC 0.5)."""
         log_gflops = _padded([math.log10(p["gflops"]) for p in points] or [0.0], least=0.1)
-        return cls(left, top, right, bottom, log_gflops, _padded([p["val_auc"] for p in points] or [0.5], least=0.01))
+        spreads = [p["mean_val_auc"] + side * (p["val_auc_sd"] or 0.0) for p in _confirmed(points) for side in (-1, 1)]
+        aucs = [p["val_auc"] for p in points] + spreads
+        return cls(left, top, right, bottom, log_gflops, _padded(aucs or [0.5], least=0.01))
 
     def x(self, gflops: float) -> float:
         low, high = self.log_gflops
@@ -165,6 +188,15 @@ def _details(point: Point) -> str:
             f"input {point['input_size']} px · {point['gflops']:.4g} GFLOPs · {_latency(point) or 'latency not recorded'}",
             f"val AUC {_plus_minus(point['val_auc'], point['val_auc_std'])}",
             f"test AUC {_plus_minus(point['test_auc'], point['test_auc_std'])}",
+            *(
+                [
+                    f"over {point['seeds']} seeds: val AUC {_plus_minus(point['mean_val_auc'], point['val_auc_sd'])}, "
+                    f"test AUC {_plus_minus(point['mean_test_auc'], point['test_auc_sd'])}"
+                    + (" · on the confirmed front" if point.get("confirmed_front") else "")
+                ]
+                if point.get("mean_val_auc") is not None
+                else []
+            ),
         ]
     )
 
@@ -187,8 +219,8 @@ def _symbol(kind: str, x: float, y: float, colour: str = "", ringed: bool = Fals
         return f'<polygon points="{_star(x, y, 9)}" fill="gold" stroke="black"/>'
     if kind == "stopped":
         return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="none" stroke="{STOPPED_COLOUR}" stroke-width="1.5"/>'
-    if kind == "front":
-        return f'<line class="front" x1="{x - 8:.1f}" x2="{x + 8:.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
+    if kind in ("front", "confirmed"):
+        return f'<line class="{kind}" x1="{x - 8:.1f}" x2="{x + 8:.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
     ring = ' stroke="black" stroke-width="1.5"' if ringed else ""
     return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{escape(colour)}"{ring}/>'
 
@@ -203,13 +235,21 @@ def _point_svg(point: Point, frame: _Frame, colours: dict[str, str]) -> str:
     )
 
 
-def _staircase(front: list[Point], frame: _Frame) -> str:
-    """The front as a step line: each point's AUC holds until the next point's GFLOPs."""
-    corners = [(frame.x(front[0]["gflops"]), frame.y(front[0]["val_auc"]))]
+def _staircase(front: list[Point], frame: _Frame, key: str = "val_auc", css: str = "front") -> str:
+    """A front as a step line: each point's AUC (`key`) holds until the next point's GFLOPs."""
+    corners = [(frame.x(front[0]["gflops"]), frame.y(front[0][key]))]
     for point in front[1:]:
         x = frame.x(point["gflops"])
-        corners += [(x, corners[-1][1]), (x, frame.y(point["val_auc"]))]
-    return f'<polyline class="front" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in corners)}"/>'
+        corners += [(x, corners[-1][1]), (x, frame.y(point[key]))]
+    return f'<polyline class="{css}" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in corners)}"/>'
+
+
+def _error_bar(point: Point, frame: _Frame) -> str:
+    """A confirmed point's mean val AUC ± sd over its seeds, a diamond on a bar."""
+    x, mean, sd = frame.x(point["gflops"]), point["mean_val_auc"], point["val_auc_sd"] or 0.0
+    low, high, y = frame.y(mean - sd), frame.y(mean + sd), frame.y(mean)
+    diamond = f"{x:.1f},{y - 5:.1f} {x + 5:.1f},{y:.1f} {x:.1f},{y + 5:.1f} {x - 5:.1f},{y:.1f}"
+    return f'<g class="confirmed"><line x1="{x:.1f}" x2="{x:.1f}" y1="{low:.1f}" y2="{high:.1f}"/><polygon points="{diamond}"/></g>'
 
 
 def _axes_svg(frame: _Frame) -> list[str]:
@@ -240,6 +280,7 @@ def _legend_svg(points: list[Point], front: list[Point], colours: dict[str, str]
     entries = [("trained", method.upper(), colours[method]) for method in _by_method(finished)]
     entries += [("stopped", STOPPED_NAME, "")] if stopped else []
     entries += [("front", "Pareto front", "")] if front else []
+    entries += [("confirmed", CONFIRMED_NAME, "")] if _confirmed(points) else []
     entries += [("baseline", BASELINE_NAME, "")] if any(p["baseline"] for p in points) else []
     parts = []
     for row, (kind, name, colour) in enumerate(entries):
@@ -256,6 +297,8 @@ svg { width: 100%; max-width: 980px; height: auto; }
 .tick, .label, .legend { font-size: 11px; fill: #333; }
 .axis, .title { font-size: 13px; fill: #222; }
 .front { fill: none; stroke: black; stroke-width: 1.2; }
+.confirmed { fill: none; stroke: #2ca02c; stroke-width: 1.4; stroke-dasharray: 5 3; }
+g.confirmed { stroke-dasharray: none; }
 .point { cursor: pointer; }
 .point:hover circle, .point:hover polygon { stroke: #d62728; stroke-width: 2.5; }
 #tip { position: fixed; pointer-events: none; white-space: pre-line; background: #fffff0; border: 1px solid #888;
@@ -301,10 +344,12 @@ def pareto_html(points: list[Point], front: list[Point], title: str) -> str:
     """The Pareto view as one HTML page that loads nothing: an SVG of val AUC against log GFLOPs,
     drawn as `pareto_png` draws it, each point a link to its MLflow run (`run_link`) labelled with
     its trial number and telling its details on hover (`label`, `input_size`, `latency_ms`,
-    `val_auc_std`, `test_auc_std`, which the point dicts hold too)."""
+    `val_auc_std`, `test_auc_std`, which the point dicts hold too); confirmed points also at their
+    mean val AUC ± sd over seeds, their front dashed."""
     width, height = 820, 480
     frame = _Frame.around(points, left=64, top=40, right=590, bottom=420)
     colours = _colours(points)
+    confirmed_front = [p for p in _confirmed(points) if p["confirmed_front"]]
     # Stopped points first and the baseline last, so that the full-budget ones stay on top.
     drawn = sorted(points, key=lambda p: (_kind(p) != "stopped", p["baseline"]))
     svg = [
@@ -312,6 +357,8 @@ def pareto_html(points: list[Point], front: list[Point], title: str) -> str:
         f'<text class="title" x="{width / 2}" y="22" text-anchor="middle">{escape(title)}</text>',
         *_axes_svg(frame),
         *([_staircase(front, frame)] if front else []),
+        *(_error_bar(point, frame) for point in _confirmed(points)),
+        *([_staircase(confirmed_front, frame, "mean_val_auc", "confirmed")] if confirmed_front else []),
         *(_point_svg(point, frame, colours) for point in drawn),
         *_legend_svg(points, front, colours, x=frame.right + 24, y=frame.top + 10),
         "</svg>",
@@ -333,24 +380,44 @@ def _markdown(text: str) -> str:
     return re.sub(r"([\\`*_\[\]|<>#])", r"\\\1", text)
 
 
-def pareto_markdown(front: list[Point], title: str, parent_link: str) -> str:
-    """The front as a Markdown table for the experiment's description: each row links to its
-    run, the heading to the study's parent run, which holds the plots."""
+def pareto_markdown(front: list[Point], title: str, parent_link: str, confirmed: list[Point] | None = None) -> str:
+    """The front as a Markdown table for the experiment's description, and the confirmed front
+    (mean ± sd over seeds) when there is one: each row links to its run, the heading to the
+    study's parent run, which holds the plots."""
     lines = [
         f"### {_markdown(title)}",
         "",
         f"The Pareto front (val AUC up, GFLOPs down). The [study's run]({parent_link}) holds the plots "
         "(pareto.html, pareto.png) and every trial (trials.json).",
         "",
-        "| trial | candidate | input | GFLOPs | × fewer | latency | val AUC | test AUC | run |",
-        "|--:|---|--:|--:|--:|--:|---|---|---|",
+        *_markdown_table(front, "val_auc", "val_auc_std", "test_auc", "test_auc_std"),
     ]
-    for point in front:
+    if confirmed:
+        lines += [
+            "",
+            "**Confirmed front**: each point trained over more seeds, by its mean val AUC (confirmed_front.json).",
+            "",
+            *_markdown_table(confirmed, "mean_val_auc", "val_auc_sd", "mean_test_auc", "test_auc_sd", seeds=True),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(points: list[Point], val: str, val_spread: str, test: str, test_spread: str, seeds: bool = False) -> list[str]:
+    lines = [
+        f"| trial | candidate | input | GFLOPs | × fewer | latency |{' seeds |' if seeds else ''} val AUC | test AUC | run |",
+        f"|--:|---|--:|--:|--:|--:|{'--:|' if seeds else ''}---|---|---|",
+    ]
+    for point in points:
         candidate = _markdown(point["label"]) + (" (baseline)" if point["baseline"] else "")
         reduction = f"{point['reduction']:.2f}" if math.isfinite(point["reduction"]) else "–"
+        # A point of one seed (the baseline, as it is) shows its own figures where the others' means stand.
+        own = point[val] is None
+        val_figures = (point["val_auc"], point["val_auc_std"]) if own else (point[val], point[val_spread])
+        test_figures = (point["test_auc"], point["test_auc_std"]) if own else (point[test], point[test_spread])
+        seeds_cell = f" {point['seeds']} |" if seeds else ""
         lines.append(
             f"| {point['trial']} | {candidate} | {point['input_size']} px | {point['gflops']:.4g} | {reduction}"
-            f" | {_latency(point) or '–'} | {_plus_minus(point['val_auc'], point['val_auc_std'])}"
-            f" | {_plus_minus(point['test_auc'], point['test_auc_std'])} | [run]({point['run_link']}) |"
+            f" | {_latency(point) or '–'} |{seeds_cell} {_plus_minus(*val_figures)} | {_plus_minus(*test_figures)}"
+            f" | [run]({point['run_link']}) |"
         )
-    return "\n".join(lines) + "\n"
+    return lines

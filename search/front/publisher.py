@@ -1,5 +1,6 @@
 """The front where users look for it: `pareto` tags on the trials' MLflow runs, the parent run's
-Pareto artifacts and the experiment's description, and the study's counts as parent metrics."""
+Pareto artifacts (the confirmed front's beside the single-seed one) and the experiment's
+description, and the study's counts and compute as parent metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.front import pareto
 from nar_search.search.front.plots import pareto_html, pareto_markdown, pareto_png
+from nar_search.search.study.compute import study_compute
 from nar_search.search.study.record import StudyRecord, TrialRecord, recorded
 from nar_search.search.study.status import infeasible_draws
 from nar_search.search.tracking import Tracker, run_link
@@ -22,7 +24,7 @@ class FrontPublisher:
 
     def __init__(self, name: str, tracker: Tracker, parent_run_id: str) -> None:
         self.name, self.tracker, self.parent_run_id = name, tracker, parent_run_id
-        self._published: list[dict[str, Any]] | None = None
+        self._published: list[list[dict[str, Any]]] | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         front = pareto.front(study)
@@ -42,7 +44,8 @@ class FrontPublisher:
         trials = study.get_trials(deepcopy=False)
         points = [_point(row, trials[row.trial], experiment_id) for row in pareto.pareto_rows(study, every_trial=True)]
         front = [point for point in points if point["pareto"]]
-        if only_if_changed and front == self._published:
+        confirmed = [point for point in points if point["confirmed_front"]]
+        if only_if_changed and [front, confirmed] == self._published:
             return
         title = f"{self.name}: val AUC vs GFLOPs ({len(points)} trained)"
         self.tracker.log_files(
@@ -52,10 +55,13 @@ class FrontPublisher:
                 "trials.json": json.dumps(points, indent=2),
                 "pareto.png": pareto_png(points, front, title),
                 "pareto.html": pareto_html(points, front, title),
+                **({"confirmed_front.json": json.dumps(confirmed, indent=2)} if confirmed else {}),
             },
         )
-        self.tracker.describe_experiment(self.name, pareto_markdown(front, title, run_link(experiment_id, self.parent_run_id)))
-        self._published = front
+        link = run_link(experiment_id, self.parent_run_id)
+        self.tracker.describe_experiment(self.name, pareto_markdown(front, title, link, confirmed))
+        self.tracker.log_metrics(self.parent_run_id, study_compute(study).as_metrics(), step=len(trials))
+        self._published = [front, confirmed]
 
     def _log_counts(self, study: optuna.Study, front_size: int) -> None:
         states = [t.state for t in study.get_trials(deepcopy=False)]

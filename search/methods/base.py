@@ -72,7 +72,7 @@ class ReductionMethod(ABC, Generic[S]):
             raise ModelError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
     @abstractmethod
-    def suggest(self, trial: optuna.Trial, phi: Dimension, settings: S, original: ArchSpec) -> Candidate[S] | None:
+    def suggest(self, trial: optuna.trial.BaseTrial, phi: Dimension, settings: S, original: ArchSpec) -> Candidate[S] | None:
         """This method's parameters for one trial and the network they give; None when they
         are infeasible (recorded as an Optuna constraint, nothing to train)."""
 

@@ -26,7 +26,7 @@ class IR(PhiMethod[IRSettings]):
     summary = "input side only"
     Settings = IRSettings
 
-    def suggest(self, trial: optuna.Trial, phi: Dimension, settings: IRSettings, original: ArchSpec) -> Candidate[IRSettings]:
+    def suggest(self, trial: optuna.trial.BaseTrial, phi: Dimension, settings: IRSettings, original: ArchSpec) -> Candidate[IRSettings]:
         return self.candidate(original, suggest_phi(trial, phi), settings)
 
     def candidate(self, original: ArchSpec, phi: float, settings: IRSettings) -> Candidate[IRSettings]:

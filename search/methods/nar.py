@@ -75,7 +75,9 @@ class NAR(PhiMethod[NARSettings]):
     Settings = NARSettings
     constraints = (GAMMA_CONSTRAINT, INPUT_CONSTRAINT)
 
-    def suggest(self, trial: optuna.Trial, phi: Dimension, settings: NARSettings, original: ArchSpec) -> Candidate[NARSettings] | None:
+    def suggest(
+        self, trial: optuna.trial.BaseTrial, phi: Dimension, settings: NARSettings, original: ArchSpec
+    ) -> Candidate[NARSettings] | None:
         drawn_phi = suggest_phi(trial, phi)
         alpha, beta, gamma = _suggest_coefficients(trial, settings, drawn_phi, original)
         if drawn_phi == 0 and gamma < 1:  # the original network whatever α, β, γ: the baseline of any space
@@ -125,7 +127,9 @@ class NAR(PhiMethod[NARSettings]):
         return f"NAR α={r.alpha} β={r.beta} γ={r.gamma} ({r.rounding} rounding)"
 
 
-def _suggest_coefficients(trial: optuna.Trial, settings: NARSettings, phi: float, original: ArchSpec) -> tuple[float, float, float]:
+def _suggest_coefficients(
+    trial: optuna.trial.BaseTrial, settings: NARSettings, phi: float, original: ArchSpec
+) -> tuple[float, float, float]:
     if settings.is_point():
         return _point(settings)
     if not settings.derives_gamma:

@@ -33,7 +33,7 @@ class PhiMethod(ReductionMethod[S]):
         return f"{self.name}-phi{candidate.spec.reduction.phi:g}"
 
 
-def suggest_phi(trial: optuna.Trial, phi: Dimension) -> float:
+def suggest_phi(trial: optuna.trial.BaseTrial, phi: Dimension) -> float:
     return suggest_value(trial, "phi", phi)
 
 

@@ -36,7 +36,9 @@ class ResRep(ReductionMethod[ResRepSettings]):
     Settings = ResRepSettings
     reduces_in_training = True
 
-    def suggest(self, trial: optuna.Trial, phi: Dimension, settings: ResRepSettings, original: ArchSpec) -> Candidate[ResRepSettings]:
+    def suggest(
+        self, trial: optuna.trial.BaseTrial, phi: Dimension, settings: ResRepSettings, original: ArchSpec
+    ) -> Candidate[ResRepSettings]:
         drawn = suggest_value(trial, "flops_target", settings.flops_target)
         return self.candidate(original, 0.0, settings.model_copy(update={"flops_target": drawn}))
 

@@ -58,7 +58,7 @@ def point(dimension: Dimension) -> float:
     return dimension
 
 
-def suggest_value(trial: optuna.Trial, name: str, dimension: Dimension) -> float:
+def suggest_value(trial: optuna.trial.BaseTrial, name: str, dimension: Dimension) -> float:
     """The trial's value of a searched setting: a float from a range, else one of the values."""
     if isinstance(dimension, Range):
         return trial.suggest_float(name, dimension.low, dimension.high, step=dimension.step)

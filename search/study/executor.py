@@ -10,6 +10,7 @@ import optuna
 from lightning.pytorch.callbacks import Callback
 
 from nar_search.lightning_modules.rungs import Rungs
+from nar_search.lightning_modules.settings import TrainingConfig
 from nar_search.models.init_modes import get_init_mode
 from nar_search.search.config import StudyConfig
 from nar_search.search.study.bases import BaseProvider
@@ -31,26 +32,44 @@ class TrialExecutor:
         if request.baseline:
             return TrialResult.trained(self._baseline(request, run_id, run_dir), stopped_at_rung=None)
         rungs = self._rungs(request)
-        training = request.method.training(request.candidate)
-        mode = get_init_mode(self.training.init)
-        outcome = train_in_run(
-            self.tracker,
-            run_id,
-            training.spec,
-            self.data,
-            self.training,
-            run_dir,
-            callbacks=[*self._pruning(request), *rungs, *training.callbacks],
-            finalize=training.finalize,
-            base=self.bases.wait(request.number) if mode.needs_base or self.training.distill else None,
-            teacher=self.bases.teacher(request.number) if self.training.distill else None,
-            progress=False,
-            params=request.params,
-        )
+        outcome = self._train(request, run_id, run_dir, self.training, [*self._pruning(request), *rungs])
         reached = TrialRecord.of(request.trial).rungs or []
         self.tracker.log_metric_series(run_id, [("rung_val_auc", rung["val_auc"], rung["epochs"]) for rung in reached])
         stopped = next((rung.stopped_at for rung in rungs if rung.stopped_at is not None), None)
         return TrialResult.trained(outcome, stopped_at_rung=stopped)
+
+    def confirm(self, request: TrialRequest, run_id: str, seed: int) -> CandidateOutcome:
+        """One more seed of a trained candidate, at the full budget: no rung, no pruner stops it."""
+        run_dir = Path("runs") / self.config.name / f"trial-{request.number}-seed{seed}"
+        data = replace(self.data, split_seed=self.training.seed)
+        return self._train(request, run_id, run_dir, replace(self.training, seed=seed, seeds=1), [], data)
+
+    def _train(
+        self,
+        request: TrialRequest,
+        run_id: str,
+        run_dir: Path,
+        config: TrainingConfig,
+        callbacks: list[Callback],
+        data: DataSettings | None = None,
+    ) -> CandidateOutcome:
+        """The request's candidate trained as its method says, from the base and learning from it as `config` says."""
+        training = request.method.training(request.candidate)
+        mode = get_init_mode(config.init)
+        return train_in_run(
+            self.tracker,
+            run_id,
+            training.spec,
+            data or self.data,
+            config,
+            run_dir,
+            callbacks=[*callbacks, *training.callbacks],
+            finalize=training.finalize,
+            base=self.bases.wait(request.number) if mode.needs_base or config.distill else None,
+            teacher=self.bases.teacher(request.number) if config.distill else None,
+            progress=False,
+            params=request.params,
+        )
 
     def _baseline(self, request: TrialRequest, run_id: str, run_dir: Path) -> CandidateOutcome:
         """The given base evaluated as it is, or, without one, the original network trained from

@@ -105,7 +105,7 @@ class RungJudge:
     reading the others', so that two workers at one rung see each other."""
 
     study: optuna.Study
-    trial: optuna.Trial
+    trial: optuna.trial.BaseTrial
     factor: int
 
     def __call__(self, epochs: int, val_auc: float) -> bool:
@@ -120,7 +120,7 @@ class RungJudge:
         return goes_on
 
 
-def rungs_callback(study: optuna.Study, trial: optuna.Trial, epochs: int, factor: int, rungs: int) -> Rungs:
+def rungs_callback(study: optuna.Study, trial: optuna.trial.BaseTrial, epochs: int, factor: int, rungs: int) -> Rungs:
     from nar_search.lightning_modules.rungs import Rungs
 
     return Rungs(rung_epochs(epochs, factor, rungs), RungJudge(study, trial, factor))

@@ -49,6 +49,7 @@ class TrialRecord:
     settings: Mapping[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     expected_gflops: float | None = None  # known before training: what successive halving compares
+    training_gflops: float | None = None  # what the network costs a patch as it trains (ResRep's before it thins)
     rungs: list[dict[str, Any]] | None = None  # [{"epochs", "val_auc", "promoted"}, ...] in the order reached
     stopped_at_rung: int | None = None  # epochs trained by a candidate that a rung stopped
     reused_from: int | None = None  # the trial that trained this network
@@ -67,7 +68,7 @@ class TrialRecord:
             raise ValueError(f"a method's settings may not be named like a trial's record: {', '.join(sorted(clash))}")
 
     @classmethod
-    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+    def of(cls, trial: FrozenTrial | optuna.trial.BaseTrial) -> TrialRecord:
         attrs = trial.user_attrs
         settings = {key: value for key, value in attrs.items() if key not in _KEYS}
         return cls(**{key: attrs[key] for key in _KEYS if key in attrs}, settings=settings)
@@ -76,7 +77,7 @@ class TrialRecord:
         """The user attributes this record sets (for an enqueued trial, or a trial in storage)."""
         return _set_fields(self) | dict(self.settings)
 
-    def write(self, trial: optuna.Trial) -> None:
+    def write(self, trial: optuna.trial.BaseTrial) -> None:
         for key, value in self.attrs().items():
             trial.set_user_attr(key, value)
 
@@ -104,6 +105,7 @@ class StudyRecord:
     mlflow_parent_run_id: str | None = None
     pareto_trials: list[str] | None = None  # the MLflow runs of the trials on the front
     base_network: str | None = None  # the folder of the network the baseline trained, once trained
+    confirm_seeds: int | None = None  # the seeds a front point is confirmed over, once confirmation ran
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -113,3 +115,39 @@ class StudyRecord:
     def write(self, study: optuna.Study) -> None:
         for key, value in _set_fields(self).items():
             study.set_user_attr(key, value)
+
+
+CONFIRMATION_PREFIX = "confirmation."
+
+
+@dataclass(frozen=True)
+class SeedRecord:
+    """One more seed of a front point, trained when the study is confirmed: a study attribute
+    `confirmation.<trial>.<seed>`, written when it starts (its worker and run) and again with
+    its figures, so that a seed is trained once and one whose worker died is known."""
+
+    trial: int
+    seed: int
+    worker: dict[str, Any] | None = None
+    mlflow_run_id: str | None = None
+    val_auc: float | None = None
+    test_auc: float | None = None
+    gflops: float | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{CONFIRMATION_PREFIX}{self.trial}.{self.seed}"
+
+    @property
+    def done(self) -> bool:
+        return self.val_auc is not None
+
+    @classmethod
+    def all_of(cls, study: optuna.Study) -> list[SeedRecord]:
+        attrs = study.user_attrs
+        return [cls(**value) for key, value in sorted(attrs.items()) if key.startswith(CONFIRMATION_PREFIX)]
+
+    def write(self, study: optuna.Study) -> None:
+        study.set_user_attr(self.key, _set_fields(self))

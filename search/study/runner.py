@@ -21,6 +21,7 @@ from nar_search.models.base_network import BaseNetwork
 from nar_search.search.config import StudyConfig
 from nar_search.search.front.publisher import FrontPublisher
 from nar_search.search.study.bases import BaseProvider
+from nar_search.search.study.confirmation import Confirmation
 from nar_search.search.study.objective import Objective
 from nar_search.search.study.record import StudyRecord
 from nar_search.search.study.status import counted, infeasible_draw, infeasible_draws
@@ -36,7 +37,8 @@ class StudyRunner:
     def __init__(self, config: StudyConfig, study: optuna.Study, tracker: Tracker, base: BaseNetwork | None = None) -> None:
         self.config, self.study, self.tracker = config, study, tracker
         self.parent_run_id = parent_run(config, study, tracker)
-        self.objective = Objective(config, study, tracker, self.parent_run_id, BaseProvider(config, study, base))
+        self.bases = BaseProvider(config, study, base)
+        self.objective = Objective(config, study, tracker, self.parent_run_id, self.bases)
         self.publisher = FrontPublisher(config.name, tracker, self.parent_run_id)
 
     def optimize(self, callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
@@ -47,6 +49,10 @@ class StudyRunner:
             return
         budget = TrialBudget(self.config.n_trials, remaining)
         self.study.optimize(self.objective, catch=(Exception,), callbacks=[budget, self.publisher, *callbacks])
+
+    def confirmation(self) -> Confirmation:
+        """The front's points trained again over the study's `confirm.seeds`."""
+        return Confirmation(self.config, self.study, self.tracker, self.parent_run_id, self.bases)
 
     def publish(self) -> None:
         """The front's artifacts with every trained point, as the study stands."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from nar_search.search.config import SearchSpace
 
 
-def suggest(trial: optuna.Trial, space: SearchSpace, original: ArchSpec) -> tuple[ReductionMethod[Any], Candidate[Any] | None]:
+def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, original: ArchSpec) -> tuple[ReductionMethod[Any], Candidate[Any] | None]:
     """The trial's method (a categorical `method` parameter when the study mixes several) and
     its candidate; None when the draw is infeasible."""
     names = list(space.methods)

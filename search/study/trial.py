@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from nar_search.models.cost import spec_cost
 from nar_search.models.spec import ArchSpec, Reduction
 from nar_search.search.methods import Candidate, ReductionMethod
 from nar_search.search.study.record import RESULT_FIELDS, TrialRecord
@@ -25,7 +26,7 @@ def architecture_key(spec: ArchSpec) -> str:
 class TrialRequest:
     """A feasible candidate of a running trial, as its method drew it."""
 
-    trial: optuna.Trial
+    trial: optuna.trial.BaseTrial  # a FixedTrial when confirmation draws a trained trial again
     method: ReductionMethod[Any]
     candidate: Candidate[Any]
     baseline: bool  # the ϕ = 0 trial: evaluates the given base, or trains the one the others start from
@@ -66,6 +67,7 @@ class TrialRequest:
             spec=self.candidate.spec.to_dict(),
             architecture=self.architecture,
             expected_gflops=self.expected_gflops,
+            training_gflops=spec_cost(self.candidate.spec).gflops,
         )
 
 
