@@ -105,6 +105,9 @@ def test_a_study_confirms_its_front_and_confirm_adds_only_the_missing_seeds(work
     chosen = json.loads(capsys.readouterr().out)
     assert chosen["confirmed"] and (chosen["seeds"] == 2 or chosen["baseline"])
 
+    assert run_cli("study", "status", str(config)) == 0
+    assert "confirmed front" in capsys.readouterr().out
+
     # `nar study confirm` to 3 seeds: a stop in the middle, then a resume that trains each missing seed once
     trained = []
     confirm = executor.TrialExecutor.confirm
@@ -146,3 +149,19 @@ def test_a_studys_compute_counts_every_training_once_weighted_by_its_cost():
     compute = study_compute(study)
     assert (compute.trainings, compute.epochs, compute.seconds) == (4, 8, 53.0)
     assert compute.gflop_epochs == pytest.approx(4 * 1.0 + 2 * 0.5 + 1 * 1.0 + 1 * 0.5)
+
+
+def test_a_seed_whose_worker_died_has_its_run_ended_killed(tmp_path):
+    import socket
+
+    from nar_search.search.study.confirmation import end_abandoned
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    study = optuna.create_study()
+    runs = [tracker.client.create_run(tracker.experiment_id("s")).info.run_id for _ in range(2)]
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 1, "started": "1"}
+    SeedRecord(1, 1, worker=dead, mlflow_run_id=runs[0]).write(study)  # killed with -9 mid-training
+    SeedRecord(1, 2, worker={"host": "elsewhere", "pid": 1}, mlflow_run_id=runs[1]).write(study)  # alive, as far as we know
+    assert [(s.trial, s.seed) for s in end_abandoned(study, tracker)] == [(1, 1)]
+    assert [tracker.client.get_run(run).info.status for run in runs] == ["KILLED", "RUNNING"]
+    assert tracker.client.get_run(runs[0]).data.tags["failure_reason"] == "its worker stopped without ending it"

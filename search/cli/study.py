@@ -353,6 +353,11 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
     if status.baseline:
         reference = TrialRecord.of(status.baseline)
         table.add_row("baseline", f"AUC {reference.val_auc:.4f} at {reference.gflops:.3f} GFLOPs")
+    if status.confirm_seeds:
+        table.add_row(
+            "confirmed front",
+            f"{status.confirmed} point(s) over {status.confirm_seeds} seeds ({status.seeds_trained} seed(s) trained by confirmation)",
+        )
     if status.rungs:
         table.add_row("rungs reached", " · ".join(f"{n} at {e} epoch{'s' if e > 1 else ''}" for e, n in status.rungs.items()))
     console.print(table)

@@ -48,7 +48,7 @@ class Confirmation:
         if len(self.seeds) == 0:
             return 0
         StudyRecord(confirm_seeds=self.config.confirm.seeds).write(self.study)
-        self.end_abandoned()
+        end_abandoned(self.study, self.tracker)
         count = 0
         while todo := self.pending():
             on_seed(self.train(*todo[0]))
@@ -75,15 +75,6 @@ class Confirmation:
         self._log_on_trial(trial)
         return done
 
-    def end_abandoned(self) -> list[SeedRecord]:
-        """Seeds whose worker died while training them: their runs end KILLED, and they train again."""
-        abandoned = [seed for seed in SeedRecord.all_of(self.study) if not seed.done and worker_alive(seed.worker or {}) is False]
-        for seed in abandoned:
-            if seed.mlflow_run_id and self.tracker.client.get_run(seed.mlflow_run_id).info.status == "RUNNING":
-                self.tracker.client.set_tag(seed.mlflow_run_id, "failure_reason", "its worker stopped without ending it")
-                self.tracker.client.set_terminated(seed.mlflow_run_id, RunStatus.to_string(RunStatus.KILLED))
-        return abandoned
-
     def _request(self, trial: FrozenTrial) -> TrialRequest:
         """The trial's candidate drawn again from its parameters: the same network, or a clear error."""
         fixed = optuna.trial.FixedTrial(trial.params, trial.number)
@@ -107,6 +98,16 @@ class Confirmation:
             "test_auc_sd": figures.test_auc_std,
         }
         self.tracker.log_metrics(recorded(TrialRecord.of(trial).mlflow_run_id), metrics, step=figures.seeds)
+
+
+def end_abandoned(study: optuna.Study, tracker: Tracker) -> list[SeedRecord]:
+    """Seeds whose worker died while training them: their runs end KILLED, and they train again."""
+    abandoned = [seed for seed in SeedRecord.all_of(study) if not seed.done and worker_alive(seed.worker or {}) is False]
+    for seed in abandoned:
+        if seed.mlflow_run_id and tracker.client.get_run(seed.mlflow_run_id).info.status == "RUNNING":
+            tracker.client.set_tag(seed.mlflow_run_id, "failure_reason", "its worker stopped without ending it")
+            tracker.client.set_terminated(seed.mlflow_run_id, RunStatus.to_string(RunStatus.KILLED))
+    return abandoned
 
 
 def pending_seeds(study: optuna.Study, seeds: range, max_auc_drop: float | None) -> list[tuple[FrozenTrial, int]]:

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.front import pareto
 from nar_search.search.study import halving
-from nar_search.search.study.record import StudyRecord, TrialRecord, recorded
+from nar_search.search.study.record import SeedRecord, StudyRecord, TrialRecord, recorded
 from nar_search.search.study.recovery import worker_gone
 
 # What a study's number of trials counts: a pruned candidate is judged, as a completed one is.
@@ -51,6 +51,9 @@ class StudyStatus:
     best: FrozenTrial | None  # the trained trial of the best val AUC
     baseline: FrozenTrial | None
     rungs: dict[int, int]  # candidates that reached each rung, by its epochs
+    confirmed: int  # points on the confirmed front, the baseline left out
+    confirm_seeds: int | None  # the seeds they are confirmed over, once confirmation ran
+    seeds_trained: int  # by confirmation
 
 
 def study_status(study: optuna.Study) -> StudyStatus:
@@ -61,4 +64,16 @@ def study_status(study: optuna.Study) -> StudyStatus:
     trained = pareto.trained(study)
     best = max(trained, key=lambda t: recorded(TrialRecord.of(t).val_auc)) if trained else None
     epochs = recorded(StudyRecord.of(study).config)["training"]["epochs"]
-    return StudyStatus(counts, lost, infeasible_draws(study), best, pareto.baseline(study), halving.reached(trials, epochs))
+    confirmed = sum(not TrialRecord.of(t).baseline for t in pareto.confirmed_front(study))
+    seeds = sum(seed.done for seed in SeedRecord.all_of(study))
+    return StudyStatus(
+        counts,
+        lost,
+        infeasible_draws(study),
+        best,
+        pareto.baseline(study),
+        halving.reached(trials, epochs),
+        confirmed,
+        StudyRecord.of(study).confirm_seeds,
+        seeds,
+    )
