@@ -241,7 +241,7 @@ def read_label_file(path: Path) -> ImagePatches:
             if not fields or fields[0].startswith("#"):
                 continue
             where = f"{path} line {number}"
-            if len(fields) < 3:
+            if len(fields) != 5 or not all(_is_number(field) for field in fields[3:]):
                 raise DataError(f"{where}: expected '<patch.png> <label> <slide> <x> <y>', got {line.strip()!r}")
             paths.append(_existing(path.parent / fields[0], where))
             labels.append(_label(fields[1], where))
@@ -250,6 +250,14 @@ def read_label_file(path: Path) -> ImagePatches:
     if not paths:
         raise DataError(f"{path} lists no patches")
     return ImagePatches(f"label file {path}", paths, labels, named_in, slides)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:

@@ -10,6 +10,8 @@ be made by slide.
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,17 +140,39 @@ def write_patches(
     label_noise: float = 0.0,
     slides: int | None = None,
 ) -> Path:
-    """Write patches as out/<class>/<slide>_<index>.png plus out/manifest.csv; returns the manifest."""
+    """Write patches as out/<class>/<slide>_<index>.png plus out/manifest.csv; returns the manifest.
+    `out` must be new or an empty folder: the patches are written beside it and moved into place
+    whole, so a stop leaves nothing behind and no file of the user's is replaced."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file, not a folder: give --out a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty and its files could be overwritten: give --out a new or empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}.{os.getpid()}.partial"
+        staging.mkdir()
+    except OSError as error:
+        raise DataError(f"cannot write into {out.parent} ({error.strerror or error}): choose another --out") from None
+    try:
+        _write_patches(staging, n, seed, difficulty, mpp, label_noise, slides)
+        if out.is_dir():
+            out.rmdir()  # empty, as checked: the finished folder takes its place
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out / "manifest.csv"
+
+
+def _write_patches(out: Path, n: int, seed: int, difficulty: DifficultyName, mpp: float, label_noise: float, slides: int | None) -> None:
     for name in CLASS_NAMES:
-        (out / name).mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.csv"
+        (out / name).mkdir()
     patches = generate_patches(n, seed, difficulty, mpp, label_noise, slides)
-    with manifest.open("w", newline="") as file:
+    with (out / "manifest.csv").open("w", newline="") as file:
         rows = csv.writer(file)
         rows.writerow(["path", "label", "slide"])
         for i, patch in enumerate(track(patches, description="Rendering patches", total=n)):
             path = Path(CLASS_NAMES[patch.label]) / f"{patch.slide}_{i:06d}.png"
             Image.fromarray(patch.image).save(out / path, compress_level=1)
             rows.writerow([path.as_posix(), patch.label, patch.slide])
-    return manifest

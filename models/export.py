@@ -125,7 +125,7 @@ def export_model(
     replaced. Raises ModelError, leaving `out` untouched, if `out` holds anything else, if a
     format cannot be written or if its outputs differ from PyTorch's."""
     out = Path(out)
-    _check_target(out, overwrite)
+    check_export_target(out, overwrite)
     if preprocessing.input_size != spec.input_size:
         raise ModelError(f"preprocessing input side {preprocessing.input_size} px differs from the spec's {spec.input_size} px")
     if len(preprocessing.class_names) != spec.num_classes:
@@ -147,7 +147,7 @@ def export_model(
     return out
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
+def check_export_target(out: Path, overwrite: bool) -> None:
     """Refuse an `out` whose replacement would delete or overwrite a file export did not write."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ModelError(f"{out} exists and is not a folder: choose another --out")

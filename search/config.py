@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -193,16 +194,20 @@ def _one_line(error: ValidationError, origin: str) -> str:
     return f"{origin}: {where}: {message}{more}"
 
 
+STDIN = "-"
+
+
 def load_study_config(path: Path | None, overrides: dict[str, Any]) -> StudyConfig:
-    """Reads the YAML study file (if any) and applies CLI overrides given as dotted keys."""
+    """Reads the YAML study file (if any; `-`: standard input) and applies CLI overrides given as dotted keys."""
     data: dict[str, Any] = {}
     origin = "study flags"
     if path is not None:
-        origin = str(path)
-        if not path.is_file():
+        from_stdin = str(path) == STDIN  # how a study's local workers get its settings: never through a file
+        origin = "standard input" if from_stdin else str(path)
+        if not from_stdin and not path.is_file():
             raise StudyConfigError(f"study file {path} not found: pass an existing YAML file (see configs/)")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(sys.stdin.read() if from_stdin else path.read_text()) or {}
         except yaml.YAMLError as error:
             raise StudyConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(data, dict):

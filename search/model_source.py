@@ -55,7 +55,7 @@ def find_source(
             f"name one model source, not {' and '.join(given) or 'none'}: a study YAML or --study with --trial, --run-id, or --selection"
         )
     if run_id:
-        return ModelSource(run_id, Tracker(tracking_uri).tracking_uri)
+        return ModelSource(run_id, Tracker(tracking_uri, create=False).tracking_uri)
     if selection:
         return _selected(selection, tracking_uri)
     return _study_trial(config_file, study, trial, storage, tracking_uri)
@@ -73,7 +73,7 @@ def _selected(path: Path, tracking_uri: str | None) -> ModelSource:
         raise StudyConfigError(f"selection file {path} not found: write it with `nar study select STUDY.yaml --json > {path}`") from None
     except (json.JSONDecodeError, KeyError, TypeError):
         raise StudyConfigError(f"{path} is not the JSON of `nar study select --json` (it needs mlflow_run_id)") from None
-    uri = Tracker(tracking_uri or row.get("tracking_uri")).tracking_uri
+    uri = Tracker(tracking_uri or row.get("tracking_uri"), create=False).tracking_uri
     return ModelSource(run_id, uri, study=row.get("study"), trial=row.get("trial"))
 
 
@@ -86,13 +86,13 @@ def _study_trial(
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise StudyConfigError(f"study {study.study_name} has no trial {number}: it has trials 0 to {len(trials) - 1}")
-    record = TrialRecord.of(trials[number])
-    if record.reused_from is not None:  # the same network, trained by an earlier trial
-        record = TrialRecord.of(trials[record.reused_from])
+    reused_from = TrialRecord.of(trials[number]).reused_from
+    trained_by = number if reused_from is None else reused_from  # the same network, trained by an earlier trial
+    record = TrialRecord.of(trials[trained_by])
     if record.mlflow_run_id is None or record.spec is None or record.val_auc is None:
         state = trials[number].state.name.lower()
         raise StudyConfigError(f"trial {number} of study {study.study_name} holds no trained network ({state}): pick a completed trial")
-    return ModelSource(record.mlflow_run_id, tracking_uri or study_tracking_uri(config, study), study.study_name, number)
+    return ModelSource(record.mlflow_run_id, tracking_uri or study_tracking_uri(config, study), study.study_name, trained_by)
 
 
 def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
@@ -112,9 +112,10 @@ def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module,
             f"cannot fetch the model of {source.describe()} from {hide_password(source.tracking_uri)} "
             f"({_last_line(error)}): check the run id and --tracking-uri"
         ) from None
+    tags, metrics = run.data.tags, run.data.metrics
+    _check_against_run(source, tags)
     spec = spec_from_json((folder / "spec.json").read_text())
     model = build_with_weights(spec, folder / "model.safetensors")
-    tags, metrics = run.data.tags, run.data.metrics
     trial = source.trial if source.trial is not None else tags.get("optuna.trial_number")
     about = {
         "source": {
@@ -127,6 +128,16 @@ def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module,
         "test_auc": metrics.get("test_auc"),
     }
     return spec, model, about
+
+
+def _check_against_run(source: ModelSource, tags: dict[str, str]) -> None:
+    """A selection names the study and trial of its run: an export never says other than the run does."""
+    recorded = {"study": tags.get("optuna.study"), "trial": tags.get("optuna.trial_number")}
+    claimed = {"study": source.study, "trial": None if source.trial is None else str(source.trial)}
+    wrong = [name for name, value in claimed.items() if value is not None and value != recorded[name]]
+    if wrong:
+        said = ", ".join(f"{name} {claimed[name]} (the run's: {recorded[name] or 'none'})" for name in wrong)
+        raise ModelError(f"the selection does not match MLflow run {source.run_id}: {said}; write it again with `nar study select --json`")
 
 
 def export_source(source: ModelSource, out: Path, overwrite: bool) -> tuple[Path, ArchSpec]:

@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from nar_search.search.interrupts import Interrupted, deferred
+from nar_search.search.locations import check_tracking_uri
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
@@ -84,10 +85,13 @@ class UninterruptedClient:
 class Tracker:
     """A thin layer over MlflowClient for NAR's experiments and runs."""
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, create: bool = True) -> None:
+        """The store at `tracking_uri` (default: the local one); without `create`, a local store
+        that is not there is refused rather than made (commands that only read create nothing)."""
         self.tracking_uri = tracking_uri or default_tracking_uri()
+        check_tracking_uri(self.tracking_uri, create)
         self.local_store = self.tracking_uri == default_tracking_uri()
-        if self.local_store:
+        if self.local_store and create:
             default_artifact_root().mkdir(parents=True, exist_ok=True)
         self.client = UninterruptedClient(MlflowClient(tracking_uri=self.tracking_uri))
 

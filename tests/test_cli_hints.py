@@ -127,3 +127,13 @@ def test_the_dashboard_hint_serves_the_study_s_runs_until_ctrl_c(study, tmp_path
         assert not group_alive(server), "the MLflow server outlived `nar dashboard`"
     finally:
         dashboard.kill()
+
+
+def test_a_selection_names_its_files_so_that_they_are_found_from_anywhere(tmp_path, monkeypatch):
+    from nar_search.search.locations import absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute("sqlite:///studies/x.db") == f"sqlite:///{tmp_path}/studies/x.db"
+    assert absolute("journal:runs/x.journal") == f"journal:{tmp_path}/runs/x.journal"
+    for url in (f"sqlite:///{tmp_path}/x.db", "postgresql://nar@db/nar", "http://127.0.0.1:5000"):
+        assert absolute(url) == url

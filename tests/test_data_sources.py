@@ -95,6 +95,8 @@ def test_slide_coordinates_use_the_mpp_override(slide_without_mpp: Path, tmp_pat
         ("labels.txt", "pos.png 1 s.svs 0 0\nmissing.png 1 s.svs 0 0\n", r"labels.txt line 2: patch .*missing.png does not exist"),
         ("labels.txt", "pos.png 2 s.svs 0 0\n", r"labels.txt line 1: label '2' is not 1 .* or 0/-1"),
         ("labels.txt", "pos.png\n", r"labels.txt line 1: expected '<patch.png> <label> <slide> <x> <y>'"),
+        ("labels.txt", "pos.png 1 s.svs\n", r"labels.txt line 1: expected '<patch.png> <label> <slide> <x> <y>'"),
+        ("labels.txt", "pos.png 1 s.svs left top\n", r"labels.txt line 1: expected '<patch.png> <label> <slide> <x> <y>'"),
         ("m.csv", "path,label\npos.png,1\nneg.png,yes\n", r"m.csv line 3: label 'yes'"),
         ("m.csv", "path,label,split\npos.png,1,holdout\n", r"m.csv line 2: split 'holdout' is not one of train, val, test"),
         ("m.csv", "image,class\npos.png,1\n", r"m.csv line 1: header 'image,class' is neither"),

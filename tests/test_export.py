@@ -169,8 +169,8 @@ def test_a_study_trial_names_its_run(trained, tracker, tmp_path):
                 user_attrs=attrs,
             )
         )
-    source = find_source(study="tiny", trial=1, storage=storage)
-    assert (source.study, source.trial, source.run_id, source.tracking_uri) == ("tiny", 1, trained.run_id, tracker.tracking_uri)
+    source = find_source(study="tiny", trial=1, storage=storage)  # reused: trial 0's run, and so named
+    assert (source.study, source.trial, source.run_id, source.tracking_uri) == ("tiny", 0, trained.run_id, tracker.tracking_uri)
     with pytest.raises(StudyConfigError, match="holds no trained network"):
         find_source(study="tiny", trial=2, storage=storage)
     with pytest.raises(StudyConfigError, match="no trial 7"):
@@ -187,6 +187,15 @@ def test_a_selection_file_names_the_run(tmp_path, tracker):
     selection.write_text("[]")
     with pytest.raises(StudyConfigError, match="nar study select --json"):
         find_source(selection=selection)
+
+
+def test_a_selection_that_says_other_than_its_run_is_refused(trained, tracker, tmp_path):
+    from nar_search.search.model_source import ModelSource, fetch_model
+
+    edited = ModelSource(trained.run_id, tracker.tracking_uri, study="tiny", trial=99)  # a selection whose trial was edited
+    with pytest.raises(ModelError, match=r"does not match MLflow run .*study tiny \(the run's: none\), trial 99"):
+        fetch_model(edited, tmp_path)
+    assert fetch_model(ModelSource(trained.run_id, tracker.tracking_uri), tmp_path)[0] == trained.spec
 
 
 def test_an_existing_folder_is_kept_without_overwrite(exported, trained, tracker, capsys):

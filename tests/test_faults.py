@@ -1,10 +1,12 @@
 """Fault injection: a study stopped by Ctrl-C or SIGTERM, or one of whose workers is killed
 with kill -9, loses no trial, trains no parameter set twice, and leaves no MLflow run RUNNING."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -150,3 +152,36 @@ def test_kill_9_of_a_postgresql_worker_loses_nothing_and_no_password_is_stored(t
         assert password not in Path(artifacts).read_text() and "***" in Path(artifacts).read_text()
     finally:
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))
+
+
+def test_local_workers_get_the_study_through_a_pipe_never_a_file(tmp_path, patches, monkeypatch):
+    """The settings may hold the storage's password: a worker reads them on its standard input,
+    so a kill -9 of the study leaves no file with the password behind."""
+    from nar_search.search.config import load_study_config
+    from nar_search.search.study import workers
+
+    started = []
+
+    class Recorded:
+        def __init__(self, args, stdin, stdout, stderr):
+            self.args, self.stdin, self.written = args, self, b""
+            started.append(self)
+
+        def write(self, data: bytes) -> None:
+            self.written += data
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(workers.subprocess, "Popen", Recorded)
+    url = "postgresql://nar:s3cret@127.0.0.1:5432/nar_test"
+    config = load_study_config(None, {"name": "piped", "data.source": str(patches), "storage": url, "workers": 2})
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    with workers.Workers(config):
+        pass
+    assert set(Path(tempfile.gettempdir()).iterdir()) == before
+    assert [w.args[-2:] for w in started] == [["-", "--no-recover"]] * 2
+    assert all(b"s3cret" in w.written for w in started)  # the worker reaches its storage
+    monkeypatch.setattr("sys.stdin", io.StringIO(started[1].written.decode()))
+    assert load_study_config(Path("-"), {}).storage == url  # what `nar study worker -` reads

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from typing import NoReturn
 
 from nar_search.search.cli.openmp import let_openmp_threads_sleep
 
@@ -17,6 +18,7 @@ if sys.argv[1:2] == ["predict"]:
     let_openmp_threads_sleep()  # before the command imports torch
 
 import typer
+from rich.markup import escape
 
 from nar_search.data.errors import DataError
 from nar_search.lightning_modules.errors import TrainingError
@@ -66,7 +68,20 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     try:
-        app(args=argv, prog_name="nar")
+        code = app(args=argv, prog_name="nar", standalone_mode=False)
+    except typer.TyperException as error:  # click's errors, as Typer raises them from the click it carries
+        context = getattr(error, "ctx", None)  # a usage error (missing, unknown, out of range) knows its command
+        if type(error).__name__ == "NoArgsIsHelpError":  # `nar study` alone: Typer has shown its help
+            sys.exit(2)
+        hint = f": see `{context.command_path} --help`" if context is not None else ""
+        _error(f"{error.format_message().rstrip('.')}{hint}", getattr(error, "exit_code", 2))
+    except typer.Abort:  # end of input at a prompt
+        _error("aborted", 1)
     except USER_ERRORS as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(error))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, code: int = 2) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)

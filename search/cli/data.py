@@ -56,7 +56,7 @@ def synth_slide(
 @data_app.command("inspect")
 def inspect(
     source: Path = typer.Argument(..., help="Class folders, a label file (.txt), a manifest or a slide-coordinates CSV."),
-    mpp: float | None = typer.Option(None, help="Microns per pixel of slides that do not record it."),
+    mpp: float | None = typer.Option(None, min=0.05, help="Microns per pixel of slides that do not record it."),
     positive: Positive = None,
     exclude: Exclude = None,
     slide_pattern: SlidePattern = None,

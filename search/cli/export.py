@@ -28,6 +28,9 @@ def export_command(
     """Export a trained network: safetensors + spec, TorchScript, ONNX, preprocessing and a WSInfer config."""
     if alias and not register:
         raise typer.BadParameter("an alias needs --register NAME", param_hint="--alias")
+    from nar_search.models.export import check_export_target
+
+    check_export_target(out, overwrite)  # before the network is fetched: a wrong --out is said at once
     source = find_source(config_file, study, trial, storage, run_id, selection, tracking_uri)
     folder, spec = export_source(source, out, overwrite)
     console.print(f"exported {source.describe()} ({spec.model_name}, {spec.input_size} px) to [bold]{folder}[/]: formats agree within 1e-4")

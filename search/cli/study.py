@@ -80,6 +80,11 @@ def _config(
         config = config.with_methods([name.strip() for name in methods.split(",")])
     if not config.data.source.exists():
         raise StudyConfigError(f"data source {config.data.source} not found: make it with `nar data synth-patches` or fix data.source")
+    from nar_search.search.locations import check_storage_url, check_tracking_uri
+    from nar_search.search.tracking import default_tracking_uri
+
+    check_storage_url(config.storage_url)  # before the study, its run or a folder is made
+    check_tracking_uri(config.tracking_uri or default_tracking_uri())
     from nar_search.search.training_run import DataSettings
 
     # Read and split as every trial will, before a study or a run exists: a task option that
@@ -119,7 +124,9 @@ def run_command(
     exclude: Exclude = None,
     slide_pattern: SlidePattern = None,
 ) -> None:
-    """Run (or resume) a study until it holds its number of trials, then print the Pareto front."""
+    """Run (or resume) a study until it holds its number of trials, confirm its front, then print
+    it. Writes, in the working folder unless the study file says otherwise: studies/NAME.db (the
+    storage), runs/NAME/ (the networks) and mlflow/store/ (the MLflow store)."""
     from nar_search.search.study.opening import given_base, open_study
     from nar_search.search.study.recovery import recover, unresolved_failures
     from nar_search.search.study.runner import StudyRunner
@@ -253,7 +260,8 @@ def worker_command(
         bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")
     ] = True,
 ) -> None:
-    """Join an existing study (from this or another machine) and run trials until it is done."""
+    """Join an existing study (from this or another machine) and run trials until it is done.
+    Writes its networks to runs/NAME/ in the working folder."""
     from nar_search.search.study.opening import given_base, open_study
     from nar_search.search.study.recovery import recover
     from nar_search.search.study.runner import StudyRunner
@@ -282,7 +290,8 @@ def confirm_command(
     max_auc_drop: Annotated[float | None, typer.Option(min=0, help="only points whose val AUC is within this of the baseline's")] = None,
 ) -> None:
     """Train the front's points again over more seeds (what a study does when it ends), then
-    print the confirmed front: mean ± sd over each point's seeds."""
+    print the confirmed front: mean ± sd over each point's seeds. Writes the networks to
+    runs/NAME/ in the working folder."""
     from nar_search.search.study.opening import given_base
     from nar_search.search.study.runner import StudyRunner
     from nar_search.search.study.storage import open_storage
@@ -460,7 +469,11 @@ def select_command(
     if chosen is None:
         raise StudyConfigError(f"study {study.study_name} has no trained baseline yet: run it first")
     if as_json:
-        where = {"study": study_name, "storage": without_password(url), "tracking_uri": without_password(study_tracking_uri(config, study))}
+        from nar_search.search.locations import absolute
+
+        # Locations as absolute paths: the file is read from wherever the export runs.
+        tracking = absolute(study_tracking_uri(config, study))
+        where = {"study": study_name, "storage": without_password(absolute(url)), "tracking_uri": without_password(tracking)}
         typer.echo(json.dumps(chosen.as_dict() | where, indent=2))
         return
     out = Path("exports") / f"{study_name}-trial{chosen.trial}"

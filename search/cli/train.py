@@ -40,11 +40,11 @@ def train_command(
     lr: Annotated[float, typer.Option()] = TrainingConfig.lr,
     weight_decay: Annotated[float, typer.Option()] = TrainingConfig.weight_decay,
     scheduler: Annotated[Scheduler, typer.Option()] = TrainingConfig.scheduler,
-    patience: Annotated[int, typer.Option(help="early stopping on val AUC; 0 disables")] = TrainingConfig.patience or 0,
+    patience: Annotated[int, typer.Option(min=0, help="early stopping on val AUC; 0 disables")] = TrainingConfig.patience or 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader workers")] = TrainingConfig.num_workers,
     precision: Annotated[str, typer.Option(help="Lightning precision, e.g. 32-true, bf16-mixed")] = TrainingConfig.precision,
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = TrainingConfig.accelerator,
-    mpp: Annotated[float | None, typer.Option(help="µm/px for slides without MPP")] = None,
+    mpp: Annotated[float | None, typer.Option(min=0.05, help="µm/px for slides without MPP")] = None,
     positive: Positive = None,
     exclude: Exclude = None,
     slide_pattern: SlidePattern = None,
@@ -79,7 +79,8 @@ def train_command(
     from nar_search.models.base_network import load_base
     from nar_search.models.init_modes import get_init_mode
     from nar_search.models.registry import original_spec
-    from nar_search.search.tracking import Tracker
+    from nar_search.search.locations import check_creatable, check_tracking_uri
+    from nar_search.search.tracking import Tracker, default_tracking_uri
     from nar_search.search.training_run import DataSettings, train_and_record
 
     if input_size is not None and input_size > MAX_INPUT_SIDE:
@@ -117,14 +118,20 @@ def train_command(
         distill=DistillSettings(weight, distill_temperature) if weight > 0 else None,
     )
     run_name = f"{model}-{strategy.slug(candidate)}"
+    if run_dir is not None and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise TrainingError(f"--run-dir {run_dir} is not a new or empty folder: its files could be overwritten; give another")
     run_dir = run_dir or Path("runs") / experiment / f"{run_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    check_creatable(run_dir / "spec.json", "the run folder's files in", "give another --run-dir")
+    settings_of_data = DataSettings(data, mpp, val_fraction, test_fraction, tuple(positive or ()), tuple(exclude or ()), slide_pattern)
+    settings_of_data.datamodule(training.spec.input_size, config).setup()  # read and split before a run or a folder is made
+    check_tracking_uri(tracking_uri or default_tracking_uri())
     tracker = Tracker(tracking_uri)
     outcome = train_and_record(
         tracker,
         experiment,
         run_name,
         training.spec,
-        DataSettings(data, mpp, val_fraction, test_fraction, tuple(positive or ()), tuple(exclude or ()), slide_pattern),
+        settings_of_data,
         config,
         run_dir,
         callbacks=training.callbacks,

@@ -3,18 +3,16 @@ one host) or PostgreSQL (many machines, with heartbeats so a dead worker's trial
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import SQLAlchemyError
 
 from nar_search.search.errors import StudyConfigError
+from nar_search.search.locations import JOURNAL_PREFIX, check_storage_url, local_file
 from nar_search.search.study.recovery import requeue
 from nar_search.search.urls import hide_password
 
-JOURNAL_PREFIX = "journal:"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
 
@@ -34,9 +32,10 @@ def check_parallel(url: str, workers: int) -> None:
 def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     """The storage at `url`; without `create`, a SQLite or journal file that does not exist is
     refused rather than made (read-only commands create nothing)."""
-    path = _local_file(url)
+    path = local_file(url)
     if path is not None and not create and not path.exists():
         raise StudyConfigError(f"no study storage at {path}: run it first with `nar study run STUDY.yaml`, or give --storage")
+    check_storage_url(url)
     if url.startswith(JOURNAL_PREFIX) and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
@@ -56,11 +55,3 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     except (SQLAlchemyError, ImportError, ValueError) as error:
         reason = str(error).splitlines()[0][:200]
         raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}") from None
-
-
-def _local_file(url: str) -> Path | None:
-    if url.startswith(JOURNAL_PREFIX):
-        return Path(url.removeprefix(JOURNAL_PREFIX))
-    if is_sqlite(url):
-        return Path(url.removeprefix("sqlite:///"))
-    return None

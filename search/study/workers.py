@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import optuna
 import yaml
 
 from nar_search.search.config import StudyConfig
-from nar_search.search.interrupts import Interrupted
+from nar_search.search.interrupts import Interrupted, exit_code
 from nar_search.search.study.recovery import RECOVERY_SECONDS, Recovery, recover
 from nar_search.search.tracking import Tracker
 
@@ -52,38 +51,33 @@ class Workers:
     def __init__(self, config: StudyConfig) -> None:
         self.config = config
         self.logs = [Path("runs") / config.name / f"worker-{index}.log" for index in range(config.workers)]
-        self.files: list[Path] = []
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Workers:
         settings = json.loads(self.config.model_dump_json())
-        for index in range(self.config.workers):
+        self.logs[0].parent.mkdir(parents=True, exist_ok=True)
+        for index, log in enumerate(self.logs):
             # A sampler seed each, as samplers seeded alike propose the same points; but not for the
             # grid, whose seed orders the grid that every worker's grid ids index.
             offset = 0 if self.config.sampler == "grid" else index
             seed = None if self.config.sampler_seed is None else self.config.sampler_seed + offset
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:  # private: it may hold a password
-                yaml.safe_dump(settings | {"sampler_seed": seed}, handle)
-            self.files.append(Path(handle.name))
-        self.logs[0].parent.mkdir(parents=True, exist_ok=True)
-        # Logs to files, not pipes: an unread pipe fills up and stalls its worker.
-        self.processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "nar_search.search.cli", "study", "worker", str(file), "--no-recover"],
+            # The settings go through the worker's standard input, never a file: they may hold a password.
+            # Logs go to files, not pipes: an unread pipe fills up and stalls its worker.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "nar_search.search.cli", "study", "worker", "-", "--no-recover"],
+                stdin=subprocess.PIPE,
                 stdout=log.open("w"),
                 stderr=subprocess.STDOUT,
             )
-            for file, log in zip(self.files, self.logs)
-        ]
+            assert process.stdin is not None  # asked for above
+            process.stdin.write(yaml.safe_dump(settings | {"sampler_seed": seed}).encode())
+            process.stdin.close()
+            self.processes.append(process)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
-        try:
-            if kind is not None and issubclass(kind, (KeyboardInterrupt, Interrupted)):
-                self._stop()
-        finally:
-            for file in self.files:
-                file.unlink()
+        if error is not None and isinstance(error, (KeyboardInterrupt, Interrupted)):
+            self._stop(signal.Signals(exit_code(error) - 128))  # Ctrl-C reaches them as Ctrl-C, SIGTERM as SIGTERM
 
     def watch(self, study: optuna.Study, tracker: Tracker, on_tick: Callable[[], None], on_death: Callable[[DeadWorker], None]) -> None:
         """Until every worker has ended: a worker that dies has its trial failed and queued again
@@ -102,10 +96,10 @@ class Workers:
             on_tick()
             time.sleep(POLL_SECONDS)
 
-    def _stop(self) -> None:
+    def _stop(self, signum: signal.Signals) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # each worker fails its own trial and ends its run
+                process.send_signal(signum)  # each worker fails its own trial and ends its run
         for process in self.processes:
             try:
                 process.wait(timeout=STOP_SECONDS)
