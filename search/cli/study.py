@@ -89,7 +89,14 @@ def _config(
 
     # Read and split as every trial will, before a study or a run exists: a task option that
     # does not fit the source is one line now, not a failed trial each.
-    DataSettings(**config.data.model_dump()).datamodule(config.input_size or DATA_CHECK_SIDE, config.training.to_training_config()).setup()
+    datamodule = DataSettings(**config.data.model_dump()).datamodule(
+        config.input_size or DATA_CHECK_SIDE, config.training.to_training_config()
+    )
+    datamodule.setup()
+    splits = ", ".join(
+        f"{s.name} {s.patches} ({s.per_class[1]} positive{f', {s.slides} slides' if s.slides else ''})" for s in datamodule.summary()
+    )
+    console.print(f"data: {escape(str(config.data.source))}: {splits}", soft_wrap=True, highlight=False)
     return config
 
 
