@@ -169,13 +169,19 @@ def _postgres_reachable() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
-def test_two_workers_share_one_postgresql_study(workdir, patches):
+def test_two_workers_share_one_postgresql_study(workdir, patches, monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    from nar_search.search.urls import without_password
+
+    # The password where PostgreSQL's client keeps it, not in the study file: the workers find it too.
+    monkeypatch.setenv("PGPASSWORD", make_url(POSTGRES_URL).password or "")
     name = f"workers-{uuid.uuid4().hex[:8]}"
     config = study_file(
         workdir,
         patches,
         name=name,
-        storage=POSTGRES_URL,
+        storage=without_password(POSTGRES_URL),
         workers=2,
         n_trials=4,
         sampler="tpe",
