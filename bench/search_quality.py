@@ -410,15 +410,11 @@ def run_study(profile: Profile, manifest: Path, work: Path, base: Path, name: st
     return study
 
 
-def trained_epochs(study) -> int:
-    """Epochs its trials trained, those stopped at a rung included (reused results cost nothing)."""
-    return sum(t.user_attrs.get("epochs", 0) for t in study.trials if "reused_from" not in t.user_attrs)
-
-
 def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) -> tuple[list[dict], int]:
     """A `bayes` study over α, β and ϕ from the base; returns the front's points (the base
     excluded) and the epochs its trials trained."""
     from nar_search.search.front import pareto
+    from nar_search.search.study.compute import study_compute
 
     study = run_study(
         profile,
@@ -436,7 +432,7 @@ def run_bayes_study(profile: Profile, manifest: Path, work: Path, base: Path) ->
     front = [t for t in pareto.front(study) if not t.user_attrs.get("baseline") and "reused_from" not in t.user_attrs]
     front.sort(key=lambda t: t.user_attrs["gflops"])
     points = [{k: t.user_attrs[k] for k in ("alpha", "beta", "gamma", "phi", "gflops", "val_auc")} | {"trial": t.number} for t in front]
-    return points, trained_epochs(study)
+    return points, study_compute(study).epochs
 
 
 def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Path) -> dict:
@@ -485,7 +481,7 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
         reference = (pareto.baseline(study).user_attrs["gflops"], 0.5)
         states, compute = [t.state.name for t in study.trials], study_compute(study)
         every = pareto.pareto_rows(study, every_trial=True)
-        confirmed = [r for r in every if r.confirmed_front and (r.baseline or r.seeds >= profile.confirm_seeds)]
+        confirmed = [r for r in every if r.confirmed_front]
         rows[label] = {
             "trials": len(study.trials),
             "full_budget": len(pareto.trained(study)),  # the baseline's evaluation of the base included

@@ -10,7 +10,6 @@ be made by slide.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,27 +140,26 @@ def write_patches(
     slides: int | None = None,
 ) -> Path:
     """Write patches as out/<class>/<slide>_<index>.png plus out/manifest.csv; returns the manifest.
-    `out` must be new or an empty folder: the patches are written beside it and moved into place
-    whole, so a stop leaves nothing behind and no file of the user's is replaced."""
+    `out` must be new or an empty folder, so that every file in it is one written here: a stop
+    takes them away again, with the folders made for them, and no file of the user's is replaced."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file, not a folder: give --out a new or empty folder")
     if out.is_dir() and any(out.iterdir()):
         raise DataError(f"{out} is not empty and its files could be overwritten: give --out a new or empty folder")
+    made = [folder for folder in [out, *out.parents] if not folder.exists()]  # deepest first
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.parent / f".{out.name}.{os.getpid()}.partial"
-        staging.mkdir()
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"cannot write into {out.parent} ({error.strerror or error}): choose another --out") from None
+        raise DataError(f"cannot make {out} ({error.strerror or error}): choose another --out") from None
     try:
-        _write_patches(staging, n, seed, difficulty, mpp, label_noise, slides)
-        if out.is_dir():
-            out.rmdir()  # empty, as checked: the finished folder takes its place
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        _write_patches(out, n, seed, difficulty, mpp, label_noise, slides)
+    except BaseException:
+        for entry in out.iterdir():  # all written here: the folder was new or empty
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        for folder in made:
+            folder.rmdir()
+        raise
     return out / "manifest.csv"
 
 

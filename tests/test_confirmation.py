@@ -7,6 +7,7 @@ import statistics
 
 import optuna
 import pytest
+import yaml
 from conftest import run_cli
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -48,6 +49,7 @@ def test_confirmation_works_through_the_front_as_the_seeds_change_it():
     _trial(study, 1, 0.96, 0.5)  # lucky on its one seed
     _trial(study, 2, 0.94, 0.6)  # behind it, off the front
     _trial(study, 3, 0.80, 0.1)
+    _trial(study, 0, 0.95, 1.0, reused_from=0)  # a ϕ = 0 draw: the base again, never trained again
     pending = [(trial.number, seed) for trial, seed in pending_seeds(study, range(1, 3), None)]
     assert pending == [(3, 1), (3, 2), (1, 1), (1, 2)]  # cheapest first; not the baseline, not trial 2
     assert pending_seeds(study, range(1, 3), max_auc_drop=0.01) == [(study.trials[1], 1), (study.trials[1], 2)]
@@ -120,6 +122,7 @@ def test_a_study_confirms_its_front_and_confirm_adds_only_the_missing_seeds(work
 
     monkeypatch.setattr(executor.TrialExecutor, "confirm", stopped_second)
     assert run_cli("study", "confirm", str(config), "--seeds", "3") == 130
+    assert StudyRecord.of(load(config)).confirm_seeds == 2  # confirmed over 3 only once every seed is in
     monkeypatch.setattr(
         executor.TrialExecutor,
         "confirm",
@@ -134,6 +137,14 @@ def test_a_study_confirms_its_front_and_confirm_adds_only_the_missing_seeds(work
     statuses = [r.info.status for r in tracker.client.search_runs([tracker.experiment_id("confirmed")])]
     assert statuses.count("KILLED") == 1 and "RUNNING" not in statuses
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+    # seeds are pooled only if they trained alike: a study file whose training changed is refused
+    changed = yaml.safe_load(config.read_text())
+    changed["training"]["lr"] = 0.1
+    config.write_text(yaml.safe_dump(changed))
+    capsys.readouterr()
+    assert run_cli("study", "confirm", str(config), "--seeds", "4") == 2
+    assert "training differs from the one study confirmed ran with (lr)" in capsys.readouterr().err
 
 
 def test_a_studys_compute_counts_every_training_once_weighted_by_its_cost():

@@ -5,9 +5,11 @@ learning from it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nar_search.search.cli.console import console
+from nar_search.search.errors import StudyConfigError
 
 ROOT = Path(__file__).resolve().parents[2]  # search/cli/demo.py → the repository
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -31,7 +33,10 @@ def demo_command() -> None:
 
     config = load_study_config(DEMO_CONFIG, {"data.source": str(TILES)})
     data, training = config.data, config.training
-    if not (BASE / "model.safetensors").exists():
+    if BASE.exists() and not (BASE / "model.safetensors").exists():
+        raise StudyConfigError(f"{BASE} holds no trained network (an interrupted demo?): move it away and run the demo again")
+    if not BASE.exists():
+        staging = BASE.with_name(f".{BASE.name}.{os.getpid()}.partial")  # in place only once trained: a stop leaves no half base
         console.print(
             f"training the base network ({config.model} at {config.input_size} px) on the real H&E tiles of {TILES} "
             f"into {BASE}: the network a user brings"
@@ -52,8 +57,9 @@ def demo_command() -> None:
             exclude=list(data.exclude),
             slide_pattern=data.slide_pattern,
             experiment="demo-base",
-            run_dir=BASE,
+            run_dir=staging,
         )
+        staging.rename(BASE)
     run_command(config_file=DEMO_CONFIG, data=TILES)
     _, study = load_study(DEMO_CONFIG, None, None)
     chosen, reference = pareto.select(study, MAX_AUC_DROP), pareto.baseline(study)

@@ -175,6 +175,9 @@ def run_command(
                     runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
             if not (failures := unresolved_failures(study)):
                 _confirm(runner)
+    except Exception:  # a confirmation that cannot go on (e.g. its study file changed): said in one line
+        runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
+        raise
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
         runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
@@ -313,6 +316,9 @@ def confirm_command(
     try:
         with interruptible():
             _confirm(runner)
+    except Exception:
+        runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
+        raise
     except (KeyboardInterrupt, Interrupted) as stop:
         runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
         console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the seed in training is dropped; run the same command to resume")

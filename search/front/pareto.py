@@ -184,8 +184,9 @@ def select(study: optuna.Study, max_auc_drop: float) -> TrialRow | None:
         return None
     base = TrialRecord.of(reference)
     floor = recorded(base.val_auc) - max_auc_drop
-    pool = confirmed(study) or trained(study)
-    figures = seed_figures(study, pool)
-    points = seed_points(pool, figures) if confirmed(study) else {t.number: _point(t) for t in pool}
+    confirmed_points = confirmed(study)
+    pool = [t for t in confirmed_points if t.number != reference.number] + [reference] if confirmed_points else trained(study)
+    points = seed_points(pool, seed_figures(study, pool)) if confirmed_points else {t.number: _point(t) for t in pool}
+    # The baseline always qualifies (it is the floor's reference), so there is always a choice.
     cheapest = min((p for p in points.values() if p.val_auc >= floor), key=lambda point: (point.gflops, -point.val_auc))
     return next(r for r in pareto_rows(study, every_trial=True) if r.trial == cheapest.trial)

@@ -68,7 +68,14 @@ def _colours(points: list[Point]) -> dict[str, str]:
 
 def _confirmed(points: list[Point]) -> list[Point]:
     """The points trained over more seeds, by GFLOPs: drawn at their mean val AUC ± sd."""
-    return sorted((p for p in points if p.get("mean_val_auc") is not None and (p["confirmed"] or p["baseline"])), key=lambda p: p["gflops"])
+    return sorted((p for p in points if p.get("mean_val_auc") is not None and p["confirmed"]), key=lambda p: p["gflops"])
+
+
+def _confirmed_front(points: list[Point]) -> list[Point]:
+    """The confirmed front's points, by GFLOPs, each with `front_auc`: its mean val AUC, or its
+    own where it has one seed (the baseline, as it is)."""
+    on_front = sorted((p for p in points if p.get("confirmed_front")), key=lambda p: p["gflops"])
+    return [p | {"front_auc": p["val_auc"] if p["mean_val_auc"] is None else p["mean_val_auc"]} for p in on_front]
 
 
 def pareto_png(points: list[Point], front: list[Point], title: str) -> bytes:
@@ -103,8 +110,8 @@ def pareto_png(points: list[Point], front: list[Point], title: str) -> bytes:
             capsize=3,
             label=CONFIRMED_NAME,
         )
-        on_front = [p for p in confirmed if p["confirmed_front"]]
-        axes.step([p["gflops"] for p in on_front], [p["mean_val_auc"] for p in on_front], where="post", c=CONFIRMED_COLOUR, ls="--", lw=1.2)
+        on_front = _confirmed_front(points)
+        axes.step([p["gflops"] for p in on_front], [p["front_auc"] for p in on_front], where="post", c=CONFIRMED_COLOUR, ls="--", lw=1.2)
     for point in points:
         if point["baseline"]:
             axes.scatter(
@@ -349,7 +356,7 @@ def pareto_html(points: list[Point], front: list[Point], title: str) -> str:
     width, height = 820, 480
     frame = _Frame.around(points, left=64, top=40, right=590, bottom=420)
     colours = _colours(points)
-    confirmed_front = [p for p in _confirmed(points) if p["confirmed_front"]]
+    confirmed_front = _confirmed_front(points)
     # Stopped points first and the baseline last, so that the full-budget ones stay on top.
     drawn = sorted(points, key=lambda p: (_kind(p) != "stopped", p["baseline"]))
     svg = [
@@ -358,7 +365,7 @@ def pareto_html(points: list[Point], front: list[Point], title: str) -> str:
         *_axes_svg(frame),
         *([_staircase(front, frame)] if front else []),
         *(_error_bar(point, frame) for point in _confirmed(points)),
-        *([_staircase(confirmed_front, frame, "mean_val_auc", "confirmed")] if confirmed_front else []),
+        *([_staircase(confirmed_front, frame, "front_auc", "confirmed")] if confirmed_front else []),
         *(_point_svg(point, frame, colours) for point in drawn),
         *_legend_svg(points, front, colours, x=frame.right + 24, y=frame.top + 10),
         "</svg>",

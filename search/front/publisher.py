@@ -45,6 +45,7 @@ class FrontPublisher:
         points = [_point(row, trials[row.trial], experiment_id) for row in pareto.pareto_rows(study, every_trial=True)]
         front = [point for point in points if point["pareto"]]
         confirmed = [point for point in points if point["confirmed_front"]]
+        self.tracker.log_metrics(self.parent_run_id, study_compute(study).as_metrics(), step=len(trials))
         if only_if_changed and [front, confirmed] == self._published:
             return
         title = f"{self.name}: val AUC vs GFLOPs ({len(points)} trained)"
@@ -60,7 +61,6 @@ class FrontPublisher:
         )
         link = run_link(experiment_id, self.parent_run_id)
         self.tracker.describe_experiment(self.name, pareto_markdown(front, title, link, confirmed))
-        self.tracker.log_metrics(self.parent_run_id, study_compute(study).as_metrics(), step=len(trials))
         self._published = [front, confirmed]
 
     def _log_counts(self, study: optuna.Study, front_size: int) -> None:

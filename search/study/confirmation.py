@@ -44,15 +44,16 @@ class Confirmation:
         return pending_seeds(self.study, self.seeds, self.config.confirm.max_auc_drop)
 
     def run(self, on_seed: Callable[[SeedRecord], None] = lambda seed: None) -> int:
-        """Trains the pending seeds until none is left; returns how many it trained."""
-        if len(self.seeds) == 0:
-            return 0
-        StudyRecord(confirm_seeds=self.config.confirm.seeds).write(self.study)
+        """Trains the pending seeds until none is left; returns how many it trained. The study
+        counts as confirmed over `confirm.seeds` only then: until then, what it was before."""
+        self._check_training()
         end_abandoned(self.study, self.tracker)
         count = 0
         while todo := self.pending():
             on_seed(self.train(*todo[0]))
             count += 1
+        if self.config.confirm.seeds > 1:
+            StudyRecord(confirm_seeds=self.config.confirm.seeds).write(self.study)
         return count
 
     def train(self, trial: FrozenTrial, seed: int) -> SeedRecord:
@@ -62,7 +63,11 @@ class Confirmation:
         with self.tracker.run(self.config.name, f"{request.run_name} · seed {seed}", tags, self.parent_run_id) as run_id:
             claim = SeedRecord(trial.number, seed, worker=this_worker(), mlflow_run_id=run_id)
             claim.write(self.study)
-            outcome = self.executor.confirm(request, run_id, seed)
+            try:
+                outcome = self.executor.confirm(request, run_id, seed)
+            except BaseException:
+                SeedRecord(trial.number, seed).write(self.study)  # released: any worker may train it again
+                raise
         done = replace(
             claim,
             val_auc=outcome.val_auc,
@@ -75,10 +80,24 @@ class Confirmation:
         self._log_on_trial(trial)
         return done
 
+    def _check_training(self) -> None:
+        """A point's seeds are pooled: they must train as its trial did, from the study file it ran with."""
+        recorded = (StudyRecord.of(self.study).config or {}).get("training", {})
+        now = self.config.training.model_dump(mode="json")
+        differ = sorted(key for key in recorded.keys() & now.keys() if recorded[key] != now[key])
+        if differ:
+            raise StudyConfigError(
+                f"the study file's training differs from the one study {self.config.name} ran with ({', '.join(differ)}): "
+                "confirm it with the file it ran with"
+            )
+
     def _request(self, trial: FrozenTrial) -> TrialRequest:
         """The trial's candidate drawn again from its parameters: the same network, or a clear error."""
         fixed = optuna.trial.FixedTrial(trial.params, trial.number)
-        method, candidate = space.suggest(fixed, self.config.search, self.original)
+        try:
+            method, candidate = space.suggest(fixed, self.config.search, self.original)
+        except ValueError:  # a parameter that this file's search space no longer has
+            candidate = None
         request = TrialRequest(fixed, method, candidate, baseline=False) if candidate is not None else None
         if request is None or request.architecture != TrialRecord.of(trial).architecture:
             raise StudyConfigError(
@@ -124,9 +143,10 @@ def pending_seeds(study: optuna.Study, seeds: range, max_auc_drop: float | None)
     trials = study.get_trials(deepcopy=False)
     todo: dict[tuple[int, int], tuple[FrozenTrial, int]] = {}
     for trial in pareto.nondominated(candidates, pareto.seed_points(candidates, figures)):
-        if TrialRecord.of(trial).baseline or figures[trial.number].val_auc < floor:
-            continue
         trained_by = trials[source(trial)]
+        # The base is the reference as it is (a ϕ = 0 draw reuses it): never trained again.
+        if TrialRecord.of(trained_by).baseline or figures[trial.number].val_auc < floor:
+            continue
         for seed in seeds:
             record = started.get((trained_by.number, seed))
             if record is None or not (record.done or _trained_elsewhere(record)):
@@ -135,6 +155,5 @@ def pending_seeds(study: optuna.Study, seeds: range, max_auc_drop: float | None)
 
 
 def _trained_elsewhere(seed: SeedRecord) -> bool:
-    """A seed that another worker, alive or on another host, is training now."""
-    worker = seed.worker or {}
-    return worker != this_worker() and worker_alive(worker) is not False
+    """A seed that another worker, alive or on another host, is training now (a released one has no worker)."""
+    return seed.worker is not None and seed.worker != this_worker() and worker_alive(seed.worker) is not False

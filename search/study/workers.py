@@ -56,6 +56,14 @@ class Workers:
     def __enter__(self) -> Workers:
         settings = json.loads(self.config.model_dump_json())
         self.logs[0].parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start(settings)
+        except BaseException:  # none left running unwatched
+            self._stop(signal.SIGTERM)
+            raise
+        return self
+
+    def _start(self, settings: dict[str, object]) -> None:
         for index, log in enumerate(self.logs):
             # A sampler seed each, as samplers seeded alike propose the same points; but not for the
             # grid, whose seed orders the grid that every worker's grid ids index.
@@ -70,10 +78,9 @@ class Workers:
                 stderr=subprocess.STDOUT,
             )
             assert process.stdin is not None  # asked for above
+            self.processes.append(process)
             process.stdin.write(yaml.safe_dump(settings | {"sampler_seed": seed}).encode())
             process.stdin.close()
-            self.processes.append(process)
-        return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
         if error is not None and isinstance(error, (KeyboardInterrupt, Interrupted)):
