@@ -186,6 +186,14 @@ CASES: dict[str, Case] = {
     "study: tracking store under a file": Case(
         ("study", "run", "{t}/study.yaml"), "tracking|notes.txt", _both(_file("notes.txt"), _study(tracking_uri="sqlite:///notes.txt/m.db"))
     ),
+    "study: MLflow file store": Case(("study", "run", "{t}/study.yaml"), "file store is retired", _study(tracking_uri="file:./mlruns")),
+    "train: MLflow file store": Case((*TRAIN, "--tracking-uri", "./mlruns"), "file store is retired"),
+    "export: selection's store not here": Case(
+        ("export", "--out", "{t}/x", "--selection", "{t}/chosen.json"),
+        "no MLflow store at track/mlflow.db",
+        _file("chosen.json", '{"mlflow_run_id": "abc", "tracking_uri": "sqlite:///track/mlflow.db"}'),
+    ),
+    "export: run in no store": Case(("export", "--out", "{t}/x", "--run-id", "abc"), "no MLflow store at .*mlflow.db"),
     "study: unknown methods flag": Case(("study", "run", "{t}/study.yaml", "--methods", "nar,nas"), "nas", _study()),
     "study: zero trials flag": Case(("study", "run", "{t}/study.yaml", "--trials", "0"), "n_trials", _study()),
     "study: trials flag not a number": Case(("study", "run", "--trials", "x"), f"--trials.*{USAGE}"),

@@ -185,3 +185,27 @@ def test_local_workers_get_the_study_through_a_pipe_never_a_file(tmp_path, patch
     assert all(b"s3cret" in w.written for w in started)  # the worker reaches its storage
     monkeypatch.setattr("sys.stdin", io.StringIO(started[1].written.decode()))
     assert load_study_config(Path("-"), {}).storage == url  # what `nar study worker -` reads
+
+
+@pytest.mark.parametrize(("stop", "sent"), [(KeyboardInterrupt(), signal.SIGINT), (Interrupted(signal.SIGTERM), signal.SIGTERM)])
+def test_a_stop_reaches_the_local_workers_as_the_signal_it_was(stop, sent, tmp_path, patches, monkeypatch):
+    from nar_search.search.config import load_study_config
+    from nar_search.search.study.workers import Workers
+
+    received = []
+
+    class Running:
+        def poll(self):
+            return None
+
+        def send_signal(self, signum):
+            received.append(signum)
+
+        def wait(self, timeout):
+            return 0
+
+    monkeypatch.chdir(tmp_path)
+    workers = Workers(load_study_config(None, {"name": "w", "data.source": str(patches), "workers": 2}))
+    workers.processes = [Running(), Running()]
+    workers.__exit__(type(stop), stop, None)
+    assert received == [sent, sent]

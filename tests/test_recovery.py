@@ -8,8 +8,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nar_search.search.study.record import TrialRecord
-from nar_search.search.study.recovery import awaiting_retry, recover, this_worker, unresolved_failures
+from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.recovery import awaiting_retry, end_orphaned_parent, recover, this_worker, unresolved_failures
 from nar_search.search.tracking import Tracker
 
 
@@ -51,3 +51,16 @@ def test_a_dead_workers_trial_awaits_its_retry_until_recovery_queues_it_once(tmp
     assert retry.params == orphan.params and retry.user_attrs["retry_of"] == orphan.number
     study.tell(retry, 0.9)
     assert unresolved_failures(study) == []
+
+
+def test_a_parent_run_whose_study_process_was_killed_is_ended_by_a_finishing_worker(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    study = optuna.create_study()
+    parent = tracker.client.create_run(tracker.experiment_id("s")).info.run_id
+    StudyRecord(mlflow_parent_run_id=parent, runner=this_worker()).write(study)
+    assert not end_orphaned_parent(study, tracker)  # its process runs: left to it
+    StudyRecord(runner={"host": socket.gethostname(), "pid": 2**22 + 1, "started": "1"}).write(study)  # killed with -9
+    assert end_orphaned_parent(study, tracker)
+    run = tracker.client.get_run(parent)
+    assert run.info.status == "KILLED" and "stopped without ending it" in run.data.tags["failure_reason"]
+    assert not end_orphaned_parent(study, tracker)  # once

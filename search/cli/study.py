@@ -161,7 +161,7 @@ def run_command(
     base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
     study = open_study(config, base)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
-    runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
+    runner.start()
     if recovery := str(recover(study, runner.tracker)):
         console.print(f"resuming: {recovery}")
     console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {counted(study)}/{config.n_trials} trials done")
@@ -273,7 +273,7 @@ def worker_command(
     """Join an existing study (from this or another machine) and run trials until it is done.
     Writes its networks to runs/NAME/ in the working folder."""
     from nar_search.search.study.opening import given_base, open_study
-    from nar_search.search.study.recovery import recover
+    from nar_search.search.study.recovery import end_orphaned_parent, recover
     from nar_search.search.study.runner import StudyRunner
     from nar_search.search.tracking import Tracker
 
@@ -291,6 +291,10 @@ def worker_command(
         recover(study, runner.tracker, requeue_failed=False, stopping=True)
         console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the running trial is marked failed; run a worker again to resume")
         raise typer.Exit(exit_code(stop)) from None
+    if end_orphaned_parent(study, runner.tracker):
+        console.print(
+            "the study's parent run was left RUNNING by a stopped `nar study run`: ended KILLED; run it again to confirm and publish"
+        )
 
 
 @study_app.command("confirm")
@@ -312,7 +316,7 @@ def confirm_command(
     study = open_named_study(config.name, open_storage(config.storage_url, create=False), config.storage_url, config_file)
     base = given_base(config)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
-    runner.tracker.client.update_run(runner.parent_run_id, status="RUNNING")
+    runner.start()
     try:
         with interruptible():
             _confirm(runner)

@@ -106,6 +106,7 @@ class StudyRecord:
     pareto_trials: list[str] | None = None  # the MLflow runs of the trials on the front
     base_network: str | None = None  # the folder of the network the baseline trained, once trained
     confirm_seeds: int | None = None  # the seeds a front point is confirmed over, once confirmation ran
+    runner: dict[str, Any] | None = None  # the process that last set the parent run RUNNING (`recovery.this_worker`)
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:

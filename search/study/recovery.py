@@ -19,7 +19,7 @@ import optuna
 from mlflow.entities import RunStatus
 from optuna.trial import FrozenTrial, TrialState
 
-from nar_search.search.study.record import TrialRecord
+from nar_search.search.study.record import StudyRecord, TrialRecord
 from nar_search.search.tracking import Tracker
 
 # A trial is asked for before it can record its owner: one with no owner after this long is orphaned.
@@ -143,6 +143,21 @@ def recover(study: optuna.Study, tracker: Tracker, requeue_failed: bool = True, 
                 requeue(study, trial)
                 recovery.requeued.append(trial.number)
     return recovery
+
+
+def end_orphaned_parent(study: optuna.Study, tracker: Tracker) -> bool:
+    """The study's parent run, left RUNNING by a `nar study run` that was killed outright while
+    its workers went on: ended KILLED by the worker that finishes, not left until the next run."""
+    record = StudyRecord.of(study)
+    if record.runner is None or record.mlflow_parent_run_id is None or worker_alive(record.runner) is not False:
+        return False
+    run_id = record.mlflow_parent_run_id
+    if tracker.client.get_run(run_id).info.status != RunStatus.to_string(RunStatus.RUNNING):
+        return False
+    reason = f"its nar study process (pid {record.runner.get('pid', '?')}) stopped without ending it"
+    tracker.client.set_tag(run_id, "failure_reason", reason)
+    tracker.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    return True
 
 
 def _end_run(tracker: Tracker, trial: FrozenTrial) -> None:

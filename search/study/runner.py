@@ -24,6 +24,7 @@ from nar_search.search.study.bases import BaseProvider
 from nar_search.search.study.confirmation import Confirmation
 from nar_search.search.study.objective import Objective
 from nar_search.search.study.record import StudyRecord
+from nar_search.search.study.recovery import this_worker
 from nar_search.search.study.status import counted, infeasible_draw, infeasible_draws
 from nar_search.search.tracking import Tracker
 from nar_search.search.urls import hide_password
@@ -49,6 +50,11 @@ class StudyRunner:
             return
         budget = TrialBudget(self.config.n_trials, remaining)
         self.study.optimize(self.objective, catch=(Exception,), callbacks=[budget, self.publisher, *callbacks])
+
+    def start(self) -> None:
+        """The parent run RUNNING, held by this process: should it vanish, a worker that finishes ends the run."""
+        self.tracker.client.update_run(self.parent_run_id, status="RUNNING")
+        StudyRecord(runner=this_worker()).write(self.study)
 
     def confirmation(self) -> Confirmation:
         """The front's points trained again over the study's `confirm.seeds`."""
