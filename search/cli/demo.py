@@ -60,6 +60,7 @@ def demo_command() -> None:
             run_dir=staging,
         )
         staging.rename(BASE)
+        console.print(f"the base network is in {BASE}")
     run_command(config_file=DEMO_CONFIG, data=TILES)
     _, study = load_study(DEMO_CONFIG, None, None)
     chosen, reference = pareto.select(study, MAX_AUC_DROP), pareto.baseline(study)
