@@ -430,7 +430,7 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
             cells += [str(row.seeds), _mean_sd(row.mean_val_auc, row.val_auc_sd), _mean_sd(row.mean_test_auc, row.test_auc_sd)]
         table.add_row(*cells)
     caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target; val and test AUC: the trial's own training"
-    if pareto.confirmed(study):
+    if any(row.confirmed for row in rows):
         caption += "; ✓ on the confirmed front (by mean val AUC over each point's seeds)"
     if every_trial:
         caption += "; · not on the front; ‖N stopped at the N-epoch rung (its val AUC there)"

@@ -88,9 +88,10 @@ def confirmed(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in candidates if TrialRecord.of(t).baseline or figures[t.number].seeds >= target]
 
 
-def confirmed_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The front of the confirmed points and the baseline, by mean val AUC over their seeds."""
-    points = confirmed(study)
+def confirmed_front(study: optuna.Study, points: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """The front of the confirmed points and the baseline (`confirmed(study)`, unless given), by
+    mean val AUC over their seeds."""
+    points = confirmed(study) if points is None else points
     return nondominated(points, seed_points(points, seed_figures(study, points)))
 
 
@@ -163,8 +164,9 @@ def pareto_rows(study: optuna.Study, every_trial: bool = False) -> list[TrialRow
     reference = baseline(study)
     gflops = TrialRecord.of(reference).gflops if reference else None
     on_front = {t.number for t in front(study)}
-    confirmed_points = {t.number for t in confirmed(study)}
-    on_confirmed_front = {t.number for t in confirmed_front(study)}
+    confirmed_trials = confirmed(study)
+    confirmed_points = {t.number for t in confirmed_trials}
+    on_confirmed_front = {t.number for t in confirmed_front(study, confirmed_trials)}
     shown = on_front | on_confirmed_front
     trials = trained(study) + stopped(study) if every_trial else [t for t in trained(study) if t.number in shown]
     figures = seed_figures(study, [t for t in trials if TrialRecord.of(t).trained])
