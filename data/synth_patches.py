@@ -152,6 +152,11 @@ def write_patches(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"cannot make {out} ({error.strerror or error}): choose another --out") from None
+    try:  # the claim: a second command writing here at the same time fails this, before it deletes anything
+        for name in CLASS_NAMES:
+            (out / name).mkdir()
+    except FileExistsError:
+        raise DataError(f"another command is writing patches into {out}: wait for it to end, or give --out another folder") from None
     try:
         _write_patches(out, n, seed, difficulty, mpp, label_noise, slides)
     except BaseException:
@@ -164,8 +169,6 @@ def write_patches(
 
 
 def _write_patches(out: Path, n: int, seed: int, difficulty: DifficultyName, mpp: float, label_noise: float, slides: int | None) -> None:
-    for name in CLASS_NAMES:
-        (out / name).mkdir()
     patches = generate_patches(n, seed, difficulty, mpp, label_noise, slides)
     with (out / "manifest.csv").open("w", newline="") as file:
         rows = csv.writer(file)

@@ -24,6 +24,13 @@ BASE_EPOCHS = 4
 def demo_command() -> None:
     """Train a base network on real H&E tiles (immune cells against other tissue), search cheaper
     ones from it, print the front. Writes demo/, studies/, runs/ and mlflow/store/ in the working folder."""
+    from nar_search.search.exclusive import exclusive
+
+    with exclusive(Path.cwd(), "the working folder", "wait for that demo to end, or run the demo in another folder"):
+        _demo()
+
+
+def _demo() -> None:
     from nar_search.search.cli.study import run_command
     from nar_search.search.cli.train import train_command
     from nar_search.search.config import load_study_config

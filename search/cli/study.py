@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +24,7 @@ from nar_search.search.urls import hide_password, without_password
 if TYPE_CHECKING:
     import optuna
 
+    from nar_search.models.base_network import BaseNetwork
     from nar_search.search.config import StudyConfig
     from nar_search.search.front import pareto
     from nar_search.search.study.record import SeedRecord
@@ -134,7 +137,7 @@ def run_command(
     """Run (or resume) a study until it holds its number of trials, confirm its front, then print
     it. Writes, in the working folder unless the study file says otherwise: studies/NAME.db (the
     storage), runs/NAME/ (the networks) and mlflow/store/ (the MLflow store)."""
-    from nar_search.search.study.opening import given_base, open_study
+    from nar_search.search.study.opening import given_base
     from nar_search.search.study.recovery import recover, unresolved_failures
     from nar_search.search.study.runner import StudyRunner
     from nar_search.search.study.status import counted, trial_line
@@ -159,46 +162,68 @@ def run_command(
         slide_pattern,
     )
     base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
-    study = open_study(config, base)
-    runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
-    runner.start()
-    if recovery := str(recover(study, runner.tracker)):
-        console.print(f"resuming: {recovery}")
-    console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {counted(study)}/{config.n_trials} trials done")
-    try:
-        with interruptible():
-            if config.workers > 1:
-                _run_workers(config, runner)
-            else:
-                with _progress() as progress:
-                    task = progress.add_task(config.name, total=config.n_trials, completed=counted(study), last="")
-                    runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
-            if not (failures := unresolved_failures(study)):
-                _confirm(runner)
-    except Exception:  # a confirmation that cannot go on (e.g. its study file changed): said in one line
-        runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
-        raise
-    except (KeyboardInterrupt, Interrupted) as stop:
-        recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
-        runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
-        console.print(
-            f"[yellow]interrupted[/] ({signal_name(stop)}): the running trials are marked failed and their "
-            "MLflow runs KILLED; run the same command to resume"
-        )
-        raise typer.Exit(exit_code(stop)) from None
-    runner.publish()
-    if failures:
-        runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
-        console.print(
-            f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): their MLflow runs say why "
-            "(tag failure_reason); run the same command to retry them"
-        )
-        raise typer.Exit(1)
-    runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
-    _print_front(study, config.name)
-    _report_infeasible_draws(study, config)
+    with _held(config, base) as study:
+        runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
+        runner.start()
+        if recovery := str(recover(study, runner.tracker)):
+            console.print(f"resuming: {recovery}")
+        done = f"{counted(study)}/{config.n_trials} trials done"
+        console.print(f"study [bold]{config.name}[/] in {hide_password(config.storage_url)}: {done}")
+        try:
+            with interruptible():
+                if config.workers > 1:
+                    _run_workers(config, runner)
+                else:
+                    with _progress() as progress:
+                        task = progress.add_task(config.name, total=config.n_trials, completed=counted(study), last="")
+                        runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
+                if not (failures := unresolved_failures(study)):
+                    _confirm(runner)
+        except Exception:  # a confirmation that cannot go on (e.g. its study file changed): said in one line
+            runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
+            raise
+        except (KeyboardInterrupt, Interrupted) as stop:
+            recover(study, runner.tracker, requeue_failed=False, stopping=True)  # what a stop mid-trial left running
+            runner.tracker.client.set_terminated(runner.parent_run_id, "KILLED")
+            console.print(
+                f"[yellow]interrupted[/] ({signal_name(stop)}): the running trials are marked failed and their "
+                "MLflow runs KILLED; run the same command to resume"
+            )
+            raise typer.Exit(exit_code(stop)) from None
+        runner.publish()
+        if failures:
+            runner.tracker.client.set_terminated(runner.parent_run_id, "FAILED")
+            console.print(
+                f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): their MLflow runs say why "
+                "(tag failure_reason); run the same command to retry them"
+            )
+            raise typer.Exit(1)
+        runner.tracker.client.set_terminated(runner.parent_run_id, "FINISHED")
+        _print_front(study, config.name)
+        _report_infeasible_draws(study, config)
     dashboard = ["nar", "dashboard", *_naming(config_file, name, storage, tracking_uri)]
     _hint(f"dashboard: {shlex.join(dashboard)} (MLflow experiment {config.name!r})")
+
+
+@contextmanager
+def _held(config: StudyConfig, base: BaseNetwork | None) -> Iterator[optuna.Study]:
+    """The study, opened for this command alone: its storage file (SQLite or journal) is held
+    while the command runs, so that a second `nar study run` of it stops instead of training
+    beside it; workers join through `nar study worker`, which holds nothing. A storage file
+    that exists is held before the study is opened, one about to be made once it is made."""
+    from nar_search.search.exclusive import exclusive
+    from nar_search.search.locations import local_file
+    from nar_search.search.study.opening import open_study
+
+    path = local_file(config.storage_url)
+    fix = "wait for it to end, or add workers with `nar study worker` on journal or PostgreSQL storage"
+    with ExitStack() as held:
+        if existed := path is not None and path.exists():
+            held.enter_context(exclusive(path, "the study storage", fix))
+        study = open_study(config, base)
+        if path is not None and not existed:
+            held.enter_context(exclusive(path, "the study storage", fix))
+        yield study
 
 
 def _confirm(runner: StudyRunner) -> None:
@@ -271,7 +296,8 @@ def worker_command(
     ] = True,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done.
-    Writes its networks to runs/NAME/ in the working folder."""
+    Writes its networks to runs/NAME/ in the working folder, and its runs to the study's MLflow
+    store (mlflow/store/ there, unless the study file names another)."""
     from nar_search.search.study.opening import given_base, open_study
     from nar_search.search.study.recovery import end_orphaned_parent, recover
     from nar_search.search.study.runner import StudyRunner
@@ -305,7 +331,7 @@ def confirm_command(
 ) -> None:
     """Train the front's points again over more seeds (what a study does when it ends), then
     print the confirmed front: mean ± sd over each point's seeds. Writes the networks to
-    runs/NAME/ in the working folder."""
+    runs/NAME/ in the working folder, and their runs to the study's MLflow store."""
     from nar_search.search.study.opening import given_base
     from nar_search.search.study.runner import StudyRunner
     from nar_search.search.study.storage import open_storage

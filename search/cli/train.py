@@ -73,12 +73,15 @@ def train_command(
     run_dir: Annotated[Path | None, typer.Option(help="checkpoints and weights (default: runs/<experiment>/<run>)")] = None,
     settings: MethodSettings | None = None,
 ) -> None:
-    """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow."""
+    """Train one (reduced) network, evaluate AUC on the held-out split, record it in MLflow.
+    Writes the network to --run-dir (default runs/EXPERIMENT/RUN/) and, without --tracking-uri,
+    its run to mlflow/store/ in the working folder."""
     import torch
 
     from nar_search.models.base_network import load_base
     from nar_search.models.init_modes import get_init_mode
     from nar_search.models.registry import original_spec
+    from nar_search.search.exclusive import exclusive
     from nar_search.search.locations import check_creatable, check_tracking_uri
     from nar_search.search.tracking import Tracker, default_tracking_uri
     from nar_search.search.training_run import DataSettings, train_and_record
@@ -125,20 +128,22 @@ def train_command(
     settings_of_data = DataSettings(data, mpp, val_fraction, test_fraction, tuple(positive or ()), tuple(exclude or ()), slide_pattern)
     settings_of_data.datamodule(training.spec.input_size, config).setup()  # read and split before a run or a folder is made
     check_tracking_uri(tracking_uri or default_tracking_uri())
-    tracker = Tracker(tracking_uri)
-    outcome = train_and_record(
-        tracker,
-        experiment,
-        run_name,
-        training.spec,
-        settings_of_data,
-        config,
-        run_dir,
-        callbacks=training.callbacks,
-        base=given,
-        finalize=training.finalize,
-        params={strategy.name: settings.model_dump(mode="json")},
-    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(run_dir, "the run folder", "wait for that command to end, or give another --run-dir"):
+        tracker = Tracker(tracking_uri)
+        outcome = train_and_record(
+            tracker,
+            experiment,
+            run_name,
+            training.spec,
+            settings_of_data,
+            config,
+            run_dir,
+            callbacks=training.callbacks,
+            base=given,
+            finalize=training.finalize,
+            params={strategy.name: settings.model_dump(mode="json")},
+        )
     spec = outcome.spec
     table = Table(title=f"{run_name} · input {spec.input_size} px", show_header=False)
     table.add_row("val AUC", f"{outcome.val_auc:.4f} ± {outcome.val_auc_std:.4f} ({seeds} seed{'s' * (seeds > 1)})")

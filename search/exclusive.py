@@ -1,0 +1,29 @@
+"""One command at a time in a folder or on a study: two runs that write the same files would
+overwrite each other's. The claim is an advisory lock (flock) on the folder or file itself: it
+creates nothing, and the system drops it when the process ends, however it ends (kill -9
+included), so no stale lock is ever left to remove by hand."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nar_search.search.errors import StudyConfigError
+
+
+@contextmanager
+def exclusive(path: Path, what: str, fix: str) -> Iterator[None]:
+    """Hold `path` (an existing folder or file) for this process, or stop in one line if
+    another command holds it: `what` names it in that line, `fix` says what to do instead."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyConfigError(f"{what} {path} is in use by another nar command that is still running: {fix}") from None
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
