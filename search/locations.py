@@ -12,6 +12,7 @@ from nar_search.search.urls import hide_password
 
 JOURNAL_PREFIX = "journal:"
 # Tracking stores MLflow reaches over the network: nothing to check here without reaching them.
+SERVER_TIMEOUT = 10  # seconds a tracking server may take to answer the check
 REMOTE_TRACKING = ("http", "https", "databricks", "databricks-uc", "postgresql", "mysql", "mssql")
 
 
@@ -50,6 +51,9 @@ def check_tracking_uri(uri: str, create: bool = True) -> None:
     """An MLflow tracking URI that works here: a SQLite store that exists (or, with `create`,
     can be made), or a server or database that MLflow reaches."""
     scheme = uri.split(":", 1)[0].split("+")[0].lower() if ":" in uri else ""
+    if scheme in ("http", "https"):
+        _reach_server(uri)
+        return
     if scheme in REMOTE_TRACKING:
         return
     fix = "give --tracking-uri (or tracking_uri:) as sqlite:///PATH/mlflow.db, http(s)://HOST or postgresql://…"
@@ -61,6 +65,37 @@ def check_tracking_uri(uri: str, create: bool = True) -> None:
     if not create and not path.is_file():
         raise StudyConfigError(f"no MLflow store at {path}: give the --tracking-uri that the runs were recorded in")
     check_creatable(path, "the MLflow store", fix)
+
+
+def _reach_server(uri: str) -> None:
+    """A tracking server that answers, and takes this process's credentials: MLflow's own
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), read
+    from the environment by MLflow as every later call reads them, never from a file of ours."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    shown = hide_password(uri)
+    try:
+        response = http_request(  # type: ignore[no-untyped-call]  # unannotated in MLflow
+            get_default_host_creds(uri),  # type: ignore[no-untyped-call]
+            "/api/2.0/mlflow/experiments/search",
+            "GET",
+            max_retries=0,
+            timeout=SERVER_TIMEOUT,
+            raise_on_status=False,
+            params={"max_results": 1},
+        )
+    except Exception:  # refused, unresolved, timed out: requests' and MLflow's errors alike
+        raise StudyConfigError(f"cannot reach the MLflow tracking server at {shown}: start it, or fix the tracking URI") from None
+    if response.status_code == 401:
+        raise StudyConfigError(
+            f"the MLflow tracking server at {shown} refused the credentials (401): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account of that server"
+        )
+    if response.status_code == 403:
+        raise StudyConfigError(f"the MLflow tracking server at {shown} denies this account (403): ask its admin for permission")
+    if response.status_code != 200:
+        raise StudyConfigError(f"{shown} answered {response.status_code} where an MLflow tracking server answers: check the tracking URI")
 
 
 def check_storage_url(url: str) -> None:

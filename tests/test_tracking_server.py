@@ -1,0 +1,95 @@
+"""A study against a real MLflow tracking server that asks for a password (MLflow's basic-auth
+app): the credentials come from MLflow's own environment variables, reach the workers, and are
+never written anywhere; wrong ones or no server are one line before anything is made."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from test_study import study_file
+
+PASSWORD = "Nar-s3cret-h0rse-battery"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server --app-name basic-auth` on 127.0.0.1, its stores in a folder of its own."""
+    home = tmp_path_factory.mktemp("server")
+    (home / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{home / 'auth.db'}\nadmin_username = admin\n"
+        f"admin_password = {PASSWORD}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(home / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": "nar-tests-csrf"}
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "artifacts")]
+    process = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None, "the MLflow server stopped at start"
+                time.sleep(0.5)
+        yield url, home
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _files_with(folder: Path, text: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_study_with_workers_logs_to_a_server_with_the_password_only_in_the_environment(server, workdir, patches, monkeypatch):
+    url, home = server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    journal = f"journal:{workdir / 'study.journal'}"
+    config = study_file(workdir, patches, storage=journal, tracking_uri=url, workers=2, n_trials=2, search={"phi": [0, 1]})
+
+    assert run_cli("study", "run", str(config)) == 0
+
+    import mlflow
+
+    client = mlflow.MlflowClient(url)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) >= 3 and all(r.info.status == "FINISHED" for r in runs)  # the parent, the baseline, ϕ 1
+    for run in runs:
+        assert PASSWORD not in str(run.data.params) + str(run.data.tags)
+    # Not in an artifact, a network, the study's journal, nor any file the study left here.
+    assert _files_with(home / "artifacts", PASSWORD) == []
+    assert _files_with(workdir, PASSWORD) == []
+
+
+@pytest.mark.slow
+def test_wrong_credentials_are_one_line_before_anything_is_made(server, workdir, patches, monkeypatch, capsys):
+    url, _ = server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    config = study_file(workdir, patches, tracking_uri=url)
+    before = sorted(workdir.rglob("*"))
+
+    assert run_cli("study", "run", str(config)) != 0
+
+    error = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(error) == 1 and "refused the credentials (401)" in error[0] and "MLFLOW_TRACKING_PASSWORD" in error[0]
+    assert "not-the-password" not in error[0]
+    assert sorted(workdir.rglob("*")) == before
