@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from nar_search.search.interrupts import Interrupted, deferred
-from nar_search.search.locations import check_tracking_uri
+from nar_search.search.locations import check_tracking_uri, local_file
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
@@ -40,8 +40,9 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{mlflow_home() / 'store' / 'mlflow.db'}"
 
 
-def default_artifact_root() -> Path:
-    return mlflow_home() / "store" / "artifacts"
+def artifact_root(store: Path) -> Path:
+    """Where the artifacts of the SQLite store `store` go: beside it."""
+    return store.resolve().parent / "artifacts"
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -90,16 +91,18 @@ class Tracker:
         that is not there is refused rather than made (commands that only read create nothing)."""
         self.tracking_uri = tracking_uri or default_tracking_uri()
         check_tracking_uri(self.tracking_uri, create)
-        self.local_store = self.tracking_uri == default_tracking_uri()
-        if self.local_store and create:
-            default_artifact_root().mkdir(parents=True, exist_ok=True)
+        store = local_file(self.tracking_uri)
+        # A local store keeps its artifacts beside it, not in MLflow's ./mlruns of whatever folder a command runs in.
+        self.artifact_root = artifact_root(store) if store is not None else None
+        if self.artifact_root is not None and create:
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
         self.client = UninterruptedClient(MlflowClient(tracking_uri=self.tracking_uri))
 
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return cast(str, experiment.experiment_id)
-        location = (default_artifact_root() / name).as_uri() if self.local_store else None
+        location = (self.artifact_root / name).as_uri() if self.artifact_root is not None else None
         return cast(str, self.client.create_experiment(name, artifact_location=location))
 
     def describe_experiment(self, name: str, markdown: str) -> None:

@@ -3,6 +3,8 @@ with a non-zero exit, one line that names the problem and its fix, no traceback,
 created or changed on disk (the case runs in a folder of its own, which is compared before and
 after; the MLflow store, studies/ and runs/ default to it)."""
 
+import fcntl
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +71,26 @@ def _both(*setups: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]
     return lambda t, patches: [setup(t, patches) for setup in setups] and None
 
 
+# Locks that another command holds, as the setup of a case that runs while it does.
+HELD: list[int] = []
+
+
+def _held(name: str, folder: bool = True) -> Callable[[Path, Path], None]:
+    """`name` (made if need be: a folder, or an empty file), held as a running command holds it."""
+
+    def hold(t: Path, patches: Path) -> None:
+        path = t / name
+        if folder:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        HELD.append(os.open(path, os.O_RDONLY))
+        fcntl.flock(HELD[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    return hold
+
+
 DATA = ("--data", "{patches}")
 TRAIN = ("train", *DATA, "--model", "resnet18", "--input-size", "32", "--epochs", "1")
 USAGE = r"see `nar [a-z -]+--help`"
@@ -125,6 +147,7 @@ CASES: dict[str, Case] = {
         (*TRAIN, "--tracking-uri", "sqlite:///{t}/notes.txt/mlflow.db"), "tracking|notes.txt", _file("notes.txt")
     ),
     "train: unknown tracking scheme": Case((*TRAIN, "--tracking-uri", "bogus://x"), "tracking|bogus"),
+    "train: tracking server not there": Case((*TRAIN, "--tracking-uri", "http://127.0.0.1:9"), "cannot reach the MLflow tracking server"),
     # nar export
     "export: no source": Case(("export", "--out", "{t}/x"), "source|--run-id|--study|--selection"),
     "export: no out": Case(("export", "--run-id", "abc"), f"Missing option '--out'.*{USAGE}"),
@@ -186,6 +209,11 @@ CASES: dict[str, Case] = {
     "study: tracking store under a file": Case(
         ("study", "run", "{t}/study.yaml"), "tracking|notes.txt", _both(_file("notes.txt"), _study(tracking_uri="sqlite:///notes.txt/m.db"))
     ),
+    "study: tracking server not there": Case(
+        ("study", "run", "{t}/study.yaml"),
+        "cannot reach the MLflow tracking server at http://127.0.0.1:9",
+        _study(tracking_uri="http://127.0.0.1:9"),
+    ),
     "study: MLflow file store": Case(("study", "run", "{t}/study.yaml"), "file store is retired", _study(tracking_uri="file:./mlruns")),
     "train: MLflow file store": Case((*TRAIN, "--tracking-uri", "./mlruns"), "file store is retired"),
     "export: selection's store not here": Case(
@@ -226,8 +254,19 @@ CASES: dict[str, Case] = {
     # nar dashboard
     "dashboard: unknown study": Case(("dashboard", "--name", "ghost"), NO_STUDY),
     "dashboard: port 0": Case(("dashboard", "--name", "ghost", "--port", "0"), "--port"),
+    "dashboard: no local store yet": Case(("dashboard", "--port", "5999"), "no MLflow store at .*mlflow/store/mlflow.db.*run a study"),
     "dashboard: study file not found": Case(("dashboard", "{t}/nowhere.yaml"), "nowhere.yaml not found"),
     "demo: unknown option": Case(("demo", "--bogus"), "No such option"),
+    # concurrent runs into one folder: the second stops while the first runs
+    "concurrent: two studies on one storage": Case(
+        ("study", "run", "{t}/study.yaml"),
+        "study storage .*s.db is in use.*nar study worker",
+        _both(_study(), _held("studies/s.db", folder=False)),
+    ),
+    "concurrent: two trainings into one run folder": Case(
+        (*TRAIN, "--run-dir", "{t}/run"), "run folder .*run is in use.*--run-dir", _held("run")
+    ),
+    "concurrent: two demos in one folder": Case(("demo",), "working folder .* is in use.*another folder", _held(".")),
 }
 
 
@@ -242,7 +281,11 @@ def test_bad_input_is_one_line_a_non_zero_exit_and_nothing_on_disk(case: Case, t
     if case.setup is not None:
         case.setup(tmp_path, patches)
     before = _snapshot(tmp_path)
-    code = run_cli(*(arg.format(t=tmp_path, patches=patches) for arg in case.args))
+    try:
+        code = run_cli(*(arg.format(t=tmp_path, patches=patches) for arg in case.args))
+    finally:
+        while HELD:
+            os.close(HELD.pop())
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -58,19 +58,19 @@ def dashboard_command(
 
 
 def _serve_mlflow(tracking_uri: str | None, port: int) -> None:
-    from nar_search.search.tracking import default_artifact_root, default_tracking_uri
+    from nar_search.search.locations import local_file
+    from nar_search.search.tracking import artifact_root, default_tracking_uri
 
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
         console.print(f"the runs are tracked by the MLflow server at {hide_password(tracking_uri)}: open it there")
         return
     _check_free(port)
     command = [sys.executable, "-m", "mlflow", "server", "--host", LOCALHOST, "--port", str(port), "--workers", "1"]
-    if tracking_uri is None or tracking_uri == default_tracking_uri():
-        tracking_uri = default_tracking_uri()
-        default_artifact_root().mkdir(parents=True, exist_ok=True)
-        command += ["--artifacts-destination", str(default_artifact_root())]
-    elif tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        raise StudyConfigError(f"no MLflow store at {tracking_uri.removeprefix('sqlite:///')}: run the study first, or fix --tracking-uri")
+    tracking_uri = tracking_uri or default_tracking_uri()
+    if (store := local_file(tracking_uri)) is not None:
+        if not store.is_file():  # a dashboard only reads: it makes no empty store to show
+            raise StudyConfigError(f"no MLflow store at {store}: run a study or `nar train` first, or fix --tracking-uri")
+        command += ["--artifacts-destination", str(artifact_root(store))]
     # The store's URL goes by the environment, not the command line, where `ps` would show its password.
     environment = os.environ | {"MLFLOW_BACKEND_STORE_URI": tracking_uri}
     # MLflow's GenAI job runners: seven processes and half the start-up time for features no NAR run uses.
