@@ -140,7 +140,7 @@ def export_model(
         _write_formats(model, spec, preprocessing, about or {}, staging)
         _check_round_trip(staging, model, spec.input_size)
         apply_umask(staging)
-        _publish(staging, out)
+        _publish(staging, out, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -262,10 +262,19 @@ def apply_umask(folder: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
-def _publish(staging: Path, out: Path) -> None:
-    """Put the finished folder at `out`, replacing a previous export only once it is complete."""
-    if not out.exists():
-        os.replace(staging, out)
+def _publish(staging: Path, out: Path, overwrite: bool) -> None:
+    """Put the finished folder at `out`, replacing a previous export (with `overwrite`) only
+    once it is complete. Without it, the rename itself is the check: it fails on a folder that
+    another command filled since `check_export_target`, whose files are then kept."""
+    if not overwrite or not out.exists():
+        try:
+            os.replace(staging, out)
+        except OSError:
+            if not out.is_dir() or not any(out.iterdir()):
+                raise
+            raise ModelError(
+                f"another command wrote {out} while this export ran: choose another --out, or pass --overwrite to replace it"
+            ) from None
         return
     aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
     os.replace(out, aside / out.name)

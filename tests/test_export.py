@@ -263,3 +263,20 @@ def test_a_format_that_disagrees_fails_the_export_and_leaves_nothing(exported, t
     with pytest.raises(ModelError, match="TorchScript export does not reproduce"):
         export_model(good.model, good.spec, good.preprocessing, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_that_another_finished_first_into_the_same_out_is_kept(exported, tmp_path, monkeypatch):
+    good = load_export(exported)
+    out = tmp_path / "out"
+    check = nar_search.models.export._check_round_trip
+
+    def the_other_export_lands_meanwhile(folder, model, side):
+        check(folder, model, side)
+        shutil.copytree(exported, out)
+
+    monkeypatch.setattr(nar_search.models.export, "_check_round_trip", the_other_export_lands_meanwhile)
+    with pytest.raises(ModelError, match=r"another command wrote .*out.* while this export ran.*--overwrite"):
+        export_model(good.model, good.spec, good.preprocessing, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in exported.iterdir())
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in exported.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging left
