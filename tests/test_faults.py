@@ -177,10 +177,12 @@ def test_local_workers_get_the_study_through_a_pipe_never_a_file(tmp_path, patch
     monkeypatch.setattr(workers.subprocess, "Popen", Recorded)
     url = "postgresql://nar:s3cret@127.0.0.1:5432/nar_test"
     config = load_study_config(None, {"name": "piped", "data.source": str(patches), "storage": url, "workers": 2})
-    before = set(Path(tempfile.gettempdir()).iterdir())
+    private = tmp_path / "tmp"  # this process's temporary files only: other tests write the shared one meanwhile
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     with workers.Workers(config):
         pass
-    assert set(Path(tempfile.gettempdir()).iterdir()) == before
+    assert list(private.iterdir()) == []
     assert [w.args[-2:] for w in started] == [["-", "--no-recover"]] * 2
     assert all(b"s3cret" in w.written for w in started)  # the worker reaches its storage
     monkeypatch.setattr("sys.stdin", io.StringIO(started[1].written.decode()))
