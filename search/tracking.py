@@ -3,15 +3,17 @@ terminal state (FINISHED, stopped early or not; FAILED with the reason; or KILLE
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nar_search.search.interrupts import Interrupted, deferred
@@ -64,6 +66,16 @@ def run_link(experiment_id: str, run_id: str) -> str:
     return f"#/experiments/{experiment_id}/runs/{run_id}"
 
 
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 class UninterruptedClient:
     """An MlflowClient whose calls each finish before a Ctrl-C or SIGTERM is raised (see `deferred`)."""
 
@@ -96,14 +108,24 @@ class Tracker:
         self.artifact_root = artifact_root(store) if store is not None else None
         if self.artifact_root is not None and create:
             self.artifact_root.mkdir(parents=True, exist_ok=True)
-        self.client = UninterruptedClient(MlflowClient(tracking_uri=self.tracking_uri))
+        # Processes that open a new store together would each run its migrations and collide:
+        # the first makes it while the others wait.
+        with _locked(store.parent) if store is not None and create else nullcontext():
+            self.client = UninterruptedClient(MlflowClient(tracking_uri=self.tracking_uri))
 
     def experiment_id(self, name: str) -> str:
+        """The experiment `name`, made if need be: workers that start together each get the one
+        that the first of them made."""
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return cast(str, experiment.experiment_id)
         location = (self.artifact_root / name).as_uri() if self.artifact_root is not None else None
-        return cast(str, self.client.create_experiment(name, artifact_location=location))
+        try:
+            return cast(str, self.client.create_experiment(name, artifact_location=location))
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return cast(str, self.client.get_experiment_by_name(name).experiment_id)
 
     def describe_experiment(self, name: str, markdown: str) -> None:
         """Sets the experiment's description, as the MLflow UI shows it."""

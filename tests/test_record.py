@@ -23,8 +23,10 @@ def test_the_keys_are_the_stored_ones():
         "mlflow_parent_run_id",
         "pareto_trials",
         "base_network",
+        "base_sha256",
         "confirm_seeds",
         "runner",
+        "creator",
     }
 
 

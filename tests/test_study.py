@@ -202,6 +202,61 @@ def test_two_workers_share_one_postgresql_study(workdir, patches, monkeypatch):
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
+def test_workers_that_open_a_new_postgresql_database_together_all_open_it():
+    import subprocess
+    import sys
+
+    import psycopg
+
+    schema = f"fresh_{uuid.uuid4().hex[:8]}"  # a new, empty database for Optuna: its own schema
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        code = "import sys; from nar_search.search.study.storage import open_storage; open_storage(sys.argv[1])"
+        workers = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        errors = [worker.communicate(timeout=120)[1] for worker in workers]
+        assert [worker.returncode for worker in workers] == [0] * 6, "\n".join(errors)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+def test_a_run_and_two_workers_started_together_on_a_new_study_make_one_of_everything(workdir, patches, storage):
+    import subprocess
+    import sys
+
+    if storage == "postgresql" and not os.environ.get("CI") and not _postgres_reachable():
+        pytest.skip("PostgreSQL not running (CI starts it)")
+    name = f"together-{uuid.uuid4().hex[:8]}"
+    url = f"journal:{workdir / 'study.journal'}" if storage == "journal" else POSTGRES_URL
+    config = study_file(workdir, patches, name=name, storage=url, search={"phi": [0, 1, 2, 3]}, n_trials=4)
+    nar = [sys.executable, "-m", "nar_search.search.cli"]
+    commands = [[*nar, "study", "run", str(config)], *[[*nar, "study", "worker", str(config)]] * 2]
+    processes = [
+        subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for command in commands
+    ]
+    try:
+        errors = [process.communicate(timeout=600)[1] for process in processes]
+        assert [process.returncode for process in processes] == [0, 0, 0], "\n".join(errors)
+        study = load(config)
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+        trained = [t.params["phi"] for t in study.trials if t.user_attrs.get("reused_from") is None]
+        assert sorted(trained) == [0, 1, 2, 3]  # every point trained once: a point drawn twice is reused, not trained
+        tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
+        runs = tracker.client.search_runs([tracker.experiment_id(name)])
+        assert sum(r.data.tags.get("nar.role") == "study" for r in runs) == 1
+        assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    finally:
+        if storage == "postgresql":
+            optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -339,3 +394,65 @@ def test_a_grid_worker_stops_once_every_point_is_started():
     assert len(finished) == 2
     points = {t.params["phi"] for t in finished} | {elsewhere.suggest_float("phi", 1, 3)}
     assert points == {1.0, 2.0, 3.0}
+
+
+def test_a_worker_that_joins_a_study_being_made_waits_for_its_baseline_and_parent_run(workdir, patches):
+    import threading
+
+    from nar_search.search.config import load_study_config
+    from nar_search.search.study import space
+    from nar_search.search.study.opening import open_study
+    from nar_search.search.study.record import StudyRecord, TrialRecord
+    from nar_search.search.study.runner import parent_run
+
+    config = load_study_config(study_file(workdir, patches, storage=f"journal:{workdir / 'study.journal'}"), {})
+    storage = open_storage(config.storage_url)
+    # Another worker has just made the study, and is about to queue its baseline and make its parent run.
+    made = optuna.create_study(study_name=config.name, storage=storage, directions=["maximize", "minimize"])
+    StudyRecord(creator={"host": "elsewhere", "pid": 1, "started": 0}).write(made)
+
+    def the_maker_goes_on() -> None:
+        made.enqueue_trial(space.baseline_params(config.search), user_attrs=TrialRecord(baseline=True).attrs())
+        StudyRecord(mlflow_parent_run_id="the-makers-run").write(made)
+
+    threading.Timer(1.5, the_maker_goes_on).start()
+    joined = open_study(config)
+    assert [TrialRecord.of(t).baseline for t in joined.trials] == [True]  # one baseline, the maker's
+    assert parent_run(config, joined, Tracker(f"sqlite:///{workdir / 'mlflow.db'}")) == "the-makers-run"
+
+
+@pytest.mark.slow
+def test_a_worker_given_only_the_storage_joins_and_fetches_the_trained_base_from_mlflow(tmp_path, patches, monkeypatch):
+    from nar_search.search.study.record import StudyRecord, TrialRecord
+
+    here, elsewhere = tmp_path / "first-machine", tmp_path / "second-machine"
+    here.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    journal = f"journal:{here / 'study.journal'}"
+    config = study_file(here, patches, storage=journal, search={"phi": [0, 1, 2]}, n_trials=2)
+    assert run_cli("study", "run", str(config)) == 0
+    study = load(config)
+    left = {0.0, 1.0, 2.0} - {t.params["phi"] for t in study.trials}
+    study.enqueue_trial({"phi": left.pop()})  # one more point for the second machine
+    (here / "runs").rename(here / "runs-not-shared")  # the base's folder is not on the second machine
+
+    monkeypatch.chdir(elsewhere)
+    assert run_cli("study", "worker", "--storage", journal) == 0
+
+    study = load(config)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert TrialRecord.of(study.trials[2]).reused_from is None  # trained here, from the fetched base
+    fetched = list((elsewhere / "runs" / "tiny").glob("base-*/model.safetensors"))
+    assert len(fetched) == 1
+    import hashlib
+
+    assert hashlib.sha256(fetched[0].read_bytes()).hexdigest() == StudyRecord.of(study).base_sha256
+
+
+def test_a_worker_given_only_a_storage_of_several_studies_is_told_to_name_one(workdir, capsys):
+    journal = f"journal:{workdir / 'two.journal'}"
+    for name in ("first", "second"):
+        optuna.create_study(study_name=name, storage=open_storage(journal))
+    assert run_cli("study", "worker", "--storage", journal) == 2
+    error = capsys.readouterr().err.strip()
+    assert "holds 2 studies (first, second): name one with --name" in error and len(error.splitlines()) == 1

@@ -13,3 +13,18 @@ def test_a_local_store_keeps_its_artifacts_beside_it_not_in_the_working_folder(t
         tracker.log_files(run_id, {"note.txt": "kept"})
     assert list(work.iterdir()) == []
     assert [p.name for p in (store.parent / "artifacts" / "exp").rglob("note.txt")] == ["note.txt"]
+
+
+def test_two_workers_that_make_the_experiment_at_once_get_the_same_one(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first, second = Tracker(store), Tracker(store)
+    made = first.experiment_id("study")
+    original, calls = second.client._client.get_experiment_by_name, []
+
+    def looked_before_the_first_made_it(name):
+        calls.append(name)
+        return None if len(calls) == 1 else original(name)
+
+    second.client._client.get_experiment_by_name = looked_before_the_first_made_it
+    assert second.experiment_id("study") == made
+    assert len(calls) == 2

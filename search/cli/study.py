@@ -18,7 +18,15 @@ from nar_search.search.cli.console import console
 from nar_search.search.cli.data_options import Exclude, Positive, SlidePattern
 from nar_search.search.errors import StudyConfigError
 from nar_search.search.interrupts import Interrupted, exit_code, interruptible, signal_name
-from nar_search.search.study.lookup import load_study, locate_study, open_named_study, quiet_optuna, run_again, study_tracking_uri
+from nar_search.search.study.lookup import (
+    load_study,
+    locate_study,
+    open_named_study,
+    quiet_optuna,
+    recorded_config,
+    run_again,
+    study_tracking_uri,
+)
 from nar_search.search.urls import hide_password, without_password
 
 if TYPE_CHECKING:
@@ -81,6 +89,11 @@ def _config(
     )
     if methods:
         config = config.with_methods([name.strip() for name in methods.split(",")])
+    return _checked(config)
+
+
+def _checked(config: StudyConfig) -> StudyConfig:
+    """The study's data, storage and tracking store checked before anything is made."""
     if not config.data.source.exists():
         raise StudyConfigError(f"data source {config.data.source} not found: make it with `nar data synth-patches` or fix data.source")
     from nar_search.search.locations import check_storage_url, check_tracking_uri
@@ -289,13 +302,18 @@ def _report_dead_worker(dead: DeadWorker) -> None:
 @study_app.command("worker")
 def worker_command(
     config_file: ConfigFile = None,
-    storage: Annotated[str | None, typer.Option(help="the study's storage URL (journal or PostgreSQL)")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="the study's storage URL (journal or PostgreSQL); alone, it joins with the study's recorded settings")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the study, where the storage holds several")] = None,
     tracking_uri: Annotated[str | None, typer.Option()] = None,
     recover_: Annotated[
         bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")
     ] = True,
 ) -> None:
-    """Join an existing study (from this or another machine) and run trials until it is done.
+    """Join an existing study (from this or another machine) and run trials until it is done:
+    with its YAML file, or with only --storage, then with the settings the study recorded (its
+    data and base must be at the same paths here: a shared folder).
     Writes its networks to runs/NAME/ in the working folder, and its runs to the study's MLflow
     store (mlflow/store/ there, unless the study file names another)."""
     from nar_search.search.study.opening import given_base, open_study
@@ -304,7 +322,10 @@ def worker_command(
     from nar_search.search.tracking import Tracker
 
     quiet_optuna()
-    config = _config(config_file, storage=storage, tracking_uri=tracking_uri, workers=1)
+    if config_file is None and storage is not None:
+        config = _checked(recorded_config(storage, name, tracking_uri))
+    else:
+        config = _config(config_file, name, storage=storage, tracking_uri=tracking_uri, workers=1)
     base = given_base(config)
     study = open_study(config, base)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,10 +15,12 @@ from optuna.trial import TrialState
 from nar_search.lightning_modules.distillation import TeacherTargets
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.models.base_network import BaseNetwork, load_base
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE
 from nar_search.search.config import StudyConfig
 from nar_search.search.study.opening import original_network
-from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.record import StudyRecord, TrialRecord, recorded
 from nar_search.search.study.recovery import RECOVERY_SECONDS, awaiting_retry, requeue, worker_gone
+from nar_search.search.tracking import Tracker
 
 POLL_SECONDS = 2.0
 
@@ -23,16 +29,17 @@ class BaseProvider:
     """The study file's base, or the one the baseline trial trained (on this worker or on
     another), and its teacher for distillation, computed once per process."""
 
-    def __init__(self, config: StudyConfig, study: optuna.Study, given: BaseNetwork | None) -> None:
-        self.config, self.study = config, study
+    def __init__(self, config: StudyConfig, study: optuna.Study, tracker: Tracker, given: BaseNetwork | None) -> None:
+        self.config, self.study, self.tracker = config, study, tracker
         self.original = original_network(config, given)
         self.base = given or self._stored()
         self._teacher: TeacherTargets | None = None
 
     def keep(self, run_dir: Path) -> None:
-        """The baseline trained the base in `run_dir`: every later trial, on any worker, starts from it."""
+        """The baseline trained the base in `run_dir`: every later trial, on any worker, starts
+        from it (from that folder, or where the folder is not, from the baseline's MLflow run)."""
         self.base = load_base(run_dir, self.config.model, self.original.input_size)
-        StudyRecord(base_network=str(run_dir.resolve())).write(self.study)
+        StudyRecord(base_network=str(run_dir.resolve()), base_sha256=_sha256(run_dir / WEIGHTS_FILE)).write(self.study)
 
     def wait(self, number: int) -> BaseNetwork:
         """The base for trial `number`, waiting while another worker's baseline trains it. A
@@ -69,12 +76,37 @@ class BaseProvider:
 
     def _stored(self) -> BaseNetwork | None:
         """The base a baseline trial of this study trained, here or on another worker."""
-        path = StudyRecord.of(self.study).base_network
-        if path is None:
+        record = StudyRecord.of(self.study)
+        if record.base_network is None:
             return None
-        if not Path(path).is_dir():
+        folder = Path(record.base_network)
+        return load_base(folder if folder.is_dir() else self._fetched(record), self.config.model, self.original.input_size)
+
+    def _fetched(self, record: StudyRecord) -> Path:
+        """The base from the baseline's MLflow run, for a worker on a machine without its folder:
+        kept in runs/NAME/base-RUN/ for the worker's later trials, its weights checked against
+        the checksum the baseline recorded."""
+        baseline = next(t for t in self.study.get_trials(deepcopy=False) if TrialRecord.of(t).baseline and t.state == TrialState.COMPLETE)
+        run_id = recorded(TrialRecord.of(baseline).mlflow_run_id)
+        cache = Path("runs") / self.config.name / f"base-{run_id}"
+        if not cache.is_dir():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+            try:
+                for name in (SPEC_FILE, WEIGHTS_FILE):
+                    self.tracker.client.download_artifacts(run_id, name, str(staging))
+                os.replace(staging, cache)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        if record.base_sha256 is not None and _sha256(cache / WEIGHTS_FILE) != record.base_sha256:
             raise TrainingError(
-                f"the study's base network, trained by its baseline, is not at {path}: run this worker "
-                "where that folder is (or shared), or give the study a base: file"
+                f"the base network fetched from the baseline's MLflow run into {cache} is not the one the baseline "
+                "trained (its checksum differs): remove that folder and run the worker again"
             )
-        return load_base(Path(path), self.config.model, self.original.input_size)
+        return cache
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

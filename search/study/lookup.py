@@ -70,3 +70,32 @@ def study_tracking_uri(config: StudyConfig | None, study: optuna.Study) -> str:
         return config.tracking_uri or default_tracking_uri()
     recorded = (StudyRecord.of(study).config or {}).get("tracking_uri")
     return without_password(recorded) if recorded else default_tracking_uri()
+
+
+def recorded_config(url: str, name: str | None, tracking_uri: str | None) -> StudyConfig:
+    """The settings that the study in storage `url` (named `name`, or the only one there)
+    recorded when it was made: all that a worker given nothing but the storage's address needs.
+    Passwords were left out of them; the clients read theirs where they keep them."""
+    import optuna
+
+    from nar_search.search.config import load_study_config
+    from nar_search.search.study.storage import open_storage
+
+    storage = open_storage(url, create=False)
+    if name is None:
+        names = optuna.study.get_all_study_names(storage)
+        if len(names) != 1:
+            listed = f" ({', '.join(names[:5])})" if names else ""
+            raise StudyConfigError(f"{hide_password(url)} holds {len(names)} studies{listed}: name one with --name, or give its YAML file")
+        name = names[0]
+    study = open_named_study(name, storage, url, None)
+    settings = StudyRecord.of(study).config
+    if settings is None:
+        raise StudyConfigError(f"study {name!r} recorded no settings (an older study): join it with its YAML file")
+    recorded_uri = settings.get("tracking_uri")
+    joined = settings | {
+        "storage": url,
+        "tracking_uri": tracking_uri or (without_password(recorded_uri) if recorded_uri else None),
+        "workers": 1,
+    }
+    return load_study_config(None, joined)

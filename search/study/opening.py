@@ -3,6 +3,7 @@ is written, then the Optuna study created (with the ϕ = 0 baseline queued first
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import optuna
@@ -17,9 +18,12 @@ from nar_search.search.errors import StudyConfigError
 from nar_search.search.methods.settings import upper_bound
 from nar_search.search.study import space
 from nar_search.search.study.record import StudyRecord, TrialRecord
+from nar_search.search.study.recovery import this_worker
 from nar_search.search.study.samplers import make_pruner, make_sampler
 from nar_search.search.study.storage import check_parallel, open_storage
 
+POLL_SECONDS = 0.5
+CREATION_SECONDS = 30  # how long a joining worker waits for the study's maker to queue the baseline
 OBJECTIVE_NAMES = ("val_auc", "gflops")  # a Pareto study's objectives, as dashboards show them; a budget study has the first
 
 
@@ -43,21 +47,33 @@ def check_largest_phi(config: StudyConfig, original: ArchSpec) -> None:
 
 
 def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.Study:
-    """Creates the study, or loads it to resume; a new study gets the ϕ = 0 baseline first."""
+    """Creates the study, or loads it to resume or to join it. Of workers that start together,
+    exactly one creates it (the storage refuses a second study of the name) and queues the ϕ = 0
+    baseline first; the others join once it has."""
     check_parallel(config.storage_url, config.workers)
     check_largest_phi(config, original_network(config, base))
     directions: list[Literal["maximize", "minimize"]] = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
-    study = optuna.create_study(
-        study_name=config.name,
-        storage=open_storage(config.storage_url),
-        sampler=make_sampler(config),
-        pruner=make_pruner(config),
-        directions=directions,
-        load_if_exists=True,
-    )
-    if study.metric_names is None:  # new, or made before its objectives were named
-        study.set_metric_names(list(OBJECTIVE_NAMES[: len(directions)]))
-    if not study.trials:
+    storage = open_storage(config.storage_url)
+    sampler, pruner = make_sampler(config), make_pruner(config)
+    try:
+        study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        return _joined(optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner), config)
+    study.set_metric_names(list(OBJECTIVE_NAMES[: len(directions)]))
+    study.enqueue_trial(space.baseline_params(config.search), user_attrs=TrialRecord(baseline=True).attrs())
+    StudyRecord(config=config.masked(), creator=this_worker()).write(study)
+    return study
+
+
+def _joined(study: optuna.Study, config: StudyConfig) -> optuna.Study:
+    """A study that another process made: once its baseline is queued. A study whose maker
+    stopped before that (a few milliseconds' window) gets its baseline here."""
+    deadline = time.monotonic() + CREATION_SECONDS
+    while not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    if study.metric_names is None:  # made before its objectives were named
+        study.set_metric_names(list(OBJECTIVE_NAMES[: len(study.directions)]))
+    if not study.get_trials(deepcopy=False):
         study.enqueue_trial(space.baseline_params(config.search), user_attrs=TrialRecord(baseline=True).attrs())
         StudyRecord(config=config.masked()).write(study)
     return study

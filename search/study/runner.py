@@ -10,6 +10,7 @@ heartbeat by which other workers tell a dead worker's trial."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -29,6 +30,8 @@ from nar_search.search.study.status import counted, infeasible_draw, infeasible_
 from nar_search.search.tracking import Tracker
 from nar_search.search.urls import hide_password
 
+POLL_SECONDS = 0.5
+PARENT_SECONDS = 60  # how long a worker waits for the study's maker to make the parent run
 INFEASIBLE_DRAWS_PER_TRIAL = 10  # beyond that many per trial asked for, a study stops short: its space is too wide
 
 
@@ -38,7 +41,7 @@ class StudyRunner:
     def __init__(self, config: StudyConfig, study: optuna.Study, tracker: Tracker, base: BaseNetwork | None = None) -> None:
         self.config, self.study, self.tracker = config, study, tracker
         self.parent_run_id = parent_run(config, study, tracker)
-        self.bases = BaseProvider(config, study, base)
+        self.bases = BaseProvider(config, study, tracker, base)
         self.objective = Objective(config, study, tracker, self.parent_run_id, self.bases)
         self.publisher = FrontPublisher(config.name, tracker, self.parent_run_id)
 
@@ -66,10 +69,16 @@ class StudyRunner:
 
 
 def parent_run(config: StudyConfig, study: optuna.Study, tracker: Tracker) -> str:
-    """The study's parent MLflow run, made by its first worker: the study's settings, its front."""
-    run_id = StudyRecord.of(study).mlflow_parent_run_id
-    if run_id is not None:
-        return run_id
+    """The study's parent MLflow run (the study's settings, its front), made by the process that
+    made the study: the others wait for it, so that workers starting together make one. Should
+    that process have stopped first, the worker that waited in vain makes it."""
+    record = StudyRecord.of(study)
+    deadline = time.monotonic() + PARENT_SECONDS
+    while record.mlflow_parent_run_id is None and record.creator != this_worker() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        record = StudyRecord.of(study)
+    if record.mlflow_parent_run_id is not None:
+        return record.mlflow_parent_run_id
     experiment = tracker.experiment_id(config.name)
     run_id = cast(str, tracker.client.create_run(experiment, run_name=f"study {config.name}", tags={"nar.role": "study"}).info.run_id)
     tracker.log_params(

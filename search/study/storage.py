@@ -3,10 +3,13 @@ one host) or PostgreSQL (many machines, with heartbeats so a dead worker's trial
 
 from __future__ import annotations
 
+import random
+import time
+
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from nar_search.search.errors import StudyConfigError
 from nar_search.search.locations import JOURNAL_PREFIX, check_storage_url, local_file
@@ -15,6 +18,7 @@ from nar_search.search.urls import hide_password
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
+SCHEMA_ATTEMPTS = 5
 
 
 def is_sqlite(url: str) -> bool:
@@ -41,17 +45,24 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3, not psycopg2
-    try:
-        if is_sqlite(url) and path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return RDBStorage(url)
-        return RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=requeue,
-            engine_kwargs={"pool_pre_ping": True},
-        )
-    except (SQLAlchemyError, ImportError, ValueError) as error:
-        reason = str(error).splitlines()[0][:200]
-        raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}") from None
+    if is_sqlite(url) and path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            if is_sqlite(url):
+                return RDBStorage(url)
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=requeue,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except IntegrityError:
+            # Workers that open a new database together each create Optuna's tables; all but
+            # one collide (UniqueViolation on PostgreSQL's catalogue) and find them made on a retry.
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            reason = str(error).splitlines()[0][:200]
+            raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}") from None
+    raise StudyConfigError(f"cannot open study storage {hide_password(url)}: its tables could not be made; run again")
