@@ -149,6 +149,8 @@ class StudyConfig(_Strict):
     storage: str | None = None  # default: sqlite:///studies/<name>.db
     tracking_uri: str | None = None  # default: the local MLflow store
     workers: int = Field(default=1, ge=1)
+    # A candidate's local files (runs/NAME/trial-N) go once its MLflow run holds its network.
+    keep_local: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:

@@ -183,7 +183,7 @@ def test_local_workers_get_the_study_through_a_pipe_never_a_file(tmp_path, patch
     with workers.Workers(config):
         pass
     assert list(private.iterdir()) == []
-    assert [w.args[-2:] for w in started] == [["-", "--no-recover"]] * 2
+    assert [w.args[-3:] for w in started] == [["-", "--no-recover", "--no-finish"]] * 2
     assert all(b"s3cret" in w.written for w in started)  # the worker reaches its storage
     monkeypatch.setattr("sys.stdin", io.StringIO(started[1].written.decode()))
     assert load_study_config(Path("-"), {}).storage == url  # what `nar study worker -` reads
@@ -211,3 +211,27 @@ def test_a_stop_reaches_the_local_workers_as_the_signal_it_was(stop, sent, tmp_p
     workers.processes = [Running(), Running()]
     workers.__exit__(type(stop), stop, None)
     assert received == [sent, sent]
+
+
+@pytest.mark.slow
+def test_two_workers_and_no_driver_finish_the_study_when_one_is_killed(tmp_path, patches):
+    config = study_file(
+        tmp_path, patches, name="driverless", training=SLOW_TRAINING, storage=f"journal:{tmp_path / 'study.journal'}", search={"phi": PHIS}
+    )
+    command = [sys.executable, "-m", "nar_search.search.cli", "study", "worker", str(config)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(command, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment)
+        for _ in range(2)
+    ]
+    victim = claimed_trial(config, 1).user_attrs["worker"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    survivor = next(w for w in workers if w.pid != victim)
+    output, _ = survivor.communicate(timeout=400)
+    assert survivor.returncode == 0, output
+    assert next(w for w in workers if w.pid == victim).wait() == -signal.SIGKILL
+    assert_nothing_lost_or_doubled(config, f"sqlite:///{tmp_path / 'mlflow.db'}", "driverless")
+    study = load(config)
+    assert study.trials[1].state == TrialState.FAIL and study.user_attrs.get("pareto_trials")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert tracker.client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"

@@ -64,3 +64,37 @@ def test_a_parent_run_whose_study_process_was_killed_is_ended_by_a_finishing_wor
     run = tracker.client.get_run(parent)
     assert run.info.status == "KILLED" and "stopped without ending it" in run.data.tags["failure_reason"]
     assert not end_orphaned_parent(study, tracker)  # once
+
+
+def test_a_killed_worker_that_its_parent_has_not_reaped_yet_is_gone():
+    import signal
+    import subprocess
+    import time
+
+    from nar_search.search.study.recovery import _process_start, worker_alive
+
+    child = subprocess.Popen(["sleep", "60"])
+    owner = {"host": socket.gethostname(), "pid": child.pid, "started": _process_start(child.pid)}
+    assert worker_alive(owner) is True
+    child.send_signal(signal.SIGKILL)
+    time.sleep(0.3)  # dead, not yet waited for: a zombie
+    assert worker_alive(owner) is False
+    child.wait()
+
+
+def test_status_says_who_runs_each_trial_and_when_a_dead_workers_is_retried():
+    from nar_search.search.study.recovery import this_worker
+    from nar_search.search.study.status import running_line
+
+    study = optuna.create_study()
+    owners = [this_worker(), {"host": socket.gethostname(), "pid": 2**22 + 7, "started": "1"}, {"host": "node-7", "pid": 12}, None]
+    for owner in owners:
+        trial = study.ask()
+        if owner is not None:
+            trial.set_user_attr("worker", owner)
+    lines = [running_line(t, heartbeat=False) for t in study.trials]
+    assert lines[0].endswith(": running")
+    assert "its worker is gone; a running worker retries it within 5 s" in lines[1]
+    assert lines[2] == "trial 2 on node-7 (pid 12): on another machine, whose worker this one cannot see"
+    assert "retried 90 s after its last heartbeat" in running_line(study.trials[2], heartbeat=True)
+    assert lines[3] == "trial 3: asked for, not yet claimed by its worker"

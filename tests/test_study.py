@@ -53,6 +53,8 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     assert len(trials) == 3
     assert study.trials[0].params["phi"] == 0 and study.trials[0].user_attrs["baseline"]
     assert study.metric_names == ["val_auc", "gflops"]  # as optuna-dashboard shows the objectives
+    # The base stays (every later trial here starts from it); the candidates' networks are in MLflow.
+    assert sorted(p.name for p in (workdir / "runs" / "tiny").iterdir()) == ["trial-0"]
 
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = tracker.experiment_id("tiny")
@@ -437,7 +439,7 @@ def test_a_worker_given_only_the_storage_joins_and_fetches_the_trained_base_from
     (here / "runs").rename(here / "runs-not-shared")  # the base's folder is not on the second machine
 
     monkeypatch.chdir(elsewhere)
-    assert run_cli("study", "worker", "--storage", journal) == 0
+    assert run_cli("study", "worker", "--storage", journal, "--keep-local") == 0
 
     study = load(config)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
@@ -447,6 +449,7 @@ def test_a_worker_given_only_the_storage_joins_and_fetches_the_trained_base_from
     import hashlib
 
     assert hashlib.sha256(fetched[0].read_bytes()).hexdigest() == StudyRecord.of(study).base_sha256
+    assert (elsewhere / "runs" / "tiny" / "trial-2" / "model.safetensors").is_file()  # --keep-local
 
 
 def test_a_worker_given_only_a_storage_of_several_studies_is_told_to_name_one(workdir, capsys):

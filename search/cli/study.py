@@ -44,6 +44,7 @@ study_app = typer.Typer(help="Run, join and inspect NAR studies.", no_args_is_he
 # Patches read from slides are read at the network's side; any side checks the source.
 DATA_CHECK_SIDE = 32
 ConfigFile = Annotated[Path | None, typer.Argument(help="study YAML file (see configs/)")]
+KeepLocal = Annotated[bool, typer.Option("--keep-local", help="keep each candidate's network in runs/NAME/ once its MLflow run holds it")]
 
 
 def _config(
@@ -64,6 +65,7 @@ def _config(
     slide_pattern: str | None = None,
     confirm_seeds: int | None = None,
     confirm_max_auc_drop: float | None = None,
+    keep_local: bool = False,
 ) -> StudyConfig:
     from nar_search.search.config import load_study_config
 
@@ -85,6 +87,7 @@ def _config(
             "data.slide_pattern": slide_pattern,
             "confirm.seeds": confirm_seeds,
             "confirm.max_auc_drop": confirm_max_auc_drop,
+            "keep_local": keep_local or None,
         },
     )
     if methods:
@@ -146,10 +149,12 @@ def run_command(
     positive: Positive = None,
     exclude: Exclude = None,
     slide_pattern: SlidePattern = None,
+    keep_local: KeepLocal = False,
 ) -> None:
     """Run (or resume) a study until it holds its number of trials, confirm its front, then print
     it. Writes, in the working folder unless the study file says otherwise: studies/NAME.db (the
-    storage), runs/NAME/ (the networks) and mlflow/store/ (the MLflow store)."""
+    storage), runs/NAME/ (the base it trains; each candidate's network only until its MLflow run
+    holds it, unless --keep-local) and mlflow/store/ (the MLflow store)."""
     from nar_search.search.study.opening import given_base
     from nar_search.search.study.recovery import recover, unresolved_failures
     from nar_search.search.study.runner import StudyRunner
@@ -173,6 +178,7 @@ def run_command(
         positive,
         exclude,
         slide_pattern,
+        keep_local=keep_local,
     )
     base = given_base(config)  # checked before the study exists: a base that does not fit writes nothing
     with _held(config, base) as study:
@@ -190,6 +196,7 @@ def run_command(
                     with _progress() as progress:
                         task = progress.add_task(config.name, total=config.n_trials, completed=counted(study), last="")
                         runner.optimize([lambda s, t: progress.update(task, completed=_shown(s, config), last=trial_line(t))])
+                runner.settle()  # the trials of workers that joined from elsewhere, or died
                 if not (failures := unresolved_failures(study)):
                     _confirm(runner)
         except Exception:  # a confirmation that cannot go on (e.g. its study file changed): said in one line
@@ -237,6 +244,21 @@ def _held(config: StudyConfig, base: BaseNetwork | None) -> Iterator[optuna.Stud
         if path is not None and not existed:
             held.enter_context(exclusive(path, "the study storage", fix))
         yield study
+
+
+def _settled(runner: StudyRunner) -> bool:
+    """Whether the study is ready to end once no trial runs anywhere: no failure left unretried."""
+    from optuna.trial import TrialState
+
+    from nar_search.search.study.recovery import unresolved_failures
+
+    if runner.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        console.print("waiting for the trials that other workers run (a dead worker's are retried here)")
+    runner.settle()
+    if failures := unresolved_failures(runner.study):
+        console.print(f"[red]{len(failures)} trial(s) failed[/] ({', '.join(map(str, failures))}): run a worker again to retry them")
+        return False
+    return True
 
 
 def _confirm(runner: StudyRunner) -> None:
@@ -310,11 +332,21 @@ def worker_command(
     recover_: Annotated[
         bool, typer.Option("--recover/--no-recover", help="first fail and queue again the trials of workers that are gone")
     ] = True,
+    finish: Annotated[
+        bool,
+        typer.Option(
+            "--finish/--no-finish",
+            help="when no trial is left: wait for the other workers' trials (retrying those of workers that died), "
+            "confirm the front with them, publish it and end the study's run",
+        ),
+    ] = True,
+    keep_local: KeepLocal = False,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until it is done:
     with its YAML file, or with only --storage, then with the settings the study recorded (its
     data and base must be at the same paths here: a shared folder).
-    Writes its networks to runs/NAME/ in the working folder, and its runs to the study's MLflow
+    Writes its networks to runs/NAME/ in the working folder (each candidate's until its MLflow run
+    holds it, unless --keep-local), and its runs to the study's MLflow
     store (mlflow/store/ there, unless the study file names another)."""
     from nar_search.search.study.opening import given_base, open_study
     from nar_search.search.study.recovery import end_orphaned_parent, recover
@@ -323,9 +355,9 @@ def worker_command(
 
     quiet_optuna()
     if config_file is None and storage is not None:
-        config = _checked(recorded_config(storage, name, tracking_uri))
+        config = _checked(recorded_config(storage, name, tracking_uri).model_copy(update={"keep_local": keep_local}))
     else:
-        config = _config(config_file, name, storage=storage, tracking_uri=tracking_uri, workers=1)
+        config = _config(config_file, name, storage=storage, tracking_uri=tracking_uri, workers=1, keep_local=keep_local)
     base = given_base(config)
     study = open_study(config, base)
     runner = StudyRunner(config, study, Tracker(config.tracking_uri), base=base)
@@ -334,6 +366,10 @@ def worker_command(
     try:
         with interruptible():
             runner.optimize()
+            if finish and _settled(runner):
+                _confirm(runner)
+                runner.finish()
+                return
     except (KeyboardInterrupt, Interrupted) as stop:
         recover(study, runner.tracker, requeue_failed=False, stopping=True)
         console.print(f"[yellow]interrupted[/] ({signal_name(stop)}): the running trial is marked failed; run a worker again to resume")
@@ -433,6 +469,8 @@ def status_command(config_file: ConfigFile = None, name: Name = None, storage: S
         )
     if status.rungs:
         table.add_row("rungs reached", " · ".join(f"{n} at {e} epoch{'s' if e > 1 else ''}" for e, n in status.rungs.items()))
+    for line in status.running:
+        table.add_row("running", line)
     console.print(table)
     if status.lost:
         _hint(f"the trials of workers that are gone are marked failed and queued again by: {run_again(config_file)}")

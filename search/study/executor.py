@@ -3,6 +3,7 @@ evaluated or trained) in the trial's MLflow run, a `TrialResult` out."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from nar_search.lightning_modules.rungs import Rungs
 from nar_search.lightning_modules.settings import TrainingConfig
 from nar_search.models.init_modes import get_init_mode
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE
 from nar_search.search.config import StudyConfig
 from nar_search.search.study.bases import BaseProvider
 from nar_search.search.study.halving import rungs_callback
@@ -33,6 +35,7 @@ class TrialExecutor:
             return TrialResult.trained(self._baseline(request, run_id, run_dir), stopped_at_rung=None)
         rungs = self._rungs(request)
         outcome = self._train(request, run_id, run_dir, self.training, [*self._pruning(request), *rungs])
+        self._release(run_dir)
         reached = TrialRecord.of(request.trial).rungs or []
         self.tracker.log_metric_series(run_id, [("rung_val_auc", rung["val_auc"], rung["epochs"]) for rung in reached])
         stopped = next((rung.stopped_at for rung in rungs if rung.stopped_at is not None), None)
@@ -42,7 +45,21 @@ class TrialExecutor:
         """One more seed of a trained candidate, at the full budget: no rung, no pruner stops it."""
         run_dir = Path("runs") / self.config.name / f"trial-{request.number}-seed{seed}"
         data = replace(self.data, split_seed=self.training.seed)
-        return self._train(request, run_id, run_dir, replace(self.training, seed=seed, seeds=1), [], data)
+        outcome = self._train(request, run_id, run_dir, replace(self.training, seed=seed, seeds=1), [], data)
+        self._release(run_dir)
+        return outcome
+
+    def _release(self, run_dir: Path) -> None:
+        """A candidate's local files, once its MLflow run holds its network (`keep_local` keeps
+        them): the weights, spec and checkpoints its training wrote, and their folders if that
+        leaves them empty. The baseline's folder, every later trial's base here, is kept."""
+        if self.config.keep_local:
+            return
+        for path in [run_dir / WEIGHTS_FILE, run_dir / SPEC_FILE, *run_dir.glob("seed*/best*.ckpt")]:
+            path.unlink(missing_ok=True)
+        for folder in [*run_dir.glob("seed*"), run_dir]:
+            with contextlib.suppress(OSError):  # not empty: a file this training did not write stays
+                folder.rmdir()
 
     def _train(
         self,

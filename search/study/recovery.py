@@ -27,15 +27,18 @@ UNCLAIMED_SECONDS = 120
 # How often a study's parent process looks for trials that Optuna's heartbeat failed elsewhere.
 RECOVERY_SECONDS = 30.0
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+SETTLE_SECONDS = 5.0  # how often a worker with nothing left to train looks for the trials of dead workers
 
 
 def _process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot), or None if there is no such process."""
+    """When process `pid` started (clock ticks since boot), or None if there is no such process
+    or it is a zombie (dead, its parent yet to read its exit status)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
+            state, *fields = handle.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return None if state == "Z" or len(fields) < 19 else fields[18]
 
 
 def this_worker() -> dict[str, Any]:

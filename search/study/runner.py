@@ -25,7 +25,7 @@ from nar_search.search.study.bases import BaseProvider
 from nar_search.search.study.confirmation import Confirmation
 from nar_search.search.study.objective import Objective
 from nar_search.search.study.record import StudyRecord
-from nar_search.search.study.recovery import this_worker
+from nar_search.search.study.recovery import SETTLE_SECONDS, recover, requeue, this_worker
 from nar_search.search.study.status import counted, infeasible_draw, infeasible_draws
 from nar_search.search.tracking import Tracker
 from nar_search.search.urls import hide_password
@@ -53,6 +53,29 @@ class StudyRunner:
             return
         budget = TrialBudget(self.config.n_trials, remaining)
         self.study.optimize(self.objective, catch=(Exception,), callbacks=[budget, self.publisher, *callbacks])
+
+    def settle(self) -> None:
+        """Waits until no trial runs anywhere. A trial whose worker died (on this machine: its
+        process is gone; on another, with PostgreSQL: its heartbeat went stale) is failed,
+        queued again once, and trained here; so a study whose worker was killed still ends."""
+        while True:
+            orphans = set(recover(self.study, self.tracker, requeue_failed=False).orphans)
+            for trial in self.study.get_trials(deepcopy=False):
+                if trial.number in orphans:
+                    requeue(self.study, trial)
+            optuna.storages.fail_stale_trials(self.study)  # a heartbeat storage's; its callback queues them again
+            if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                self.optimize()
+            elif not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return
+            else:
+                time.sleep(SETTLE_SECONDS)
+
+    def finish(self) -> None:
+        """The study's end, by whichever worker gets there: its front published and its parent
+        run ended FINISHED (others doing the same meanwhile do no harm)."""
+        self.publish()
+        self.tracker.client.set_terminated(self.parent_run_id, "FINISHED")
 
     def start(self) -> None:
         """The parent run RUNNING, held by this process: should it vanish, a worker that finishes ends the run."""

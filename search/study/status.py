@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.front import pareto
 from nar_search.search.study import halving
 from nar_search.search.study.record import SeedRecord, StudyRecord, TrialRecord, recorded
-from nar_search.search.study.recovery import worker_gone
+from nar_search.search.study.recovery import SETTLE_SECONDS, worker_alive, worker_gone
+from nar_search.search.study.storage import GRACE_SECONDS
 
 # What a study's number of trials counts: a pruned candidate is judged, as a completed one is.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -54,6 +56,23 @@ class StudyStatus:
     confirmed: int  # points on the confirmed front, the baseline left out
     confirm_seeds: int | None  # the seeds they are confirmed over, once confirmation ran
     seeds_trained: int  # by confirmation
+    running: list[str]  # a line per running trial: who runs it, and when it is retried should its worker be gone
+
+
+def running_line(trial: FrozenTrial, heartbeat: bool) -> str:
+    """Who runs `trial`, and what becomes of it should that worker be gone."""
+    owner = TrialRecord.of(trial).worker
+    if owner is None:
+        return f"trial {trial.number}: asked for, not yet claimed by its worker"
+    who = f"trial {trial.number} on {owner.get('host', '?')} (pid {owner.get('pid', '?')})"
+    alive = worker_alive(owner)
+    if alive is False:
+        return f"{who}: its worker is gone; a running worker retries it within {SETTLE_SECONDS:g} s, else the next one started"
+    if alive:
+        return f"{who}: running"
+    if heartbeat:
+        return f"{who}: on another machine; retried {GRACE_SECONDS} s after its last heartbeat, should that worker go silent"
+    return f"{who}: on another machine, whose worker this one cannot see"
 
 
 def study_status(study: optuna.Study) -> StudyStatus:
@@ -66,6 +85,8 @@ def study_status(study: optuna.Study) -> StudyStatus:
     epochs = recorded(StudyRecord.of(study).config)["training"]["epochs"]
     confirmed = sum(not TrialRecord.of(t).baseline for t in pareto.confirmed_front(study))
     seeds = sum(seed.done for seed in SeedRecord.all_of(study))
+    heartbeat = is_heartbeat_enabled(study._storage)  # Optuna's own test, not public
+    running = [running_line(t, heartbeat) for t in trials if t.state == TrialState.RUNNING]
     return StudyStatus(
         counts,
         lost,
@@ -76,4 +97,5 @@ def study_status(study: optuna.Study) -> StudyStatus:
         confirmed,
         StudyRecord.of(study).confirm_seeds,
         seeds,
+        running,
     )

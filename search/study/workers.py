@@ -72,7 +72,7 @@ class Workers:
             # The settings go through the worker's standard input, never a file: they may hold a password.
             # Logs go to files, not pipes: an unread pipe fills up and stalls its worker.
             process = subprocess.Popen(
-                [sys.executable, "-m", "nar_search.search.cli", "study", "worker", "-", "--no-recover"],
+                [sys.executable, "-m", "nar_search.search.cli", "study", "worker", "-", "--no-recover", "--no-finish"],
                 stdin=subprocess.PIPE,
                 stdout=log.open("w"),
                 stderr=subprocess.STDOUT,
