@@ -459,3 +459,19 @@ def test_a_worker_given_only_a_storage_of_several_studies_is_told_to_name_one(wo
     assert run_cli("study", "worker", "--storage", journal) == 2
     error = capsys.readouterr().err.strip()
     assert "holds 2 studies (first, second): name one with --name" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.skipif(not os.environ.get("CI") and not _postgres_reachable(), reason="PostgreSQL not running (CI starts it)")
+def test_a_storage_url_without_its_password_says_where_to_put_it(tmp_path, monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    from nar_search.search.errors import StudyConfigError
+    from nar_search.search.urls import without_password
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.pgpass either
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    url = without_password(POSTGRES_URL)
+    assert make_url(url).password is None
+    with pytest.raises(StudyConfigError, match=r"no password supplied: give the password in PGPASSWORD or ~/.pgpass"):
+        open_storage(url)

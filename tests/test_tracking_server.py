@@ -93,3 +93,46 @@ def test_wrong_credentials_are_one_line_before_anything_is_made(server, workdir,
     assert len(error) == 1 and "refused the credentials (401)" in error[0] and "MLFLOW_TRACKING_PASSWORD" in error[0]
     assert "not-the-password" not in error[0]
     assert sorted(workdir.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_three_workers_started_together_on_postgresql_and_a_server_make_one_study(server, workdir, patches, monkeypatch):
+    import uuid
+
+    import optuna
+    from optuna.trial import TrialState
+    from test_study import POSTGRES_URL, _postgres_reachable
+
+    from nar_search.search.study.storage import open_storage
+
+    if not os.environ.get("CI") and not _postgres_reachable():
+        pytest.skip("PostgreSQL not running (CI starts it)")
+    url, _ = server
+    name = f"together-{uuid.uuid4().hex[:8]}"
+    config = study_file(workdir, patches, name=name, storage=POSTGRES_URL, tracking_uri=url, search={"phi": [0, 1, 2]})
+    environment = {**os.environ, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "nar_search.search.cli", "study", "worker", str(config)]
+    folders = [workdir / f"node-{i}" for i in range(3)]
+    for folder in folders:
+        folder.mkdir()
+    workers = [
+        subprocess.Popen(command, cwd=folder, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for folder in folders
+    ]
+    try:
+        errors = [worker.communicate(timeout=600)[1] for worker in workers]
+        assert [worker.returncode for worker in workers] == [0, 0, 0], "\n".join(errors)
+        study = optuna.load_study(study_name=name, storage=open_storage(POSTGRES_URL))
+        trained = sorted(t.params["phi"] for t in study.trials if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs)
+        assert trained == [0, 1, 2]
+
+        import mlflow
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+        client = mlflow.MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        assert sum(r.data.tags.get("nar.role") == "study" for r in runs) == 1
+        assert all(r.info.status == "FINISHED" for r in runs)  # the parent included: the workers ended it
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))

@@ -8,6 +8,7 @@ once and a command pays only for the libraries it needs."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from typing import NoReturn
@@ -63,6 +64,9 @@ def _quiet_libraries() -> None:
         lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
     )
     warnings.filterwarnings("ignore", message=".*(LeafSpec|litlogger|does not have many workers|non-writable tensors).*")
+    # MLflow prints a "View run … at" line on stdout for each run it ends on a tracking server:
+    # between a study's progress lines, one per trial, and the runs are linked from the front.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,5 +64,7 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
             time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
         except (SQLAlchemyError, ImportError, ValueError) as error:
             reason = str(error).splitlines()[0][:200]
+            if "no password supplied" in reason or "password authentication failed" in reason:
+                reason += ": give the password in PGPASSWORD or ~/.pgpass (a study URL leaves it out)"
             raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}") from None
     raise StudyConfigError(f"cannot open study storage {hide_password(url)}: its tables could not be made; run again")
