@@ -10,9 +10,10 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --gres=gpu:1
 #SBATCH --time=12:00:00
-# SIGTERM two minutes before the time limit: the running trial is failed, its run KILLED, and a
-# worker still running (or the next one started) trains it again.
-#SBATCH --signal=TERM@120
+# SIGTERM to this script (B:, it has no job steps) two minutes before the time limit: the
+# running trial is failed, its run KILLED, and a worker still running (or the next one
+# started) trains it again.
+#SBATCH --signal=B:TERM@120
 set -euo pipefail
 : "${NAR_STORAGE:?the study storage, postgresql://user@host/db}"
 : "${NAR_TRACKING_URI:?the MLflow tracking server, http://host:5000}"

@@ -270,11 +270,10 @@ def _publish(staging: Path, out: Path, overwrite: bool) -> None:
         try:
             os.replace(staging, out)
         except OSError:
-            if not out.is_dir() or not any(out.iterdir()):
+            if not os.path.lexists(out):
                 raise
-            raise ModelError(
-                f"another command wrote {out} while this export ran: choose another --out, or pass --overwrite to replace it"
-            ) from None
+            again = "run the export again to replace it" if overwrite else "choose another --out, or pass --overwrite to replace it"
+            raise ModelError(f"another command wrote {out} while this export ran: {again}") from None
         return
     aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
     os.replace(out, aside / out.name)

@@ -5,13 +5,18 @@ included), so no stale lock is ever left to remove by hand."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from nar_search.search.errors import StudyConfigError
+
+# What flock answers on filesystems that cannot take the lock: a command goes on without it.
+UNLOCKABLE = {errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 @contextmanager
@@ -24,6 +29,11 @@ def exclusive(path: Path, what: str, fix: str) -> Iterator[None]:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StudyConfigError(f"{what} {path} is in use by another nar command that is still running: {fix}") from None
+        except OSError as error:
+            if error.errno not in UNLOCKABLE:
+                raise
+            # NFS (a folder cannot be locked there) or Lustre without flock: go on unguarded.
+            warnings.warn(f"{path} cannot be locked on its filesystem: a second command there at once is not stopped", stacklevel=3)
         yield
     finally:
         os.close(descriptor)  # releases the lock

@@ -3,6 +3,7 @@ terminal state (FINISHED, stopped early or not; FAILED with the reason; or KILLE
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -70,7 +71,8 @@ def run_link(experiment_id: str, run_id: str) -> str:
 def _locked(folder: Path) -> Iterator[None]:
     descriptor = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # a filesystem that cannot lock (NFS, Lustre): made unguarded
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)

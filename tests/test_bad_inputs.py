@@ -205,6 +205,9 @@ CASES: dict[str, Case] = {
     "study: journal under a file": Case(
         ("study", "run", "{t}/study.yaml"), "notes.txt|storage", _both(_file("notes.txt"), _study(storage="journal:notes.txt/s.journal"))
     ),
+    "study: PostgreSQL not there": Case(
+        ("study", "run", "{t}/study.yaml"), "cannot open study storage", _study(storage="postgresql://nar@127.0.0.1:9/nowhere")
+    ),
     "study: workers on SQLite": Case(("study", "run", "{t}/study.yaml"), "SQLite|journal|PostgreSQL", _study(workers=2)),
     "study: tracking store under a file": Case(
         ("study", "run", "{t}/study.yaml"), "tracking|notes.txt", _both(_file("notes.txt"), _study(tracking_uri="sqlite:///notes.txt/m.db"))

@@ -33,3 +33,15 @@ def test_the_claim_is_released_when_the_command_ends(tmp_path):
     for _ in range(2):
         with exclusive(tmp_path, "the run folder", "give another"):
             pass
+
+
+def test_a_filesystem_that_cannot_lock_a_folder_lets_the_command_go_on_and_says_so(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def nfs(descriptor, operation):  # NFS: flock on a read-only descriptor
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", nfs)
+    with pytest.warns(UserWarning, match="cannot be locked on its filesystem"), exclusive(tmp_path, "the run folder", "give another"):
+        pass

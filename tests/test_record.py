@@ -24,6 +24,7 @@ def test_the_keys_are_the_stored_ones():
         "pareto_trials",
         "base_network",
         "base_sha256",
+        "base_run_id",
         "confirm_seeds",
         "runner",
         "creator",

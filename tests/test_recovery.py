@@ -94,7 +94,23 @@ def test_status_says_who_runs_each_trial_and_when_a_dead_workers_is_retried():
             trial.set_user_attr("worker", owner)
     lines = [running_line(t, heartbeat=False) for t in study.trials]
     assert lines[0].endswith(": running")
-    assert "its worker is gone; a running worker retries it within 5 s" in lines[1]
+    assert "its worker is gone; a worker with nothing left to train retries it within 5 s" in lines[1]
     assert lines[2] == "trial 2 on node-7 (pid 12): on another machine, whose worker this one cannot see"
     assert "retried 90 s after its last heartbeat" in running_line(study.trials[2], heartbeat=True)
     assert lines[3] == "trial 3: asked for, not yet claimed by its worker"
+
+
+def test_an_error_the_storage_going_away_caused_is_told_apart_from_the_others():
+    from sqlalchemy.exc import OperationalError
+
+    from nar_search.search.study.runner import _storage_unreachable
+
+    try:
+        try:
+            raise optuna.exceptions.StorageInternalError("commit failed")
+        except optuna.exceptions.StorageInternalError:
+            raise UnboundLocalError("updated_state")  # noqa: B904  # as Optuna 5 raises it: the first error as context only
+    except UnboundLocalError as error:
+        assert _storage_unreachable(error)
+    assert _storage_unreachable(OperationalError("SELECT 1", {}, Exception("the database system is starting up")))
+    assert not _storage_unreachable(ValueError("a bug of ours"))

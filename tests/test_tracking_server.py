@@ -3,6 +3,7 @@ app): the credentials come from MLflow's own environment variables, reach the wo
 never written anywhere; wrong ones or no server are one line before anything is made."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -96,7 +97,8 @@ def test_wrong_credentials_are_one_line_before_anything_is_made(server, workdir,
 
 
 @pytest.mark.slow
-def test_three_workers_started_together_on_postgresql_and_a_server_make_one_study(server, workdir, patches, monkeypatch):
+@pytest.mark.parametrize("kill", [False, True], ids=["all-live", "one-killed"])
+def test_three_workers_started_together_on_postgresql_and_a_server_make_one_study(server, workdir, patches, monkeypatch, kill):
     import uuid
 
     import optuna
@@ -109,7 +111,8 @@ def test_three_workers_started_together_on_postgresql_and_a_server_make_one_stud
         pytest.skip("PostgreSQL not running (CI starts it)")
     url, _ = server
     name = f"together-{uuid.uuid4().hex[:8]}"
-    config = study_file(workdir, patches, name=name, storage=POSTGRES_URL, tracking_uri=url, search={"phi": [0, 1, 2]})
+    training = {"epochs": 3, "batch_size": 24, "patience": None, "accelerator": "cpu"}  # long enough to be killed in
+    config = study_file(workdir, patches, name=name, storage=POSTGRES_URL, tracking_uri=url, search={"phi": [0, 1, 2]}, training=training)
     environment = {**os.environ, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "nar_search.search.cli", "study", "worker", str(config)]
     folders = [workdir / f"node-{i}" for i in range(3)]
@@ -120,8 +123,14 @@ def test_three_workers_started_together_on_postgresql_and_a_server_make_one_stud
         for folder in folders
     ]
     try:
+        if kill:  # the worker of the first candidate, mid-trial: the others retry it and end the study
+            from test_faults import claimed_trial
+
+            victim = claimed_trial(config, 1).user_attrs["worker"]["pid"]
+            os.kill(victim, signal.SIGKILL)
         errors = [worker.communicate(timeout=600)[1] for worker in workers]
-        assert [worker.returncode for worker in workers] == [0, 0, 0], "\n".join(errors)
+        expected = [-signal.SIGKILL if kill and worker.pid == victim else 0 for worker in workers]
+        assert [worker.returncode for worker in workers] == expected, "\n".join(errors)
         study = optuna.load_study(study_name=name, storage=open_storage(POSTGRES_URL))
         trained = sorted(t.params["phi"] for t in study.trials if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs)
         assert trained == [0, 1, 2]
@@ -132,7 +141,9 @@ def test_three_workers_started_together_on_postgresql_and_a_server_make_one_stud
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
         client = mlflow.MlflowClient(url)
         runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
-        assert sum(r.data.tags.get("nar.role") == "study" for r in runs) == 1
-        assert all(r.info.status == "FINISHED" for r in runs)  # the parent included: the workers ended it
+        parents = [r for r in runs if r.data.tags.get("nar.role") == "study"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the workers ended it
+        statuses = sorted(r.info.status for r in runs if r.data.tags.get("nar.role") != "study")
+        assert statuses.count("RUNNING") == 0 and statuses.count("KILLED") == int(kill)  # the killed trial's run
     finally:
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES_URL))

@@ -378,6 +378,8 @@ def worker_command(
         console.print(
             "the study's parent run was left RUNNING by a stopped `nar study run`: ended KILLED; run it again to confirm and publish"
         )
+    if finish:  # it could not finish the study: some trial failed and waits for a retry
+        raise typer.Exit(1)
 
 
 @study_app.command("confirm")

@@ -18,7 +18,7 @@ from nar_search.models.base_network import BaseNetwork, load_base
 from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE
 from nar_search.search.config import StudyConfig
 from nar_search.search.study.opening import original_network
-from nar_search.search.study.record import StudyRecord, TrialRecord, recorded
+from nar_search.search.study.record import StudyRecord, TrialRecord
 from nar_search.search.study.recovery import RECOVERY_SECONDS, awaiting_retry, requeue, worker_gone
 from nar_search.search.tracking import Tracker
 
@@ -35,11 +35,13 @@ class BaseProvider:
         self.base = given or self._stored()
         self._teacher: TeacherTargets | None = None
 
-    def keep(self, run_dir: Path) -> None:
-        """The baseline trained the base in `run_dir`: every later trial, on any worker, starts
-        from it (from that folder, or where the folder is not, from the baseline's MLflow run)."""
+    def keep(self, run_dir: Path, run_id: str) -> None:
+        """The baseline trained the base in `run_dir`, logged in MLflow run `run_id`: every later
+        trial, on any worker, starts from it (from that folder, or where the folder is not, from
+        that run)."""
         self.base = load_base(run_dir, self.config.model, self.original.input_size)
-        StudyRecord(base_network=str(run_dir.resolve()), base_sha256=_sha256(run_dir / WEIGHTS_FILE)).write(self.study)
+        weights = _sha256(run_dir / WEIGHTS_FILE)
+        StudyRecord(base_network=str(run_dir.resolve()), base_sha256=weights, base_run_id=run_id).write(self.study)
 
     def wait(self, number: int) -> BaseNetwork:
         """The base for trial `number`, waiting while another worker's baseline trains it. A
@@ -80,30 +82,32 @@ class BaseProvider:
         if record.base_network is None:
             return None
         folder = Path(record.base_network)
-        return load_base(folder if folder.is_dir() else self._fetched(record), self.config.model, self.original.input_size)
-
-    def _fetched(self, record: StudyRecord) -> Path:
-        """The base from the baseline's MLflow run, for a worker on a machine without its folder:
-        kept in runs/NAME/base-RUN/ for the worker's later trials, its weights checked against
-        the checksum the baseline recorded."""
-        baseline = next(t for t in self.study.get_trials(deepcopy=False) if TrialRecord.of(t).baseline and t.state == TrialState.COMPLETE)
-        run_id = recorded(TrialRecord.of(baseline).mlflow_run_id)
-        cache = Path("runs") / self.config.name / f"base-{run_id}"
-        if not cache.is_dir():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
-            try:
-                for name in (SPEC_FILE, WEIGHTS_FILE):
-                    self.tracker.client.download_artifacts(run_id, name, str(staging))
-                os.replace(staging, cache)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        if record.base_sha256 is not None and _sha256(cache / WEIGHTS_FILE) != record.base_sha256:
+        if not folder.is_dir() and record.base_run_id is not None:  # trained on another machine
+            folder = self._fetched(record.base_run_id)
+        if record.base_sha256 is not None and (folder / WEIGHTS_FILE).is_file() and _sha256(folder / WEIGHTS_FILE) != record.base_sha256:
             raise TrainingError(
-                f"the base network fetched from the baseline's MLflow run into {cache} is not the one the baseline "
-                "trained (its checksum differs): remove that folder and run the worker again"
+                f"the base network in {folder} is not the one the study's baseline trained (its checksum differs): "
+                "move that folder away and run the worker again"
             )
+        return load_base(folder, self.config.model, self.original.input_size)
+
+    def _fetched(self, run_id: str) -> Path:
+        """The base from the baseline's MLflow run, for a worker on a machine without its folder:
+        kept in runs/NAME/base-RUN/ for the worker's later trials (and the other workers here)."""
+        cache = Path("runs") / self.config.name / f"base-{run_id}"
+        if cache.is_dir():
+            return cache
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+        try:
+            for name in (SPEC_FILE, WEIGHTS_FILE):
+                self.tracker.client.download_artifacts(run_id, name, str(staging))
+            os.replace(staging, cache)
+        except OSError:
+            if not cache.is_dir():  # else another worker here put its copy in place first
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return cache
 
 

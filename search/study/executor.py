@@ -101,7 +101,7 @@ class TrialExecutor:
         except Exception:
             self.study.stop()  # every later trial starts from the base: none can run without it
             raise
-        self.bases.keep(run_dir)
+        self.bases.keep(run_dir, run_id)
         return outcome
 
     def _rungs(self, request: TrialRequest) -> list[Rungs]:

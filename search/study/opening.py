@@ -59,9 +59,9 @@ def open_study(config: StudyConfig, base: BaseNetwork | None = None) -> optuna.S
         study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
     except optuna.exceptions.DuplicatedStudyError:
         return _joined(optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner), config)
+    StudyRecord(config=config.masked(), creator=this_worker()).write(study)  # first: a worker joining by storage reads it
     study.set_metric_names(list(OBJECTIVE_NAMES[: len(directions)]))
     study.enqueue_trial(space.baseline_params(config.search), user_attrs=TrialRecord(baseline=True).attrs())
-    StudyRecord(config=config.masked(), creator=this_worker()).write(study)
     return study
 
 

@@ -105,7 +105,8 @@ class StudyRecord:
     mlflow_parent_run_id: str | None = None
     pareto_trials: list[str] | None = None  # the MLflow runs of the trials on the front
     base_network: str | None = None  # the folder of the network the baseline trained, once trained
-    base_sha256: str | None = None  # of its weights: a worker that fetches them from MLflow checks them
+    base_sha256: str | None = None  # of its weights: every worker checks the copy it loads
+    base_run_id: str | None = None  # the baseline's MLflow run, where a worker without the folder fetches it
     confirm_seeds: int | None = None  # the seeds a front point is confirmed over, once confirmation ran
     runner: dict[str, Any] | None = None  # the process that last set the parent run RUNNING (`recovery.this_worker`)
     creator: dict[str, Any] | None = None  # the process that made the study: it makes the parent run too

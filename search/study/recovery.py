@@ -131,9 +131,12 @@ def recover(study: optuna.Study, tracker: Tracker, requeue_failed: bool = True, 
             # study.tell() runs the sampler's after_trial (the grid sampler's stops the study,
             # which only an optimize loop may), and user attributes are set through a live
             # Trial only. So the storage's own calls (tests/test_recovery.py pins them).
-            for key, value in TrialRecord(failure=reason).attrs().items():
-                study._storage.set_trial_user_attr(trial._trial_id, key, value)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            try:
+                for key, value in TrialRecord(failure=reason).attrs().items():
+                    study._storage.set_trial_user_attr(trial._trial_id, key, value)
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker recovered it first: its retry is that worker's to queue
             recovery.orphans.append(trial.number)
     trials = study.get_trials(deepcopy=False)
     for trial in trials:

@@ -67,7 +67,8 @@ def running_line(trial: FrozenTrial, heartbeat: bool) -> str:
     who = f"trial {trial.number} on {owner.get('host', '?')} (pid {owner.get('pid', '?')})"
     alive = worker_alive(owner)
     if alive is False:
-        return f"{who}: its worker is gone; a running worker retries it within {SETTLE_SECONDS:g} s, else the next one started"
+        retried = f"a worker with nothing left to train retries it within {SETTLE_SECONDS:g} s, else the next one started"
+        return f"{who}: its worker is gone; {retried}"
     if alive:
         return f"{who}: running"
     if heartbeat:

@@ -9,7 +9,7 @@ import time
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from nar_search.search.errors import StudyConfigError
 from nar_search.search.locations import JOURNAL_PREFIX, check_storage_url, local_file
@@ -58,9 +58,12 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
                 heartbeat_stale_trial_callback=requeue,
                 engine_kwargs={"pool_pre_ping": True},
             )
-        except IntegrityError:
+        except (IntegrityError, ProgrammingError) as error:
             # Workers that open a new database together each create Optuna's tables; all but
-            # one collide (UniqueViolation on PostgreSQL's catalogue) and find them made on a retry.
+            # one collide (a unique violation in PostgreSQL's catalogue, or a table or type made
+            # meanwhile) and find them made on a retry.
+            if isinstance(error, ProgrammingError) and "already exists" not in str(error):
+                raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {str(error).splitlines()[0][:200]}") from None
             time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
         except (SQLAlchemyError, ImportError, ValueError) as error:
             reason = str(error).splitlines()[0][:200]
