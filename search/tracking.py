@@ -8,6 +8,7 @@ import fcntl
 import functools
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -22,6 +23,7 @@ from nar_search.search.locations import check_tracking_uri, local_file
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
+DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")  # SQLite's, PostgreSQL's
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, as Markdown
 # Why a FINISHED run ended before its last epoch: over a GFLOPs budget, pruned, stopped at a rung.
 STOPPED_EARLY_TAG = "nar.stopped_early"
@@ -174,9 +176,16 @@ class Tracker:
         self.log_metric_series(run_id, [(name, float(value), step) for name, value in metrics.items()])
 
     def log_metric_series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
-        items = [Metric(name, value, 0, step) for name, value, step in points]
+        now = int(time.time() * 1000)  # two workers logging a parent's figures at one step are two points, not one
+        items = [Metric(name, value, now, step) for name, value, step in points]
         for start in range(0, len(items), _BATCH):
-            self.client.log_batch(run_id, metrics=items[start : start + _BATCH])
+            try:
+                self.client.log_batch(run_id, metrics=items[start : start + _BATCH])
+            except MlflowException as error:
+                # A request the client sent again (a server that dropped the answer, not the
+                # write) finds its metrics there already: they are logged.
+                if not any(duplicate in str(error) for duplicate in DUPLICATE_ROW):
+                    raise
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

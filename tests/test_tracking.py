@@ -28,3 +28,23 @@ def test_two_workers_that_make_the_experiment_at_once_get_the_same_one(tmp_path)
     second.client._client.get_experiment_by_name = looked_before_the_first_made_it
     assert second.experiment_id("study") == made
     assert len(calls) == 2
+
+
+def test_a_tracking_server_that_fails_after_a_trial_stops_no_worker(monkeypatch):
+    import optuna
+    import pytest
+    from mlflow.exceptions import MlflowException
+
+    from nar_search.search.front.publisher import FrontPublisher
+
+    publisher = FrontPublisher("study", tracker=None, parent_run_id="parent")
+
+    def server_down(study, trial):
+        raise MlflowException("API request to http://mlflow:5000 failed: Connection refused")
+
+    monkeypatch.setattr(publisher, "_after_trial", server_down)
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    with pytest.warns(UserWarning, match="the front was not published after trial 0: API request"):
+        publisher(study, study.trials[0])

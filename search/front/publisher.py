@@ -5,9 +5,11 @@ description, and the study's counts and compute as parent metrics."""
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import optuna
+from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from nar_search.search.front import pareto
@@ -27,6 +29,15 @@ class FrontPublisher:
         self._published: list[list[dict[str, Any]]] | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """After each trial: a tracking server that fails here fails no trial and stops no worker
+        (Optuna raises a callback's error out of the study); the front is published again after
+        the next trial, and when the study ends."""
+        try:
+            self._after_trial(study, trial)
+        except MlflowException as error:
+            warnings.warn(f"the front was not published after trial {trial.number}: {str(error).splitlines()[0][:200]}", stacklevel=1)
+
+    def _after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         front = pareto.front(study)
         on_front = {recorded(TrialRecord.of(t).mlflow_run_id) for t in front}
         previous = set(StudyRecord.of(study).pareto_trials or [])
