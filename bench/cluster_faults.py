@@ -223,6 +223,7 @@ class Cluster:
     def count(self) -> dict:
         from optuna.trial import TrialState
 
+        from nar_search.search.study.confirmation import CONFIRMS_TAG
         from nar_search.search.study.record import SeedRecord, StudyRecord, TrialRecord
         from nar_search.search.tracking import Tracker
 
@@ -233,6 +234,8 @@ class Cluster:
         tracker = Tracker(self.tracking)
         runs = tracker.client.search_runs([tracker.experiment_id("cluster")], max_results=1000)
         parent = StudyRecord.of(study).mlflow_parent_run_id
+        confirming = [r for r in runs if CONFIRMS_TAG in r.data.tags and r.info.status == "FINISHED"]
+        seeds_run = Counter((r.data.tags[CONFIRMS_TAG], r.data.tags["seed"]) for r in confirming)
         return {
             "trials": dict(Counter(t.state.name for t in trials)),
             "points lost": sum(complete[phi] == 0 for phi in PHIS),
@@ -242,6 +245,7 @@ class Cluster:
             "parent runs": sum(r.data.tags.get("nar.role") == "study" for r in runs),
             "parent run status": tracker.client.get_run(parent).info.status if parent else None,
             "confirmation seeds trained": sum(seed.done for seed in SeedRecord.all_of(study)),
+            "confirmation seeds trained twice": sum(count > 1 for count in seeds_run.values()),
             "front published": bool(StudyRecord.of(study).pareto_trials),
             "nodes that fetched the base from MLflow": sum(any((f / "runs" / "cluster").glob("base-*")) for f in self.work.glob("node-*")),
             "wall_s": round(time.monotonic() - self.started, 1),

@@ -176,3 +176,18 @@ def test_a_seed_whose_worker_died_has_its_run_ended_killed(tmp_path):
     assert [(s.trial, s.seed) for s in end_abandoned(study, tracker)] == [(1, 1)]
     assert [tracker.client.get_run(run).info.status for run in runs] == ["KILLED", "RUNNING"]
     assert tracker.client.get_run(runs[0]).data.tags["failure_reason"] == "its worker stopped without ending it"
+
+
+def test_of_two_workers_that_claim_one_seed_at_once_only_the_last_to_write_trains_it(monkeypatch):
+    from nar_search.search.study import confirmation
+
+    study = optuna.create_study()
+    other = {"host": "node-7", "pid": 12, "started": "1"}
+
+    def the_other_claims_meanwhile(seconds):
+        SeedRecord(3, 1, worker=other).write(study)
+
+    monkeypatch.setattr(confirmation.time, "sleep", the_other_claims_meanwhile)
+    assert not confirmation.claimed(study, 3, 1)
+    monkeypatch.setattr(confirmation.time, "sleep", lambda seconds: None)
+    assert confirmation.claimed(study, 3, 2)  # nobody else: held

@@ -10,6 +10,7 @@ trains no seed twice; one that a dead worker left is trained again, its run ende
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -26,10 +27,12 @@ from nar_search.search.study.bases import BaseProvider
 from nar_search.search.study.executor import TrialExecutor
 from nar_search.search.study.record import SeedRecord, StudyRecord, TrialRecord, recorded
 from nar_search.search.study.recovery import this_worker, worker_alive
+from nar_search.search.study.storage import is_sqlite
 from nar_search.search.study.trial import TrialRequest
 from nar_search.search.tracking import Tracker
 
 CONFIRMS_TAG = "nar.confirms_trial"
+CLAIM_SECONDS = 2.0  # between writing a claim and reading who holds it: longer than any storage round trip
 
 
 class Confirmation:
@@ -50,8 +53,11 @@ class Confirmation:
         end_abandoned(self.study, self.tracker)
         count = 0
         while todo := self.pending():
-            on_seed(self.train(*todo[0]))
-            count += 1
+            trial, seed = todo[0]
+            # On SQLite this worker is alone; elsewhere another may hold the seed, and pending() then leaves it out.
+            if is_sqlite(self.config.storage_url) or claimed(self.study, trial.number, seed):
+                on_seed(self.train(trial, seed))
+                count += 1
         if self.config.confirm.seeds > 1:
             StudyRecord(confirm_seeds=self.config.confirm.seeds).write(self.study)
         return count
@@ -152,6 +158,16 @@ def pending_seeds(study: optuna.Study, seeds: range, max_auc_drop: float | None)
             if record is None or not (record.done or _trained_elsewhere(record)):
                 todo.setdefault((trained_by.number, seed), (trained_by, seed))
     return list(todo.values())
+
+
+def claimed(study: optuna.Study, trial: int, seed: int) -> bool:
+    """Whether this worker holds the seed: its claim written, then read back a moment later. A
+    study attribute has no compare-and-set, so of workers that claim one seed at once the last
+    to write holds it, and the others, reading another's claim, go on to another seed."""
+    SeedRecord(trial, seed, worker=this_worker()).write(study)
+    time.sleep(CLAIM_SECONDS)
+    holder = next((s for s in SeedRecord.all_of(study) if (s.trial, s.seed) == (trial, seed)), None)
+    return holder is not None and holder.worker == this_worker()
 
 
 def _trained_elsewhere(seed: SeedRecord) -> bool:
