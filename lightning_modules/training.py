@@ -18,6 +18,7 @@ from nar_search.lightning_modules.classifier import PatchClassifier
 from nar_search.lightning_modules.distill_settings import DistillSettings
 from nar_search.lightning_modules.distillation import TeacherTargets
 from nar_search.lightning_modules.errors import TrainingError
+from nar_search.lightning_modules.progress import EpochProgressBar
 from nar_search.lightning_modules.settings import TrainingConfig
 from nar_search.models.base_network import BaseNetwork
 from nar_search.models.init_modes import get_init_mode
@@ -81,7 +82,7 @@ def make_trainer(config: TrainingConfig, run_dir: Path, callbacks: Sequence[Call
         precision=cast("_PRECISION_INPUT", config.precision),  # a plain str in TrainingConfig, which imports no Lightning
         deterministic=config.deterministic,
         default_root_dir=run_dir,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, EpochProgressBar()] if progress else list(callbacks),
         logger=False,
         enable_progress_bar=progress,
         enable_model_summary=False,

@@ -137,3 +137,16 @@ def test_a_selection_names_its_files_so_that_they_are_found_from_anywhere(tmp_pa
     assert absolute("journal:runs/x.journal") == f"journal:{tmp_path}/runs/x.journal"
     for url in (f"sqlite:///{tmp_path}/x.db", "postgresql://nar@db/nar", "http://127.0.0.1:5000"):
         assert absolute(url) == url
+
+
+@pytest.mark.slow
+def test_select_says_the_margin_and_the_baseline_it_chose_by_and_the_front_its_marks(study, monkeypatch):
+    import re
+
+    folder, _ = study
+    monkeypatch.chdir(folder)
+    chosen = cli_output("study", "select", "tiny.yaml", "--max-auc-drop", "0.25")
+    assert re.search(r"within 0\.25 of the baseline's \d\.\d{4} \(at least -?\d\.\d{4}", chosen), chosen
+    front = cli_output("study", "pareto", "tiny.yaml")
+    assert "fewer GFLOPs" in front and "cost ÷" not in front
+    assert ("* the baseline" in front) == bool(re.search(r"│\s*\d+\*", front))  # the footnote only with a starred row

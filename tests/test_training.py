@@ -152,3 +152,13 @@ def test_lightning_predict_scores_every_patch_of_the_source(patch_folder):
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
     scores = torch.cat(trainer.predict(classifier, datamodule=datamodule))
     assert scores.shape == (60,) and bool(((scores >= 0) & (scores <= 1)).all())
+
+
+def test_the_progress_bar_counts_epochs_from_one_as_the_epochs_option_does():
+    from types import SimpleNamespace
+
+    from nar_search.lightning_modules.progress import EpochProgressBar
+
+    bar = EpochProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=2)
+    assert [bar._get_train_description(epoch).strip() for epoch in (0, 1)] == ["Epoch 1/2", "Epoch 2/2"]

@@ -64,12 +64,12 @@ def reduce_command(
 
 def _table(records: list[tuple[ArchSpec, dict[str, Any]]], heading: str) -> Table:
     first = records[0][0]
-    caption = "cells: blocks × widths (k w: k times the original widths)"
+    caption = "cells: blocks × widths (k w: k times the original widths); fewer GFLOPs: the original's ÷ this one's"
     table = Table(title=f"{first.model_name} · {heading}", caption=caption)
     table.add_column("ϕ", justify="right")
     for stage in first.stages():
         table.add_column(stage.name, justify="center")
-    for header in ("input", "GFLOPs", "params", "cost ÷"):
+    for header in ("input", "GFLOPs", "params", "fewer GFLOPs"):
         table.add_column(header, justify="right")
     has_latency = "latency_ms_per_patch" in records[0][1]
     if has_latency:

@@ -495,7 +495,7 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
     rows = pareto.pareto_rows(study, every_trial)
     over_seeds = any(row.seeds > 1 for row in rows)
     table = Table(title=title)
-    headers = ["trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "cost ÷", "val AUC", "test AUC"]
+    headers = ["trial", "method", "α/β/γ", "ϕ or ε", "input", "GFLOPs", "fewer GFLOPs", "val AUC", "test AUC"]
     for header in headers + (["seeds", "val mean ± sd", "test mean ± sd"] if over_seeds else []):
         table.add_column(header, justify="right")
     for row in rows:
@@ -516,7 +516,12 @@ def _print_front(study: optuna.Study, name: str, every_trial: bool = False) -> N
         if over_seeds:
             cells += [str(row.seeds), _mean_sd(row.mean_val_auc, row.val_auc_sd), _mean_sd(row.mean_test_auc, row.test_auc_sd)]
         table.add_row(*cells)
-    caption = "* the baseline (ϕ = 0); ε: ResRep's FLOPs target; val and test AUC: the trial's own training"
+    notes = ["fewer GFLOPs: the baseline's ÷ the trial's", "val and test AUC: the trial's own training"]
+    if any(row.baseline for row in rows):
+        notes.insert(0, "* the baseline (ϕ = 0)")
+    if any(row.flops_target is not None for row in rows):
+        notes.append("ε: ResRep's FLOPs target")
+    caption = "; ".join(notes)
     if any(row.confirmed for row in rows):
         caption += "; ✓ on the confirmed front (by mean val AUC over each point's seeds)"
     if every_trial:
@@ -569,8 +574,8 @@ def select_command(
     quiet_optuna()
     config, study_name, url = locate_study(config_file, name, storage)
     study = open_named_study(study_name, open_storage(url, create=False), url, config_file)
-    chosen = pareto.select(study, max_auc_drop)
-    if chosen is None:
+    chosen, reference = pareto.select(study, max_auc_drop), pareto.baseline(study)
+    if chosen is None or reference is None:
         raise StudyConfigError(f"study {study.study_name} has no trained baseline yet: run it first")
     if as_json:
         from nar_search.search.locations import absolute
@@ -591,6 +596,13 @@ def select_command(
         figures = f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}"
         if not chosen.confirmed:
             figures += " (one seed: `nar study confirm` trains the front again over more seeds)"
+    from nar_search.search.study.record import TrialRecord, recorded
+
+    base_auc = recorded(TrialRecord.of(reference).val_auc)
+    console.print(
+        f"the cheapest trial whose val AUC is within {max_auc_drop:g} of the baseline's {base_auc:.4f} "
+        f"(at least {base_auc - max_auc_drop:.4f}{', by the mean over its seeds' if chosen.confirmed and chosen.seeds > 1 else ''}):"
+    )
     console.print(
         f"trial [bold]{chosen.trial}[/] ({chosen.method}): {chosen.gflops:.3f} GFLOPs, {chosen.reduction:.2f}× cheaper, "
         f"{figures}; MLflow run {chosen.mlflow_run_id}"
