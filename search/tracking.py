@@ -23,6 +23,8 @@ from nar_search.search.locations import check_tracking_uri, local_file
 
 MLFLOW_HOME_ENV = "NAR_MLFLOW_HOME"
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment by its kind: ours are model development, not GenAI traces.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")  # SQLite's, PostgreSQL's
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, as Markdown
 # Why a FINISHED run ended before its last epoch: over a GFLOPs budget, pruned, stopped at a rung.
@@ -125,7 +127,7 @@ class Tracker:
             return cast(str, experiment.experiment_id)
         location = (self.artifact_root / name).as_uri() if self.artifact_root is not None else None
         try:
-            return cast(str, self.client.create_experiment(name, artifact_location=location))
+            return cast(str, self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS))
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -81,7 +81,11 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     front_runs = {t.user_attrs["mlflow_run_id"] for t in study.best_trials}
     assert {c.info.run_id for c in children if c.data.tags["pareto"] == "true"} == front_runs
     # runs named by what they train; the experiment's description and the offline HTML view link to them
-    assert sorted(c.info.run_name for c in children) == [f"trial {n} · nar ϕ{n} α1.2 β1.1 γ1.15" for n in range(3)]
+    names = [f"trial {n} · {'baseline · ' if n == 0 else ''}nar ϕ{n} α1.2 β1.1 γ1.15" for n in range(3)]
+    assert sorted(c.info.run_name for c in children) == names
+    assert sorted(c.data.tags["nar.baseline"] for c in children) == ["false", "false", "true"]
+    # MLflow's UI opens the experiment as model development, not as GenAI traces
+    assert tracker.client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     description = tracker.client.get_experiment(experiment).tags["mlflow.note.content"]
     assert f"](#/experiments/{experiment}/runs/{parent.info.run_id})" in description
     listed = {int(line.split("|")[1]) for line in description.splitlines() if line.startswith("| ") and line[2].isdigit()}

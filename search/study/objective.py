@@ -84,4 +84,5 @@ class Objective:
             "optuna.trial_number": str(request.number),
             "method": request.method.name,
             "pareto": "false",
+            "nar.baseline": str(request.baseline).lower(),
         }

@@ -41,8 +41,9 @@ class TrialRequest:
 
     @property
     def run_name(self) -> str:
-        """The trial's MLflow run name: its number and its candidate, e.g. `trial 4 · nar ϕ2 α1.2 β1.1 γ1.15`."""
-        return f"trial {self.number} · {self.label}"
+        """The trial's MLflow run name: its number and its candidate, e.g. `trial 4 · nar ϕ2 α1.2 β1.1 γ1.15`,
+        or `trial 0 · baseline · …` for the reference every other trial is measured against."""
+        return f"trial {self.number} · {'baseline · ' if self.baseline else ''}{self.label}"
 
     @property
     def architecture(self) -> str:
