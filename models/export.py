@@ -12,7 +12,6 @@ the folder is written whole or not at all, and replaces only a previous export.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from torch import nn
 from nar_search.models.cost import spec_cost
 from nar_search.models.errors import ModelError
 from nar_search.models.spec import ArchSpec, spec_from_json
-from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, build_with_weights, save_weights
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, build_with_weights, file_sha256, save_weights
 
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
@@ -172,18 +171,13 @@ def _write_formats(model: nn.Module, spec: ArchSpec, preprocessing: Preprocessin
     write_onnx(model, example, folder / ONNX_FILE)
     cost = spec_cost(spec)
     # metadata.json comes last, so that its checksums cover every other file.
-    checksums = {path.name: _sha256(path) for path in sorted(folder.iterdir())}
+    checksums = {path.name: file_sha256(path) for path in sorted(folder.iterdir())}
     metadata = {**about, "gflops": cost.gflops, "params": cost.params, "torch": torch.__version__, "sha256": checksums}
     _write_json(folder / METADATA_FILE, metadata)
 
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -328,7 +322,7 @@ def load_export(folder: Path) -> ExportedModel:
             f"{folder}: preprocessing.json says {preprocessing.input_size} px inputs but spec.json {spec.input_size} px: "
             "the files come from different exports"
         )
-    return ExportedModel(folder, spec, preprocessing, _sha256(folder / METADATA_FILE))
+    return ExportedModel(folder, spec, preprocessing, file_sha256(folder / METADATA_FILE))
 
 
 def verify_checksums(folder: Path) -> None:
@@ -352,7 +346,7 @@ def verify_checksums(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             raise ModelError(f"{path}, listed in {METADATA_FILE}, is missing: export the model again")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise ModelError(
                 f"{path} has changed since it was exported (its SHA-256 differs from {METADATA_FILE}'s): export the model again"
             )

@@ -5,6 +5,7 @@ A plain PyTorch state dict (`.pt`, `.pth`) is read too, but only through
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,12 @@ TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 # A network travels as these two files: its spec and its weights.
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as exports and a study's base record them."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def save_weights(model: nn.Module, path: Path) -> None:

@@ -26,14 +26,35 @@ def exclusive(path: Path, what: str, fix: str) -> Iterator[None]:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = _lock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StudyConfigError(f"{what} {path} is in use by another nar command that is still running: {fix}") from None
-        except OSError as error:
-            if error.errno not in UNLOCKABLE:
-                raise
-            # NFS (a folder cannot be locked there) or Lustre without flock: go on unguarded.
+        if not locked:
             warnings.warn(f"{path} cannot be locked on its filesystem: a second command there at once is not stopped", stacklevel=3)
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+@contextmanager
+def one_at_a_time(folder: Path) -> Iterator[None]:
+    """Waits until no other process holds `folder`, then holds it: for work that processes
+    starting together must do one after another (making a new store)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        _lock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _lock(descriptor: int, operation: int) -> bool:
+    """Whether flock took the lock: False on a filesystem that cannot take it (NFS, where a
+    folder cannot be locked, or Lustre without flock), where the work goes on unguarded."""
+    try:
+        fcntl.flock(descriptor, operation)
+    except OSError as error:
+        if error.errno not in UNLOCKABLE:
+            raise
+        return False
+    return True

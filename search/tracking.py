@@ -3,8 +3,6 @@ terminal state (FINISHED, stopped early or not; FAILED with the reason; or KILLE
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import os
 import tempfile
@@ -18,6 +16,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nar_search.search.exclusive import one_at_a_time
 from nar_search.search.interrupts import Interrupted, deferred
 from nar_search.search.locations import check_tracking_uri, local_file
 
@@ -71,17 +70,6 @@ def run_link(experiment_id: str, run_id: str) -> str:
     return f"#/experiments/{experiment_id}/runs/{run_id}"
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # a filesystem that cannot lock (NFS, Lustre): made unguarded
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
 class UninterruptedClient:
     """An MlflowClient whose calls each finish before a Ctrl-C or SIGTERM is raised (see `deferred`)."""
 
@@ -116,7 +104,7 @@ class Tracker:
             self.artifact_root.mkdir(parents=True, exist_ok=True)
         # Processes that open a new store together would each run its migrations and collide:
         # the first makes it while the others wait.
-        with _locked(store.parent) if store is not None and create else nullcontext():
+        with one_at_a_time(store.parent) if store is not None and create else nullcontext():
             self.client = UninterruptedClient(MlflowClient(tracking_uri=self.tracking_uri))
 
     def experiment_id(self, name: str) -> str:

@@ -569,6 +569,7 @@ def select_command(
     """The cheapest trial whose val AUC is within --max-auc-drop of the baseline's: of the
     confirmed points, by their mean over seeds, once the study is confirmed."""
     from nar_search.search.front import pareto
+    from nar_search.search.study.record import TrialRecord, recorded
     from nar_search.search.study.storage import open_storage
 
     quiet_optuna()
@@ -596,8 +597,6 @@ def select_command(
         figures = f"val AUC {chosen.val_auc:.4f}, test AUC {chosen.test_auc:.4f}"
         if not chosen.confirmed:
             figures += " (one seed: `nar study confirm` trains the front again over more seeds)"
-    from nar_search.search.study.record import TrialRecord, recorded
-
     base_auc = recorded(TrialRecord.of(reference).val_auc)
     console.print(
         f"the cheapest trial whose val AUC is within {max_auc_drop:g} of the baseline's {base_auc:.4f} "

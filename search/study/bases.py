@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from optuna.trial import TrialState
 from nar_search.lightning_modules.distillation import TeacherTargets
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.models.base_network import BaseNetwork, load_base
-from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, file_sha256
 from nar_search.search.config import StudyConfig
 from nar_search.search.study.opening import original_network
 from nar_search.search.study.record import StudyRecord, TrialRecord
@@ -40,7 +39,7 @@ class BaseProvider:
         trial, on any worker, starts from it (from that folder, or where the folder is not, from
         that run)."""
         self.base = load_base(run_dir, self.config.model, self.original.input_size)
-        weights = _sha256(run_dir / WEIGHTS_FILE)
+        weights = file_sha256(run_dir / WEIGHTS_FILE)
         StudyRecord(base_network=str(run_dir.resolve()), base_sha256=weights, base_run_id=run_id).write(self.study)
 
     def wait(self, number: int) -> BaseNetwork:
@@ -84,7 +83,8 @@ class BaseProvider:
         folder = Path(record.base_network)
         if not folder.is_dir() and record.base_run_id is not None:  # trained on another machine
             folder = self._fetched(record.base_run_id)
-        if record.base_sha256 is not None and (folder / WEIGHTS_FILE).is_file() and _sha256(folder / WEIGHTS_FILE) != record.base_sha256:
+        weights = folder / WEIGHTS_FILE
+        if record.base_sha256 is not None and weights.is_file() and file_sha256(weights) != record.base_sha256:
             raise TrainingError(
                 f"the base network in {folder} is not the one the study's baseline trained (its checksum differs): "
                 "move that folder away and run the worker again"
@@ -109,8 +109,3 @@ class BaseProvider:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return cache
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()

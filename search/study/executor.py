@@ -35,7 +35,6 @@ class TrialExecutor:
             return TrialResult.trained(self._baseline(request, run_id, run_dir), stopped_at_rung=None)
         rungs = self._rungs(request)
         outcome = self._train(request, run_id, run_dir, self.training, [*self._pruning(request), *rungs])
-        self._release(run_dir)
         reached = TrialRecord.of(request.trial).rungs or []
         self.tracker.log_metric_series(run_id, [("rung_val_auc", rung["val_auc"], rung["epochs"]) for rung in reached])
         stopped = next((rung.stopped_at for rung in rungs if rung.stopped_at is not None), None)
@@ -45,9 +44,7 @@ class TrialExecutor:
         """One more seed of a trained candidate, at the full budget: no rung, no pruner stops it."""
         run_dir = Path("runs") / self.config.name / f"trial-{request.number}-seed{seed}"
         data = replace(self.data, split_seed=self.training.seed)
-        outcome = self._train(request, run_id, run_dir, replace(self.training, seed=seed, seeds=1), [], data)
-        self._release(run_dir)
-        return outcome
+        return self._train(request, run_id, run_dir, replace(self.training, seed=seed, seeds=1), [], data)
 
     def _release(self, run_dir: Path) -> None:
         """A candidate's local files, once its MLflow run holds its network (`keep_local` keeps
@@ -70,10 +67,11 @@ class TrialExecutor:
         callbacks: list[Callback],
         data: DataSettings | None = None,
     ) -> CandidateOutcome:
-        """The request's candidate trained as its method says, from the base and learning from it as `config` says."""
+        """The request's candidate trained as its method says, from the base and learning from it
+        as `config` says; its local files released once its MLflow run holds them."""
         training = request.method.training(request.candidate)
         mode = get_init_mode(config.init)
-        return train_in_run(
+        outcome = train_in_run(
             self.tracker,
             run_id,
             training.spec,
@@ -87,6 +85,8 @@ class TrialExecutor:
             progress=False,
             params=request.params,
         )
+        self._release(run_dir)
+        return outcome
 
     def _baseline(self, request: TrialRequest, run_id: str, run_dir: Path) -> CandidateOutcome:
         """The given base evaluated as it is, or, without one, the original network trained from

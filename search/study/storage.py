@@ -58,16 +58,18 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
                 heartbeat_stale_trial_callback=requeue,
                 engine_kwargs={"pool_pre_ping": True},
             )
-        except (IntegrityError, ProgrammingError) as error:
+        except (SQLAlchemyError, ImportError, ValueError) as error:
             # Workers that open a new database together each create Optuna's tables; all but
             # one collide (a unique violation in PostgreSQL's catalogue, or a table or type made
             # meanwhile) and find them made on a retry.
-            if isinstance(error, ProgrammingError) and "already exists" not in str(error):
-                raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {str(error).splitlines()[0][:200]}") from None
+            made_meanwhile = isinstance(error, IntegrityError) or (isinstance(error, ProgrammingError) and "already exists" in str(error))
+            if not made_meanwhile:
+                raise _unopenable(url, str(error).splitlines()[0][:200]) from None
             time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
-        except (SQLAlchemyError, ImportError, ValueError) as error:
-            reason = str(error).splitlines()[0][:200]
-            if "no password supplied" in reason or "password authentication failed" in reason:
-                reason += ": give the password in PGPASSWORD or ~/.pgpass (a study URL leaves it out)"
-            raise StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}") from None
-    raise StudyConfigError(f"cannot open study storage {hide_password(url)}: its tables could not be made; run again")
+    raise _unopenable(url, "its tables could not be made; run again")
+
+
+def _unopenable(url: str, reason: str) -> StudyConfigError:
+    if "no password supplied" in reason or "password authentication failed" in reason:
+        reason += ": give the password in PGPASSWORD or ~/.pgpass (a study URL leaves it out)"
+    return StudyConfigError(f"cannot open study storage {hide_password(url)}: {reason}")
