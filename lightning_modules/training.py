@@ -35,7 +35,6 @@ class SeedRun:
     test_auc: float
     epochs: int
     seconds: float
-    history: list[dict[str, float]]
     classifier: PatchClassifier = field(repr=False)
 
 
@@ -63,15 +62,22 @@ class TrainingResult:
         return sum(run.seconds for run in self.runs)
 
 
-class EpochHistory(Callback):
-    """Keeps the epoch-level metrics (train and val loss and AUC) of one fit."""
+# (seed, epochs trained so far, that epoch's train and val loss and AUC) → None
+EpochListener = Callable[[int, int, dict[str, float]], None]
 
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
+
+class EpochHistory(Callback):
+    """Counts the epochs of one fit and hands each epoch's metrics (train and val loss and AUC)
+    to `listener` as soon as the epoch ends, so that a fit stopped midway keeps what it did."""
+
+    def __init__(self, seed: int, listener: EpochListener | None = None) -> None:
+        self.seed, self.listener = seed, listener
+        self.epochs = 0
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-        self.epochs.append({"epoch": trainer.current_epoch, **metrics})
+        self.epochs += 1
+        if self.listener is not None:
+            self.listener(self.seed, self.epochs, {name: float(value) for name, value in trainer.callback_metrics.items()})
 
 
 def make_trainer(config: TrainingConfig, run_dir: Path, callbacks: Sequence[Callback] = (), progress: bool = True) -> pl.Trainer:
@@ -100,6 +106,7 @@ def train_spec(
     progress: bool = True,
     finalize: Callable[[PatchClassifier], PatchClassifier] | None = None,
     teacher: TeacherTargets | None = None,
+    on_epoch: EpochListener | None = None,
 ) -> TrainingResult:
     """Trains `spec` once per seed, each fresh model started as `config.init` says (from
     `base`, the trained original network, when inheriting), and distilled from `base` when
@@ -107,7 +114,7 @@ def train_spec(
 
     Without `finalize` the best checkpoint by val AUC is evaluated. With it, the network that
     `finalize` makes of the final weights is (ResRep: the converted thinner network, whose
-    masks reach the FLOPs target only at the end)."""
+    masks reach the FLOPs target only at the end). `on_epoch` hears of every epoch as it ends."""
     init_mode = get_init_mode(config.init)
     teachers: list[Callback] = []
     if config.distill is not None:
@@ -130,7 +137,7 @@ def train_spec(
             distill_temperature=distill.temperature,
         )
         init_mode.initialise(classifier.model, spec, base)
-        history = EpochHistory()
+        history = EpochHistory(seed, on_epoch)
         best = ModelCheckpoint(dirpath=run_dir / f"seed{seed}", filename="best", monitor="val_auc", mode="max", save_weights_only=True)
         seed_callbacks = [history, best, *callbacks, *teachers]
         if config.patience is not None:
@@ -151,9 +158,8 @@ def train_spec(
                 seed=seed,
                 val_auc=float(val_auc),
                 test_auc=float(test_auc),
-                epochs=len(history.epochs),
+                epochs=history.epochs,
                 seconds=seconds,
-                history=history.epochs,
                 classifier=classifier,
             )
         )
@@ -177,7 +183,6 @@ def evaluate_base(
         test_auc=float(test_auc),
         epochs=0,
         seconds=time.perf_counter() - start,
-        history=[],
         classifier=classifier,
     )
     return TrainingResult(runs=[run])

@@ -4,11 +4,10 @@ select --json`: found, exported to a model folder, and registered in the MLflow 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nar_search.models.errors import ModelError
 from nar_search.models.spec import ArchSpec, spec_from_json
@@ -19,6 +18,8 @@ from nar_search.search.urls import hide_password
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from nar_search.search.tracking import Tracker
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,14 @@ def _study_trial(
 def fetch_model(source: ModelSource, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
     """Spec, network and what is known about it (source, AUCs) from the source's run."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from nar_search.models.weights import build_with_weights
+    from nar_search.search.tracking import Tracker
 
-    client = MlflowClient(tracking_uri=source.tracking_uri)
+    tracker = Tracker(source.tracking_uri, create=False)
     try:
-        run = client.get_run(source.run_id)
-        for name in ("spec.json", "model.safetensors"):
-            client.download_artifacts(source.run_id, name, str(folder))
+        run = tracker.client.get_run(source.run_id)
+        tracker.download_network(source.run_id, folder)
     except (MlflowException, OSError) as error:
         raise ModelError(
             f"cannot fetch the model of {source.describe()} from {hide_password(source.tracking_uri)} "
@@ -140,15 +140,65 @@ def _check_against_run(source: ModelSource, tags: dict[str, str]) -> None:
         raise ModelError(f"the selection does not match MLflow run {source.run_id}: {said}; write it again with `nar study select --json`")
 
 
-def export_source(source: ModelSource, out: Path, overwrite: bool) -> tuple[Path, ArchSpec]:
-    """The source's network exported to `out` in every format (checked to agree); returns the
-    folder and the network's spec."""
+def fetch_logged_model(uri: str, tracking_uri: str | None, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
+    """Spec, network and what is known about it from a model URI: `models:/NAME/VERSION` or
+    `models:/NAME@ALIAS` of the Model Registry (`nar export --register`), or `models:/MODEL_ID`
+    of a trained candidate (the Models tab)."""
+    from mlflow.exceptions import MlflowException
+
+    from nar_search.models.weights import build_with_weights
+    from nar_search.search.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, create=False)
+    try:
+        model = tracker.client.get_logged_model(_model_id(tracker, uri))
+        tracker.download_model(model, folder)
+    except (MlflowException, OSError) as error:
+        raise ModelError(
+            f"cannot fetch model {uri} from {hide_password(tracker.tracking_uri)} ({_last_line(error)}): "
+            "check the name, version or alias (`models:/NAME/VERSION`, `models:/NAME@ALIAS`, `models:/MODEL_ID`) and --tracking-uri"
+        ) from None
+    spec = spec_from_json((folder / "spec.json").read_text())
+    about = {
+        "source": {
+            "model_uri": uri,
+            "model_id": model.model_id,
+            "mlflow_run_id": model.source_run_id,
+            "tracking_uri": hide_password(tracker.tracking_uri),
+        },
+        **{metric.key: metric.value for metric in model.metrics or [] if metric.key in ("val_auc", "test_auc")},
+    }
+    return spec, build_with_weights(spec, folder / "model.safetensors"), about
+
+
+def _model_id(tracker: Tracker, uri: str) -> str:
+    reference = uri.removeprefix("models:/")
+    if reference == uri or not reference:
+        raise ModelError(f"{uri} is not a model URI: give models:/NAME/VERSION, models:/NAME@ALIAS or models:/MODEL_ID")
+    if "@" in reference:
+        version = tracker.client.get_model_version_by_alias(*reference.split("@", 1))
+    elif "/" in reference:
+        version = tracker.client.get_model_version(*reference.split("/", 1))
+    else:
+        return reference
+    # A SQL registry keeps no model id; the version's source names the LoggedModel it registered.
+    model_id = version.model_id or str(version.source).removeprefix("models:/")
+    if "/" in model_id or ":" in model_id:
+        raise ModelError(f"{uri} was registered from {version.source}, not from a logged model: register it with `nar export --register`")
+    return cast(str, model_id)
+
+
+def export_source(source: ModelSource | str, out: Path, overwrite: bool, tracking_uri: str | None = None) -> tuple[Path, ArchSpec]:
+    """The network of a study trial or run (`source`), or of a model URI (`models:/…`), exported to
+    `out` in every format (checked to agree); returns the folder and the network's spec."""
     from nar_search.models.export import export_model
     from nar_search.prediction.network import training_preprocessing
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the export command's own line says what was fetched
     with tempfile.TemporaryDirectory() as scratch:
-        spec, model, about = fetch_model(source, Path(scratch))
+        if isinstance(source, str):
+            spec, model, about = fetch_logged_model(source, tracking_uri, Path(scratch))
+        else:
+            spec, model, about = fetch_model(source, Path(scratch))
     return export_model(model, spec, training_preprocessing(spec), out, about, overwrite), spec
 
 
@@ -164,7 +214,8 @@ def register_export(folder: Path, source: ModelSource, name: str, alias: str | N
 
     import mlflow
     from nar_search.models.export import ONNX_FILE, PREPROCESSING_FILE
-    from nar_search.search.tracking import PARENT_TAG
+    from nar_search.models.weights import WEIGHTS_FILE, file_sha256
+    from nar_search.search.tracking import EXPORT_MODEL_TYPE, PARENT_TAG, WEIGHTS_SHA256_TAG
 
     preprocessing = json.loads((folder / PREPROCESSING_FILE).read_text())
     side = preprocessing["input_size"]
@@ -186,6 +237,8 @@ def register_export(folder: Path, source: ModelSource, name: str, alias: str | N
                 extra_files=[str(p) for p in sorted(folder.iterdir()) if p.name != ONNX_FILE],
                 metadata={"preprocessing": preprocessing},
                 pip_requirements=["onnxruntime", "onnx"],
+                model_type=EXPORT_MODEL_TYPE,
+                tags={WEIGHTS_SHA256_TAG: file_sha256(folder / WEIGHTS_FILE), "nar.source_run_id": source.run_id},
             )
         version = int(info.registered_model_version)
         if alias:

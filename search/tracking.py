@@ -12,10 +12,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModel, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nar_search.models.errors import ModelError
+from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, file_sha256
 from nar_search.search.exclusive import one_at_a_time
 from nar_search.search.interrupts import Interrupted, deferred
 from nar_search.search.locations import check_tracking_uri, local_file
@@ -28,6 +30,14 @@ DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value violates uniqu
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, as Markdown
 # Why a FINISHED run ended before its last epoch: over a GFLOPs budget, pruned, stopped at a rung.
 STOPPED_EARLY_TAG = "nar.stopped_early"
+# A trained network is an MLflow LoggedModel (the UI's Models tab) of our own two files, spec.json
+# and model.safetensors: no flavour, so nothing pickled. Its run names it by this tag.
+MODEL_ID_TAG = "nar.model_id"
+MODEL_TYPE = "nar-network"
+EXPORT_MODEL_TYPE = "nar-export"  # an export logged for the Model Registry: ONNX, the other files beside it
+WEIGHTS_SHA256_TAG = "nar.weights_sha256"
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+_BAD_MODEL_NAME = str.maketrans({".": ",", "/": "-", ":": "-", "%": "-", '"': "", "'": ""})  # what MLflow refuses in a model's name
 _BATCH = 500  # MLflow's log_batch accepts at most 1000 metrics and 100 params a call
 
 
@@ -165,9 +175,13 @@ class Tracker:
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         self.log_metric_series(run_id, [(name, float(value), step) for name, value in metrics.items()])
 
-    def log_metric_series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+    def log_metric_series(
+        self, run_id: str, points: list[tuple[str, float, int]], model_id: str | None = None, dataset: Dataset | None = None
+    ) -> None:
+        """Metrics (name, value, step), of the LoggedModel `model_id` and measured on `dataset` when given."""
         now = int(time.time() * 1000)  # two workers logging a parent's figures at one step are two points, not one
-        items = [Metric(name, value, now, step) for name, value, step in points]
+        on = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset is not None else {}
+        items = [Metric(name, value, now, step, model_id=model_id, **on) for name, value, step in points]
         for start in range(0, len(items), _BATCH):
             try:
                 self.client.log_batch(run_id, metrics=items[start : start + _BATCH])
@@ -190,3 +204,63 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_datasets(self, run_id: str, datasets: Mapping[str, Dataset]) -> None:
+        """The run's inputs, {context (train, validation, test): dataset}: the UI's Datasets."""
+        inputs = [DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, context)]) for context, dataset in datasets.items()]
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_network(self, run_id: str, folder: Path, params: Mapping[str, Any]) -> str:
+        """The network in `folder` (spec.json, model.safetensors) as a LoggedModel of run `run_id`,
+        named as the run is; returns its id, which the run's tag `nar.model_id` records too."""
+        run = self.client.get_run(run_id)
+        weights = folder / WEIGHTS_FILE
+        model = self.client.create_logged_model(
+            run.info.experiment_id,
+            name=(run.info.run_name or run_id).translate(_BAD_MODEL_NAME),
+            source_run_id=run_id,
+            params=flatten(params),
+            model_type=MODEL_TYPE,
+            tags={WEIGHTS_SHA256_TAG: file_sha256(weights)},
+        )
+        try:
+            for path in (folder / SPEC_FILE, weights):  # the two files alone: a run folder holds checkpoints too
+                self.client.log_model_artifact(model.model_id, str(path))
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.set_tags(run_id, {MODEL_ID_TAG: model.model_id})
+        return cast(str, model.model_id)
+
+    def download_network(self, run_id: str, folder: Path) -> None:
+        """The network that run `run_id` trained (spec.json, model.safetensors) into `folder`. A
+        run logged before networks were LoggedModels holds the two files as its own artifacts."""
+        model_id = self.client.get_run(run_id).data.tags.get(MODEL_ID_TAG)
+        if model_id is None:
+            for name in (SPEC_FILE, WEIGHTS_FILE):
+                self.client.download_artifacts(run_id, name, str(folder))
+            return
+        self.download_model(self.client.get_logged_model(model_id), folder)
+
+    def download_model(self, model: LoggedModel, folder: Path) -> None:
+        """The network of a LoggedModel, a trained candidate or a registered export (which keeps
+        it among its extra files), into `folder`; its weights checked against the recorded SHA-256."""
+        from mlflow.artifacts import download_artifacts
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the commands' own lines say what was fetched
+        if WEIGHTS_SHA256_TAG not in model.tags:
+            raise ModelError(
+                f"model {model.model_id} ({model.name}) holds no network of NAR Search: "
+                "name one that a study or `nar export --register` logged"
+            )
+        within = "extra_files/" if model.model_type == EXPORT_MODEL_TYPE else ""
+        for name in (SPEC_FILE, WEIGHTS_FILE):
+            download_artifacts(
+                artifact_uri=f"{model.artifact_location}/{within}{name}", dst_path=str(folder), tracking_uri=self.tracking_uri
+            )
+        if file_sha256(folder / WEIGHTS_FILE) != model.tags[WEIGHTS_SHA256_TAG]:
+            raise ModelError(
+                f"the weights of model {model.model_id} ({model.name}) do not match their recorded SHA-256: "
+                "the store is damaged; log the model again"
+            )

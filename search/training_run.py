@@ -23,8 +23,9 @@ from nar_search.lightning_modules.training import TrainingResult, evaluate_base,
 from nar_search.models.base_network import BaseNetwork
 from nar_search.models.cost import measure_latency, spec_cost
 from nar_search.models.spec import ArchSpec
-from nar_search.models.weights import WEIGHTS_FILE, save_network
+from nar_search.models.weights import save_network
 from nar_search.search.cli.console import errors
+from nar_search.search.datasets import CONTEXTS, split_datasets
 from nar_search.search.front.plots import roc_png
 from nar_search.search.tracking import Tracker
 
@@ -151,8 +152,13 @@ def train_in_run(
     `config.distill` start from and learn from. `params`: what the run records beside its
     network, training and data (the method's settings)."""
 
+    def curves(seed: int, epoch: int, metrics: dict[str, float]) -> None:
+        # As each epoch ends, at the step of the epochs trained (as rung_val_auc): a long trial is
+        # watched live, and one stopped midway keeps its curves.
+        tracker.log_metric_series(run_id, [(f"{name}/seed{seed}", value, epoch) for name, value in metrics.items()])
+
     def train(datamodule: PatchDataModule) -> TrainingResult:
-        return train_spec(spec, datamodule, config, run_dir, callbacks, base, progress, finalize, teacher)
+        return train_spec(spec, datamodule, config, run_dir, callbacks, base, progress, finalize, teacher, curves)
 
     return _record(tracker, run_id, spec, data, config, run_dir, train, params)
 
@@ -191,6 +197,8 @@ def _record(
     datamodule = data.datamodule(spec.input_size, config)
     datamodule.setup()
     _warn_of_data_findings(tracker, run_id, data.source, datamodule.findings())
+    datasets = split_datasets(data.source, datamodule)
+    tracker.log_datasets(run_id, {CONTEXTS[split]: dataset for split, dataset in datasets.items()})
     tracker.log_files(run_id, {"splits.json": json.dumps(datamodule.slides_by_split(), indent=2)})
     result = obtain(datamodule)
     trained = result.best.classifier.spec  # ResRep's is the converted, thinner network
@@ -199,23 +207,21 @@ def _record(
     latency = measure_latency(result.best.classifier.model, trained.input_size, batch_size=8, warmup=1, repeats=3)
     (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
     epochs = sum(run.epochs for run in result.runs)
-    tracker.log_metrics(
-        run_id,
-        {
-            "val_auc": val_auc,
-            "val_auc_std": val_std,
-            "test_auc": test_auc,
-            "test_auc_std": test_std,
-            "gflops": cost.gflops,
-            "params": cost.params,
-            "latency_ms_per_patch": latency.ms_per_patch,
-            "throughput_patches_per_s": latency.throughput,
-            "train_seconds": result.seconds,
-            "epochs_trained": epochs,
-        },
-    )
-    tracker.log_metric_series(run_id, _curves(result))
-    _log_model_artifacts(tracker, run_id, result, run_dir)
+    model_id = _log_network(tracker, run_id, result, run_dir, cost.gflops)
+    for figures, dataset in (
+        ({"val_auc": val_auc, "val_auc_std": val_std}, datasets["val"]),
+        ({"test_auc": test_auc, "test_auc_std": test_std}, datasets["test"]),
+    ):
+        tracker.log_metric_series(run_id, [(name, value, 0) for name, value in figures.items()], model_id, dataset)
+    figures = {
+        "gflops": cost.gflops,
+        "params": cost.params,
+        "latency_ms_per_patch": latency.ms_per_patch,
+        "throughput_patches_per_s": latency.throughput,
+        "train_seconds": result.seconds,
+        "epochs_trained": epochs,
+    }
+    tracker.log_metric_series(run_id, [(name, float(value), 0) for name, value in figures.items()], model_id)
     return CandidateOutcome(
         run_id=run_id,
         spec=trained,
@@ -245,22 +251,14 @@ def _warn_of_data_findings(tracker: Tracker, run_id: str, source: Path, findings
     )
 
 
-def _curves(result: TrainingResult) -> list[tuple[str, float, int]]:
-    return [
-        (f"{name}/seed{run.seed}", value, int(epoch["epoch"]))
-        for run in result.runs
-        for epoch in run.history
-        for name, value in epoch.items()
-        if name != "epoch"
-    ]
-
-
-def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, run_dir: Path) -> None:
+def _log_network(tracker: Tracker, run_id: str, result: TrainingResult, run_dir: Path, gflops: float) -> str:
+    """The best seed's network as the run's LoggedModel, its ROC and every seed's AUCs as the
+    run's artifacts; returns the model's id."""
     best = result.best
     spec = best.classifier.spec
     # spec.json + model.safetensors: the run folder is a network a study can take as its base.
     save_network(best.classifier.model, spec, run_dir)
-    tracker.log_artifact(run_id, run_dir / WEIGHTS_FILE)
+    model_id = tracker.log_network(run_id, run_dir, {"model": spec.model_name, "input_size": spec.input_size, "gflops": f"{gflops:.4g}"})
     scores, labels = best.classifier.test_predictions()
     per_seed = [{"seed": r.seed, "val_auc": r.val_auc, "test_auc": r.test_auc, "epochs": r.epochs} for r in result.runs]
     tracker.log_files(
@@ -271,3 +269,4 @@ def _log_model_artifacts(tracker: Tracker, run_id: str, result: TrainingResult, 
             "seeds.json": json.dumps(per_seed, indent=2),
         },
     )
+    return model_id

@@ -24,8 +24,9 @@ from nar_search.models.export import export_model, load_export
 from nar_search.models.reduce import nar_reduce
 from nar_search.models.registry import original_spec
 from nar_search.models.spec import spec_from_json
+from nar_search.models.weights import file_sha256
 from nar_search.search.config import StudyConfigError
-from nar_search.search.model_source import find_source
+from nar_search.search.model_source import export_source, find_source
 from nar_search.search.tracking import Tracker
 from nar_search.search.training_run import DataSettings, train_and_record
 
@@ -145,6 +146,21 @@ def test_the_export_is_registered_under_its_alias(exported, trained, tracker):
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
     assert np.allclose(registered.predict(batch)["logits"], expected, atol=1e-4)
+
+
+def test_a_model_uri_gives_back_the_network(exported, trained, tracker, tmp_path):
+    """The registered export by alias and by version, and the trained candidate's LoggedModel
+    by its id: each fetched with its checksum checked and exported again, the same weights."""
+    candidate = tracker.client.get_run(trained.run_id).data.tags["nar.model_id"]
+    weights = file_sha256(exported / "model.safetensors")
+    for number, uri in enumerate(("models:/til@champion", "models:/til/1", f"models:/{candidate}")):
+        folder, spec = export_source(uri, tmp_path / str(number), overwrite=False, tracking_uri=tracker.tracking_uri)
+        assert spec == trained.spec and file_sha256(folder / "model.safetensors") == weights, uri
+        assert json.loads((folder / "metadata.json").read_text())["source"]["model_uri"] == uri
+    for uri, problem in (("models:/til/7", "cannot fetch model models:/til/7"), ("til", "is not a model URI")):
+        with pytest.raises(ModelError, match=problem):
+            export_source(uri, tmp_path / "wrong", overwrite=False, tracking_uri=tracker.tracking_uri)
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_a_study_trial_names_its_run(trained, tracker, tmp_path):

@@ -72,7 +72,11 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
         assert child.info.status == "FINISHED"
         assert {"method", "phi", "input_size", "depths"} <= child.data.params.keys()
         assert {"val_auc", "test_auc", "gflops"} <= child.data.metrics.keys()
-        assert {"spec.json", "model.safetensors"} <= {a.path for a in tracker.client.list_artifacts(child.info.run_id)}
+        assert "spec.json" in {a.path for a in tracker.client.list_artifacts(child.info.run_id)}
+        # its network a LoggedModel (the Models tab) with its AUCs; its patches Datasets
+        model = tracker.client.get_logged_model(child.data.tags["nar.model_id"])
+        assert model.source_run_id == child.info.run_id and {"val_auc", "test_auc"} <= {m.key for m in model.metrics}
+        assert len(tracker.client.get_run(child.info.run_id).inputs.dataset_inputs) == 3
     # trial ↔ run linked both ways; Pareto tags match Optuna's front
     by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials}
     assert {c.info.run_id for c in children} == set(by_run)

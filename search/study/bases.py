@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from nar_search.lightning_modules.distillation import TeacherTargets
 from nar_search.lightning_modules.errors import TrainingError
 from nar_search.models.base_network import BaseNetwork, load_base
-from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, file_sha256
+from nar_search.models.weights import WEIGHTS_FILE, file_sha256
 from nar_search.search.config import StudyConfig
 from nar_search.search.study.opening import original_network
 from nar_search.search.study.record import StudyRecord, TrialRecord
@@ -100,8 +100,7 @@ class BaseProvider:
         cache.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
         try:
-            for name in (SPEC_FILE, WEIGHTS_FILE):
-                self.tracker.client.download_artifacts(run_id, name, str(staging))
+            self.tracker.download_network(run_id, staging)
             os.replace(staging, cache)
         except OSError:
             if not cache.is_dir():  # else another worker here put its copy in place first
