@@ -1,5 +1,6 @@
 """`nar dashboard` (issue 16): the MLflow UI of any store and optuna-dashboard of a study, on
-127.0.0.1, stopped with their servers; bad input one line, no password shown.
+127.0.0.1, stopped with their servers; bad input one line, no password shown; optuna-dashboard
+given the front as the MLflow views draw it, GFLOPs across, and the baseline named (issue 30).
 The servers start for real: the MLflow UI takes some 25 to 60 s to answer on a busy 2-core machine."""
 
 import json
@@ -15,7 +16,12 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import run_cli
+from optuna_dashboard import get_note, save_note
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
+from nar_search.search.cli.dashboard import FRONT_PLOT_ID, show_front
+from nar_search.search.front.plots import BASELINE_NAME
+from nar_search.search.study.record import StudyRecord, TrialRecord
 from nar_search.search.tracking import Tracker
 from nar_search.search.urls import without_password
 
@@ -118,11 +124,40 @@ def test_optuna_dashboard_names_the_objectives_and_stops_on_sigterm(tmp_path):
         [summary] = get_json(dashboard, f"http://127.0.0.1:{port}/api/studies", log)["study_summaries"]
         detail = get_json(dashboard, f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", log)
         assert detail["objective_names"] == ["val_auc", "gflops"]
+        assert detail["plotly_graph_objects"] == []  # not a study of `nar study run`: nothing of its to draw
         assert stop(dashboard, signal.SIGTERM) == 0
         assert_port_free(port)
     finally:
         dashboard.kill()
     assert optuna.load_study(study_name="named", storage=url).metric_names == ["val_auc", "gflops"]
+
+
+def trained(study: optuna.Study, val_auc: float, gflops: float, **record) -> None:
+    attrs = TrialRecord(method="nar", gflops=gflops, val_auc=val_auc, test_auc=val_auc, mlflow_run_id="run", **record).attrs()
+    study.add_trial(optuna.trial.create_trial(values=[val_auc, gflops], user_attrs=attrs))
+
+
+def test_optuna_dashboard_is_given_the_front_gflops_across_and_the_baseline_named():
+    study = optuna.create_study(study_name="drawn", directions=["maximize", "minimize"])
+    StudyRecord(config={"name": "drawn"}).write(study)
+    trained(study, 0.90, 1.0, baseline=True)
+    trained(study, 0.85, 0.1)
+    show_front(study)
+    trained(study, 0.70, 0.01)
+    show_front(study)  # the dashboard started again: its plot redrawn, not one more
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    plots = get_plotly_graph_objects(attrs)
+    assert list(plots) == [FRONT_PLOT_ID]
+    figure = json.loads(plots[FRONT_PLOT_ID])
+    assert figure["layout"]["xaxis"]["title"]["text"].startswith("GFLOPs") and figure["layout"]["yaxis"]["title"]["text"] == "val AUC"
+    assert [trace["x"] for trace in figure["data"] if trace["name"] == BASELINE_NAME] == [[1.0]]
+    assert "3 trained" in figure["layout"]["title"]["text"]
+    note = get_note(study)
+    assert note.startswith("**Trial 0 is the baseline** (ϕ = 0)") and "gflops as its Objective X" in note
+    assert attrs["dashboard:note_ver"] == 1  # written once: the same note again is left as it is
+    save_note(study, "the user's own words")
+    show_front(study)
+    assert get_note(study) == "the user's own words"
 
 
 def test_a_busy_port_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):

@@ -1,12 +1,16 @@
 """The Pareto views logged to MLflow, from hand-made points: the HTML page loads nothing, draws
 one linked, labelled point per trial on a log GFLOPs axis, the front as a staircase and the
-stopped candidates apart; the Markdown table lists the front."""
+stopped candidates apart, and lists the front's runs; the PNG keeps its legend off the points
+and its GFLOPs in plain numbers; the Markdown table lists the front; optuna-dashboard's figure
+puts GFLOPs across. What the page's script does in the MLflow UI's sandboxed preview is
+bench/dashboard_browser.py's to check, in a real browser."""
 
+import json
 from html.parser import HTMLParser
 
 import pytest
 
-from nar_search.search.front.plots import pareto_html, pareto_markdown, pareto_png
+from nar_search.search.front.plots import BASELINE_NAME, pareto_figure, pareto_html, pareto_markdown, pareto_plotly, pareto_png
 
 
 def point(trial: int, gflops: float, val_auc: float, method: str = "nar", **fields) -> dict:
@@ -91,6 +95,7 @@ def test_each_point_is_a_labelled_link_to_its_run_with_its_details(points):
     for p in points:
         attrs, text = by_trial[p["trial"]]
         assert attrs["href"] == f"#/experiments/7/runs/run{p['trial']}" and attrs["target"] == "_top"
+        assert attrs["data-run"] == f"run{p['trial']}"
         details, label = text[: text.rindex(str(p["trial"]))], text[text.rindex(str(p["trial"])) :]
         assert label == str(p["trial"])  # the number drawn beside the marker
         assert f"trial {p['trial']} · {p['label']}" in details and "input 48 px" in details
@@ -102,7 +107,7 @@ def test_each_point_is_a_labelled_link_to_its_run_with_its_details(points):
 def test_gflops_are_on_a_log_axis_and_the_front_is_a_staircase(points):
     front = [p for p in sorted(points, key=lambda p: p["gflops"]) if p["pareto"]]
     parsed = Elements(pareto_html(points, front, "tiny"))
-    index = {int(attrs["data-trial"]): i for i, (tag, attrs) in enumerate(parsed.elements) if "data-trial" in attrs}
+    index = {int(attrs["data-trial"]): i for i, (tag, attrs) in enumerate(parsed.elements) if "point" in attrs.get("class", "").split()}
     x = {trial: float(parsed.first_shape_after(i).get("cx", "nan")) for trial, i in index.items() if trial != 0}
     assert x[2] < x[1] < x[3]  # 0.01, 0.1, 0.5 GFLOPs
     decade = x[1] - x[2]
@@ -145,6 +150,10 @@ def test_the_markdown_table_lists_the_front_with_links(points):
         assert row.endswith(f"[run](#/experiments/7/runs/run{p['trial']}) |")
     assert "nar \\| odd\\_name" in table and "my\\_study" in table and "(baseline)" in rows[0]
     assert "](#/experiments/7/runs/parent)" in table
+    # the first line, all that the UI shows closed, says the outcome in words, no Markdown heading
+    cheapest = max((p for p in front if not p["baseline"]), key=lambda p: p["reduction"])
+    first = table.splitlines()[0]
+    assert not first.startswith("#") and f"up to {cheapest['reduction']:.1f}× fewer GFLOPs (trial {cheapest['trial']}," in first
 
 
 def test_a_study_without_a_trained_trial_yet_still_gets_its_views():
@@ -170,3 +179,55 @@ def test_confirmed_points_show_their_mean_and_spread_and_their_own_front(points)
     assert "| 1 | nar ϕ1 | 48 px | 0.1 | 1.00 | 1.50 ms/patch | 3 | 0.8200 ± 0.0200 | 0.8000 ± 0.0100 |" in confirmed_rows
     assert "| 0 | nar ϕ0 (baseline) |" in confirmed_rows and "\n| 3 |" not in confirmed_rows
     assert pareto_png(points, [p for p in points if p["pareto"]], "tiny").startswith(b"\x89PNG")
+
+
+def test_the_front_s_runs_are_listed_beside_the_chart_to_copy(points):
+    front = [p for p in sorted(points, key=lambda p: p["gflops"]) if p["pareto"]]
+    page = pareto_html(points, front, "tiny")
+    parsed = Elements(page)
+    rows = [attrs for tag, attrs in parsed.elements if tag == "tr" and "data-trial" in attrs]
+    assert [int(row["data-trial"]) for row in rows] == [p["trial"] for p in front]
+    runs = [attrs for tag, attrs in parsed.elements if tag == "a" and attrs.get("class") == "run"]
+    assert [(a["href"], a["data-run"], a["target"]) for a in runs] == [(p["run_link"], p["mlflow_run_id"], "_top") for p in front]
+    assert all(f"<code>{p['mlflow_run_id']}</code>" in page for p in front)
+    assert "<td>NAR (baseline)</td>" in page and "<td>0.01</td><td>0.7000</td>" in page
+    # What the script fills and copies from when a click may not leave the preview's frame.
+    fields = {attrs["id"]: attrs for tag, attrs in parsed.elements if tag == "input"}
+    assert set(fields) == {"run-id", "run-url"} and all("readonly" in f for f in fields.values())
+    assert {attrs["data-copy"] for tag, attrs in parsed.elements if tag == "button"} == {"run-id", "run-url"}
+    assert 'document.execCommand("copy")' in page and 'window.origin !== "null"' in page
+    # No claim of what the sandbox refuses: leading the top page away, or a window of the script's.
+    assert "window.top" not in page and "window.open" not in page and "_blank" not in page
+
+
+def test_the_png_keeps_its_legend_off_the_points_and_its_gflops_plain(points):
+    points[1] |= {"seeds": 3, "val_auc_sd": 0.02, "mean_test_auc": 0.8, "test_auc_sd": 0.01, "confirmed": True}
+    points[1] |= {"mean_val_auc": 0.82, "confirmed_front": True}
+    for drawn in (points, [point(0, 0.31, 0.9, baseline=True), point(1, 0.33, 0.8)]):  # four decades, and a twentieth of one
+        figure = pareto_figure(drawn, [p for p in drawn if p["pareto"]], "tiny")
+        figure.canvas.draw()
+        (axes,) = figure.axes
+        (legend,) = figure.legends
+        box, area = legend.get_window_extent(), axes.get_window_extent()
+        assert not box.overlaps(area)  # off the axes: over no point
+        assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 and figure.bbox.y0 <= box.y0  # and not cut off
+        labels = [label.get_text() for label in axes.get_xticklabels(which="both") if label.get_text()]
+        assert not [label for label in labels if "10^" in label or "times" in label or "×" in label]
+        assert len(labels) >= 3 and all(float(label) > 0 for label in labels)  # plain numbers
+    assert labels == ["0.31", "0.32", "0.33"]
+    figure = pareto_figure(points, [], "tiny")
+    figure.canvas.draw()
+    assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
+
+
+def test_optuna_dashboard_s_figure_puts_gflops_across_and_names_the_baseline(points):
+    figure = json.loads(json.dumps(pareto_plotly(points, [p for p in points if p["pareto"]], "tiny")))  # as it is stored
+    axis = figure["layout"]["xaxis"]
+    assert axis["type"] == "log" and axis["title"]["text"].startswith("GFLOPs") and figure["layout"]["yaxis"]["title"]["text"] == "val AUC"
+    assert axis["ticktext"] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"] and axis["tickvals"][-1] == 1.0
+    traces = {trace["name"]: trace for trace in figure["data"]}
+    baseline = traces[BASELINE_NAME]
+    assert baseline["x"] == [1.0] and baseline["y"] == [0.90] and baseline["marker"]["symbol"] == "star"
+    assert traces["NAR"]["text"] == ["0", "1", "3"] and traces["Pareto front"]["line"]["shape"] == "hv"
+    assert "trial 0 · NAR · baseline" in traces[BASELINE_NAME]["hovertext"][0]
+    assert figure["layout"]["legend"]["x"] > 1  # right of the plot, off its points

@@ -3,6 +3,7 @@ on 127.0.0.1 until stopped, their servers stopped with them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import sys
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,8 +23,14 @@ from nar_search.search.interrupts import Interrupted, interruptible, signal_name
 from nar_search.search.study.lookup import load_study, locate_study, open_named_study, quiet_optuna, study_tracking_uri
 from nar_search.search.urls import hide_password
 
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
 LOCALHOST = "127.0.0.1"  # the dashboards serve this machine only: reach them from elsewhere through an SSH tunnel
 STOP_SECONDS = 15  # a server's grace to end on SIGTERM before it is killed
+FRONT_PLOT_ID = "nar-pareto-front"  # the study's plot in optuna-dashboard: saved again under it, it is replaced
+NOTE_SIGNATURE = "*Written by `nar dashboard --optuna` as it starts: delete this line, and the note is yours to keep.*"
 
 
 def dashboard_command(
@@ -139,6 +146,7 @@ def _serve_optuna(config_file: Path | None, name: str | None, storage: str | Non
     if study.metric_names is None:  # a study made before its objectives were named
         study.set_metric_names(list(OBJECTIVE_NAMES[: len(study.directions)]))
     _check_free(port)
+    show_front(study)
     server = make_server(LOCALHOST, port, optuna_dashboard.wsgi(backend), server_class=Server, handler_class=QuietHandler)
     console.print(
         f"optuna-dashboard for study {study_name} in {hide_password(url)} at [bold]http://{LOCALHOST}:{port}[/] (Ctrl-C stops it)"
@@ -150,6 +158,57 @@ def _serve_optuna(config_file: Path | None, name: str | None, storage: str | Non
         console.print(f"optuna-dashboard stopped ({signal_name(stop)})")
     finally:
         server.server_close()
+
+
+class _PlotlyJson:
+    """A figure as `optuna_dashboard.save_plotly_graph_object` reads one: by its `to_json()`
+    alone, so that its JSON, made without Plotly, needs no Plotly installed."""
+
+    def __init__(self, figure: dict[str, Any]) -> None:
+        self.figure = figure
+
+    def to_json(self) -> str:
+        return json.dumps(self.figure)
+
+
+def show_front(study: optuna.Study) -> None:
+    """What optuna-dashboard shows of the front as the MLflow views show it. Its own Pareto Front
+    plot, atop the study's page, puts the first objective, val_auc, across (its Objective X menu,
+    which forgets the choice on reload, is the only way to swap its axes) and marks no baseline.
+    So the study gets a plot of its own, which optuna-dashboard draws further down that page:
+    GFLOPs across, the baseline starred and named, as of the dashboard's start; and a note (the
+    study's Note page) naming the baseline and the menu, unless a user wrote the note: theirs is
+    kept."""
+    import optuna_dashboard
+
+    from nar_search.search.front import pareto
+    from nar_search.search.front.plots import pareto_plotly
+    from nar_search.search.study.record import StudyRecord
+
+    if StudyRecord.of(study).config is None:  # not made by `nar study run`: its trials hold no record to draw
+        return
+    rows = [row.as_dict() for row in pareto.pareto_rows(study, every_trial=True)]
+    title = f"{study.study_name}: val AUC vs GFLOPs ({len(rows)} trained, as the dashboard started)"
+    figure = pareto_plotly(rows, [row for row in rows if row["pareto"]], title)
+    optuna_dashboard.save_plotly_graph_object(study, _PlotlyJson(figure), graph_object_id=FRONT_PLOT_ID)
+    note, current = _note(study, pareto.baseline(study)), optuna_dashboard.get_note(study)
+    if current != note and (not current or NOTE_SIGNATURE in current):
+        optuna_dashboard.save_note(study, note)
+
+
+def _note(study: optuna.Study, baseline: FrozenTrial | None) -> str:
+    named = (
+        f"**Trial {baseline.number} is the baseline** (ϕ = 0): the network unreduced, the reference of every trial's GFLOPs and AUC."
+        if baseline
+        else "The baseline (ϕ = 0) is not trained yet."
+    )
+    menu = (
+        " The Pareto Front plot atop it puts val_auc across: choose gflops as its Objective X for the same axes."
+        if len(study.directions) == 2
+        else ""
+    )
+    drawn = "The plot *val AUC vs GFLOPs* on the study's page draws GFLOPs across (log) and stars the baseline, as the MLflow views do."
+    return f"{named}\n\n{drawn}{menu}\n\n{NOTE_SIGNATURE}"
 
 
 def _check_free(port: int) -> None:
