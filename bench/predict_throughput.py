@@ -93,6 +93,8 @@ def main() -> None:
     slide = synthetic_slide(args.slides, args.width, args.height, args.mpp)
     exported = load_export(args.model) if args.model else reduced_model(args.arch, args.input_size, args.phi)
     predictor = SlidePredictor(exported, args.batch_size, args.workers, args.device, show_progress=False, engine=args.engine)
+    if predictor.engine == "auto":  # chosen on the slide, as nar predict chooses on its first
+        print(f"engine       {predictor.choose_engine(predictor.tile(slide).grid).reason}")
     forward_throughput(predictor, 1.0)  # warm-up: the first batches pay for oneDNN's kernel selection
     rss_before = peak_rss_mib()  # libraries and model: torch alone maps several hundred MiB
 

@@ -185,6 +185,8 @@ def tools(args: argparse.Namespace, work: Path, slide: Path, export: Path, wsinf
         str(args.workers),
         "--device",
         "cpu",
+        "--engine",
+        "onnx",  # the engine the figures below were measured with; auto would spend seconds choosing it again each round
     ]
     wsinfer_run = [
         str(wsinfer),

@@ -13,6 +13,8 @@ from PIL import Image
 
 from nar_search.data.errors import DataError
 
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
+SLIDE_FIX = "check that it opens in QuPath, or copy it again from the scanner"  # for a slide file that is corrupt
 # OpenSlide picks the level below a requested downsample strictly; scanners store levels like
 # 4.00012, so a request for exactly 4 would get the finer level.
 _DOWNSAMPLE_SLACK = 1e-3
@@ -26,9 +28,10 @@ def open_slide(path: Path, named_in: str = "") -> openslide.OpenSlide:
     try:
         return openslide.OpenSlide(path)
     except openslide.OpenSlideError as error:
-        raise DataError(
-            f"{where}{path} is not a whole-slide image OpenSlide can read ({error}); give a slide file (.svs, .tiff, .ndpi, .mrxs, ...)"
-        ) from None
+        # A slide's name and OpenSlide refuses it: a file cut short or damaged, not a wrong file.
+        corrupt = Path(path).suffix.lower() in SLIDE_SUFFIXES
+        fix = f"it is corrupt or unreadable: {SLIDE_FIX}" if corrupt else "give a slide file (.svs, .tiff, .ndpi, .mrxs, ...)"
+        raise DataError(f"{where}{path} is not a whole-slide image OpenSlide can read ({error}): {fix}") from None
 
 
 def slide_mpp(slide: openslide.OpenSlide, path: Path, override: float | None = None) -> float:

@@ -1,6 +1,7 @@
 """The engines that turn uint8 patches into class probabilities: PyTorch (channels-last;
-float16 on a GPU), ONNX Runtime on the export's model.onnx (the CPU default) and ONNX Runtime
-on an INT8 quantisation calibrated on tissue patches; and the device and engine a run takes."""
+float16 on a GPU), ONNX Runtime on the export's model.onnx and ONNX Runtime on an INT8
+quantisation calibrated on tissue patches; and the device and engines a run may take
+(engine_choice picks one for --engine auto)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Protocol
@@ -20,7 +23,7 @@ from torch import nn
 from nar_search.data.tiling import SlideGrid
 from nar_search.models.errors import ModelError
 from nar_search.models.export import ONNX_FILE, ExportedModel, Preprocessing
-from nar_search.prediction.network import TIL_CLASS, TIL_THRESHOLD
+from nar_search.prediction.network import TIL_THRESHOLD, til_calls
 from nar_search.prediction.reading import folder_calibration_patches, slide_calibration_patches
 from nar_search.prediction.staging import put_in_place
 
@@ -161,18 +164,37 @@ class Int8Engines:
         self.folder_patches = None if folder is None else folder_calibration_patches(folder, side)
         self.latest: tuple[str, OnnxProbabilities, dict[str, object]] | None = None
 
-    def for_slide(self, grid: SlideGrid) -> tuple[OnnxProbabilities, dict[str, object] | None]:
+    def for_slide(self, grid: SlideGrid, patches: np.ndarray | None = None) -> tuple[OnnxProbabilities, dict[str, object] | None]:
         """The INT8 engine for the slide and its report for summary.json; the float32 engine and
-        None when there is no patch to calibrate on (a slide without tissue)."""
-        side = self.exported.preprocessing.input_size
-        patches = self.folder_patches if self.folder_patches is not None else slide_calibration_patches(grid, side)
+        None when there is no patch to calibrate on (a slide without tissue). `patches`: its
+        calibration patches, when read already."""
+        if patches is None:
+            side = self.exported.preprocessing.input_size
+            patches = self.folder_patches if self.folder_patches is not None else slide_calibration_patches(grid, side)
         if not len(patches):
             return self.reference, None
-        key = hashlib.sha256(b"\0".join([str(self.exported.sha256).encode(), QUANTISATION.encode(), patches.tobytes()])).hexdigest()
+        key = self._key(patches)
         if self.latest is None or self.latest[0] != key:
             self.latest = (key, *self._made(key[:32], patches))
         _, engine, report = self.latest
         return engine, {"calibration": str(self.folder or "slide"), **report}
+
+    def made_before(self, patches: np.ndarray) -> dict[str, object] | None:
+        """The report of the INT8 engine calibrated on `patches` if it is made already (in this
+        run, or kept in the cache), else None: then for_slide would calibrate one."""
+        key = self._key(patches)
+        if self.latest is not None and self.latest[0] == key:
+            return self.latest[2]
+        if self.cache is None or not (self.cache / f"{key[:32]}.onnx").is_file():
+            return None
+        try:
+            report = json.loads((self.cache / f"{key[:32]}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return report if isinstance(report, dict) else None
+
+    def _key(self, patches: np.ndarray) -> str:
+        return hashlib.sha256(b"\0".join([str(self.exported.sha256).encode(), QUANTISATION.encode(), patches.tobytes()])).hexdigest()
 
     def _made(self, name: str, patches: np.ndarray) -> tuple[OnnxProbabilities, dict[str, object]]:
         with tempfile.TemporaryDirectory() as scratch:
@@ -181,28 +203,66 @@ class Int8Engines:
             if model.is_file() and report.is_file():
                 return OnnxProbabilities(model, self.exported.preprocessing), json.loads(report.read_text())
             folder.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
             inputs = self.reference.normalise(torch.from_numpy(patches)).numpy()
             put_in_place(model, lambda staged: quantise(self.exported.folder / ONNX_FILE, inputs, staged))
             int8 = OnnxProbabilities(model, self.exported.preprocessing)
             agreement = self.agreement(int8, patches)
+            # Kept for --engine auto, which counts what a slide's calibration costs when the cache spares it.
+            agreement["calibration_seconds"] = time.perf_counter() - start
             put_in_place(report, lambda staged: staged.write_text(json.dumps(agreement, indent=2) + "\n"))
             return int8, agreement
 
     def agreement(self, int8: OnnxProbabilities, patches: np.ndarray) -> dict[str, object]:
         """How INT8 compares with float32 on the patches: the share whose call at TIL_THRESHOLD is
-        the same, and the largest difference of any class probability."""
-        til = self.exported.preprocessing.class_names.index(TIL_CLASS)
+        the same, the largest difference of any class probability, and INT8's speed as a
+        multiple of float32's (one batch at a time each, after a first batch untimed: that pays
+        for the session's set-up), for the run to say when INT8 does not pay."""
+        batches = torch.split(torch.from_numpy(patches), self.batch_size)
+        probabilities, seconds = [], []
         with torch.inference_mode():
-            batches = torch.split(torch.from_numpy(patches), self.batch_size)
-            fp32, quantised = (torch.cat([engine(batch) for batch in batches]) for engine in (self.reference, int8))
-        same = (fp32[:, til] >= TIL_THRESHOLD) == (quantised[:, til] >= TIL_THRESHOLD)
+            for engine in (self.reference, int8):
+                engine(batches[0])
+                start = time.perf_counter()
+                probabilities.append(torch.cat([engine(batch) for batch in batches]).numpy())
+                seconds.append(time.perf_counter() - start)
+        fp32, quantised = probabilities
+        names = self.exported.preprocessing.class_names
         return {
             "calibration_patches": len(patches),
-            "agreement": same.float().mean().item(),
-            "max_abs_difference": (fp32 - quantised).abs().max().item(),
+            "agreement": float(np.mean(til_calls(fp32, names) == til_calls(quantised, names))),
+            "max_abs_difference": float(np.abs(fp32 - quantised).max()),
+            "speed_vs_float32": seconds[0] / seconds[1],
             "threshold": TIL_THRESHOLD,
             "quantisation": QUANTISATION,
         }
+
+
+class EngineSet:
+    """The engines of an export on a device, each built when first asked for: --engine auto
+    builds those it measures, any other --engine only its own."""
+
+    def __init__(
+        self, exported: ExportedModel, device: torch.device, batch_size: int, cache: Path | None = None, calibration: Path | None = None
+    ) -> None:
+        self.exported, self.device, self.batch_size, self.cache, self.calibration = exported, device, batch_size, cache, calibration
+
+    @cached_property
+    def pytorch(self) -> ClassProbabilities:
+        return torch_engine(self.exported, self.device)
+
+    @cached_property
+    def onnx(self) -> OnnxProbabilities:
+        return OnnxProbabilities(self.exported.folder / ONNX_FILE, self.exported.preprocessing)
+
+    @cached_property
+    def int8(self) -> Int8Engines:
+        return Int8Engines(self.exported, self.onnx, self.batch_size, self.cache, self.calibration)
+
+    def net(self, engine: str) -> Engine:
+        """The engine's network; for onnx-int8 its float32 reference (the INT8 network is made per
+        slide, by `int8`)."""
+        return self.pytorch if engine == "torch" else self.onnx
 
 
 def resolve_device(device: str) -> torch.device:
@@ -224,25 +284,35 @@ def default_workers(device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def auto_engines(device: torch.device, exported: ExportedModel) -> tuple[tuple[str, ...], str]:
+    """The engines --engine auto chooses from on `device`, the float32 reference first; and,
+    when there is only one, why. ONNX Runtime is installed without a GPU provider, and it needs
+    the export's model.onnx (every `nar export` writes one)."""
+    if device.type != "cpu":
+        return ("torch",), f"torch, the only engine on {device} (ONNX Runtime runs on the CPU only)"
+    if not (exported.folder / ONNX_FILE).is_file():
+        return ("torch",), f"torch, the only engine for {exported.folder}: it holds no {ONNX_FILE} for ONNX Runtime"
+    return ("onnx", "torch", INT8_ENGINE), ""
+
+
 def resolve_engine(engine: str, device: torch.device, exported: ExportedModel) -> str:
     """The engine `engine` names on `device`; ModelError, in one line, if it cannot run there.
 
-    auto: ONNX Runtime on a CPU when the export holds model.onnx (every `nar export` does), else
-    PyTorch. On the 2-core development machine, reduced resnetv2_50 (ϕ = 2, 76 px), batches of 64
-    uint8 patches through SlidePredictor.scores, normalisation and softmax included, sleeping
-    OpenMP threads as nar predict sets them, 7 alternating rounds: ONNX Runtime 243-247 patches/s,
-    PyTorch channels-last 222-239 (median ratios 1.02 and 1.03) while the machine was quiet;
-    1.43 (169 against 125, each batch then split between the threads) while it was slowed down.
-    And an ONNX run never builds the PyTorch network, whose import of timm costs 2-3 s a process.
-    On a GPU, PyTorch: onnxruntime is installed without a GPU provider."""
+    auto: the one engine auto_engines leaves on `device`, else "auto": chosen by measuring
+    the engines on the first slide's patches (engine_choice). Measured before auto measured
+    (2-core development machine, reduced resnetv2_50, ϕ = 2, 76 px, batches of 64 through
+    SlidePredictor.scores, sleeping OpenMP threads, 7 alternating rounds): ONNX Runtime 243-247
+    patches/s, PyTorch channels-last 222-239 while the machine was quiet; 1.43x (169 against
+    125) while it was slowed down; INT8 1.9x ONNX Runtime with AVX2, but 0.2x on another Intel
+    CPU (53 against 274 patches/s), which is why auto measures rather than assumes."""
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
-    has_onnx = (exported.folder / ONNX_FILE).is_file()
     if engine == "auto":
-        return "onnx" if device.type == "cpu" and has_onnx else "torch"
+        candidates, _ = auto_engines(device, exported)
+        return candidates[0] if len(candidates) == 1 else engine
     if engine != "torch" and device.type != "cpu":
         raise ModelError(f"--engine {engine} runs on the CPU, not on {device}: use --device cpu, or --engine torch")
-    if engine != "torch" and not has_onnx:
+    if engine != "torch" and not (exported.folder / ONNX_FILE).is_file():
         raise ModelError(
             f"{exported.folder} holds no {ONNX_FILE} for --engine {engine}: export the model with `nar export`, or use --engine torch"
         )

@@ -21,14 +21,15 @@ from nar_search.prediction.predictor import SlidePrediction
 
 CLASS_COLOURS = {"til-positive": (220, 30, 30), "til-negative": (40, 110, 220)}
 HEATMAP_OPACITY = 0.55
-# matplotlib's jet, the colour map of Stony Brook's TIL maps: (position, intensity) knots of red,
-# green and blue.
-JET = (
-    ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
-    ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
-    ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)),
-)
-HEATMAP_SIDE = 1024  # pixels of the map's long side; the title and colour bar come around it
+# matplotlib's viridis at 17 even steps from 0 to 1, interpolated between (within 6 of 255 of
+# matplotlib's own): perceptually uniform, so equal steps of probability look equal, where jet
+# (Stony Brook's) shows bands that are not in the data; and legible to colour-blind readers.
+VIRIDIS = (
+    (68, 1, 84), (72, 24, 106), (71, 45, 123), (66, 64, 134), (59, 82, 139), (51, 99, 141), (44, 114, 142), (38, 130, 142),
+    (33, 145, 140), (31, 160, 136), (40, 174, 128), (63, 188, 115), (94, 201, 98), (132, 212, 75), (173, 220, 48), (216, 226, 25),
+    (253, 231, 37),
+)  # fmt: skip
+HEATMAP_SIDE = 1024  # pixels of the map's long side; the title, colour bar and scale bar come around it
 SUMMARY_FILE = "summary.json"
 
 
@@ -37,10 +38,18 @@ def output_names(name: str) -> tuple[str, ...]:
     return f"prediction-{name}", f"{name}.csv", f"{name}.geojson", f"{name}.heatmap.png", SUMMARY_FILE
 
 
-def jet(values: np.ndarray) -> np.ndarray:
-    """The jet colours (uint8 RGB, in a new last axis) of `values` from 0 to 1."""
-    channels = [np.interp(values, [at for at, _ in knots], [value for _, value in knots]) for knots in JET]
-    return (np.stack(channels, axis=-1) * 255).round().astype(np.uint8)
+def viridis(values: np.ndarray) -> np.ndarray:
+    """The viridis colours (uint8 RGB, in a new last axis) of `values` from 0 to 1."""
+    steps = np.linspace(0, 1, len(VIRIDIS))
+    channels = [np.interp(values, steps, [colour[channel] for colour in VIRIDIS]) for channel in range(3)]
+    return np.stack(channels, axis=-1).round().astype(np.uint8)
+
+
+def scale_bar_um(um_per_pixel: float, longest: float) -> float:
+    """The longest 1, 2 or 5 × 10^k µm whose bar spans at most `longest` pixels."""
+    most = longest * um_per_pixel
+    power = 10 ** np.floor(np.log10(most))
+    return float(max(step * power for step in (1, 2, 5) if step * power <= most))
 
 
 def write_outputs(prediction: SlidePrediction, out: Path) -> Path:
@@ -111,10 +120,10 @@ def _write_geojson(prediction: SlidePrediction, path: Path) -> None:
 
 
 def heatmap(prediction: SlidePrediction) -> Image.Image:
-    """The TIL-positive probability (jet colour map, as Stony Brook's maps) over the slide
-    thumbnail, HEATMAP_SIDE pixels on its long side, with a colour bar and a title that gives
-    the TIL-positive fraction. Drawn with Pillow: matplotlib would add a second to every run's
-    start for one figure."""
+    """The TIL-positive probability (viridis) over the slide thumbnail, HEATMAP_SIDE pixels on
+    its long side, with a colour bar, a scale bar in µm below and a title that gives the
+    TIL-positive fraction. Drawn with Pillow: matplotlib would add a second to every run's start
+    for one figure."""
     grid = prediction.grid
     cells = grid.coords // grid.patch_px
     probability = np.full((cells[:, 1].max() + 1, cells[:, 0].max() + 1) if len(grid) else (1, 1), np.nan, np.float32)
@@ -129,19 +138,23 @@ def heatmap(prediction: SlidePrediction) -> Image.Image:
         f"({len(grid)} tissue patches of {grid.patch_px * grid.mpp:g} microns, threshold {TIL_THRESHOLD:g})"
     )
     # Laid out in pixels: the title above, the map with a margin around it, the colour bar and
-    # its labels to its right; wide enough for the title whatever the slide's shape.
-    margin, bar, top = 24, 20, 64
+    # its labels to its right, the scale bar below; wide enough for the title whatever the
+    # slide's shape.
+    margin, bar, top, bottom = 24, 20, 64, 48
     title_width = max(title_font.getlength(line) for line in title.splitlines())
-    figure = Image.new("RGB", (round(max(map_width + bar + 5 * margin, 640, title_width + 2 * margin)), map_height + top + margin), "white")
+    figure_width = round(max(map_width + bar + 5 * margin, 640, title_width + 2 * margin))
+    figure = Image.new("RGB", (figure_width, map_height + top + bottom), "white")
     figure.paste(_blended_map(grid, probability, scale, (map_width, map_height)), (margin, top))
     draw = ImageDraw.Draw(figure)
     draw.multiline_text((figure.width / 2, 8), title, fill="black", font=title_font, anchor="ma", align="center")
     _colour_bar(figure, draw, (2 * margin + map_width, top), (bar, map_height), label_font)
+    um_per_pixel = grid.mpp * grid.tissue_downsample / scale  # µm per thumbnail pixel over map pixels per thumbnail pixel
+    _scale_bar(draw, (margin, top + map_height + 16), um_per_pixel, map_width / 4, label_font)
     return figure
 
 
 def _blended_map(grid: SlideGrid, probability: np.ndarray, scale: float, size: tuple[int, int]) -> Image.Image:
-    """The thumbnail at `size` with each mapped patch's jet colour over it (HEATMAP_OPACITY)."""
+    """The thumbnail at `size` with each mapped patch's colour over it (HEATMAP_OPACITY)."""
     # Resampled to the map's pixels first, then each map pixel looks up the patch it falls in.
     thumbnail = np.asarray(Image.fromarray(grid.thumbnail).convert("RGB").resize(size, Image.Resampling.BILINEAR), np.float32)
     patch_side = grid.patch_px / grid.tissue_downsample * scale  # in map pixels
@@ -149,16 +162,16 @@ def _blended_map(grid: SlideGrid, probability: np.ndarray, scale: float, size: t
     padded = np.pad(probability, ((0, 1), (0, 1)), constant_values=np.nan)  # pixels past the last patch
     per_pixel = padded[np.minimum(rows, probability.shape[0])[:, None], np.minimum(columns, probability.shape[1])[None, :]]
     mapped = ~np.isnan(per_pixel)
-    thumbnail[mapped] += HEATMAP_OPACITY * (jet(per_pixel[mapped]) - thumbnail[mapped])
+    thumbnail[mapped] += HEATMAP_OPACITY * (viridis(per_pixel[mapped]) - thumbnail[mapped])
     return Image.fromarray(thumbnail.round().astype(np.uint8))
 
 
 def _colour_bar(
     figure: Image.Image, draw: ImageDraw.ImageDraw, corner: tuple[int, int], size: tuple[int, int], font: ImageFont.FreeTypeFont
 ) -> None:
-    """Jet from 1 (top) to 0 at `corner`, framed, with ticks every 0.2 and its label, rotated."""
+    """Viridis from 1 (top) to 0 at `corner`, framed, with ticks every 0.2 and its label, rotated."""
     (left, top), (width, height) = corner, size
-    figure.paste(Image.fromarray(np.repeat(jet(np.linspace(1, 0, height))[:, None], width, axis=1)), corner)
+    figure.paste(Image.fromarray(np.repeat(viridis(np.linspace(1, 0, height))[:, None], width, axis=1)), corner)
     draw.rectangle((left - 1, top - 1, left + width, top + height), outline="black")
     for tick in np.linspace(0, 1, 6):
         y = top + (1 - tick) * (height - 1)
@@ -170,3 +183,17 @@ def _colour_bar(
     label = label.rotate(90, expand=True)
     x = left + width + 7 + round(font.getlength("0.0")) + 6
     figure.paste((0, 0, 0), (x, top + (height - label.height) // 2), label)
+
+
+def _scale_bar(
+    draw: ImageDraw.ImageDraw, corner: tuple[int, int], um_per_pixel: float, longest: float, font: ImageFont.FreeTypeFont
+) -> None:
+    """A black bar of a round length in µm (scale_bar_um) from `corner`, ends marked, labelled
+    to its right ("microns": Pillow's own font has no µ)."""
+    um = scale_bar_um(um_per_pixel, longest)
+    (left, top), length = corner, round(um / um_per_pixel)
+    draw.rectangle((left, top, left + length - 1, top + 3), fill="black")
+    for x in (left, left + length - 1):
+        draw.line(((x, top - 4), (x, top + 7)), fill="black")
+    label = f"{um / 1000:g} mm" if um >= 1000 else f"{um:g} microns"
+    draw.text((left + length + 8, top + 2), label, fill="black", font=font, anchor="lm")

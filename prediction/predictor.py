@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -24,21 +24,30 @@ from nar_search.data.errors import DataError
 from nar_search.data.slides import open_slide
 from nar_search.data.tiling import SlideGrid, tile_slide
 from nar_search.models.errors import ModelError
-from nar_search.models.export import ONNX_FILE, ExportedModel
+from nar_search.models.export import ExportedModel
+from nar_search.prediction.engine_choice import EngineChoice, choose_engine
 from nar_search.prediction.engines import (
     INT8_ENGINE,
     Engine,
+    EngineSet,
     Int8Engines,
-    OnnxProbabilities,
+    auto_engines,
     default_workers,
     resolve_device,
     resolve_engine,
-    torch_engine,
 )
 from nar_search.prediction.network import TIL_CLASS, TIL_THRESHOLD
 from nar_search.prediction.reading import SlideStripDataset, collate_without_blanks
 
 Tag = TypeVar("Tag")  # what a caller of SlidePredictor.scores keeps with each batch
+MPP_GIVEN, MPP_RECORDED = "--mpp", "slide metadata"  # where a map's MPP came from
+
+
+class TiledSlide(NamedTuple):
+    grid: SlideGrid  # every patch over tissue, near-blank ones too (see collate_without_blanks)
+    dimensions: tuple[int, int]  # level-0 width and height
+    seconds: float
+    mpp_source: str  # MPP_GIVEN or MPP_RECORDED
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class SlidePrediction:
     inference_seconds: float
     model: Mapping[str, object]  # what made the map: SlidePredictor.model
     int8: Mapping[str, object] | None = None  # the INT8 engine's calibration and agreement with float32
+    mpp_source: str = MPP_RECORDED
 
     @property
     def name(self) -> str:
@@ -76,6 +86,7 @@ class SlidePrediction:
         return {
             "slide": str(self.grid.slide),
             "mpp": self.grid.mpp,
+            "mpp_source": self.mpp_source,
             "patch_px": self.grid.patch_px,
             "patch_um": self.grid.patch_px * self.grid.mpp,
             "patches": (width // self.grid.patch_px) * (height // self.grid.patch_px),
@@ -95,9 +106,10 @@ class SlidePrediction:
 class SlidePredictor:
     """An exported TIL classifier, ready to map slide after slide.
 
-    `engine`: one of ENGINES (resolve_engine). For onnx-int8, `calibration` is a folder of patches
-    to calibrate on (default: each slide's own tissue patches) and `cache` where the quantised
-    models are kept (default: nowhere)."""
+    `engine`: one of ENGINES (resolve_engine); auto is chosen on the first slide's patches
+    (choose_engine, in about `choice_seconds`) unless the device leaves one engine. For
+    onnx-int8, `calibration` is a folder of patches to calibrate on (default: each slide's own
+    tissue patches) and `cache` where the quantised models are kept (default: nowhere)."""
 
     def __init__(
         self,
@@ -109,26 +121,44 @@ class SlidePredictor:
         engine: str = "auto",
         calibration: Path | None = None,
         cache: Path | None = None,
+        choice_seconds: float | None = None,
     ) -> None:
-        self.exported, self.batch_size, self.show_progress = exported, batch_size, show_progress
+        self.exported, self.batch_size, self.show_progress, self.choice_seconds = exported, batch_size, show_progress, choice_seconds
         self.device = resolve_device("cpu" if engine.startswith("onnx") and device == "auto" else device)
-        self.engine = resolve_engine(engine, self.device, exported)
+        self.asked, self.engine = engine, resolve_engine(engine, self.device, exported)  # engine: "auto" until chosen
         if calibration is not None and self.engine != INT8_ENGINE:
             raise DataError(f"--calibration calibrates --engine {INT8_ENGINE} only: add --engine {INT8_ENGINE}, or leave --calibration out")
         self.workers = default_workers(self.device) if workers is None else workers
         names = exported.preprocessing.class_names
         if TIL_CLASS not in names:
             raise ModelError(f"{exported.folder} classifies {', '.join(names)}, not {TIL_CLASS}: export a TIL classifier")
+        self.engines: EngineSet | None = EngineSet(exported, self.device, batch_size, cache, calibration)
+        self.choice: EngineChoice | None = None  # --engine auto's, once made
+        self.net: Engine
         self.int8: Int8Engines | None = None
-        if self.engine == "torch":
-            self.net: Engine = torch_engine(exported, self.device)
-        else:  # onnx, and the float32 reference of onnx-int8
-            reference = OnnxProbabilities(exported.folder / ONNX_FILE, exported.preprocessing)
-            self.net = reference
-            if self.engine == INT8_ENGINE:
-                self.int8 = Int8Engines(exported, reference, batch_size, cache, calibration)
+        if engine == "auto" and self.engine != "auto":
+            self.choice = EngineChoice(self.engine, auto_engines(self.device, exported)[1])
+        if self.engine != "auto":
+            self._take(self.engine)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape throughout: worth timing cuDNN's kernels once
+
+    def _take(self, engine: str) -> None:
+        """Map every slide with `engine`; the engines built to measure and not taken are let go."""
+        assert self.engines is not None
+        self.engine, self.net = engine, self.engines.net(engine)
+        self.int8 = self.engines.int8 if engine == INT8_ENGINE else None
+        self.engines = None
+
+    def choose_engine(self, grid: SlideGrid) -> EngineChoice:
+        """--engine auto's choice, measured on the grid's slide unless made already; the engine
+        chosen then maps every slide."""
+        if self.choice is None:
+            assert self.engines is not None, "choose_engine is for --engine auto"
+            candidates, _ = auto_engines(self.device, self.exported)
+            self.choice = choose_engine(self.engines, candidates, grid, self.scores, self.choice_seconds)
+            self._take(self.choice.engine)
+        return self.choice
 
     @property
     def input_size(self) -> int:
@@ -137,29 +167,43 @@ class SlidePredictor:
     @property
     def model(self) -> dict[str, object]:
         """What makes the maps: the export, named by its SHA-256 (ExportedModel.sha256), the
-        engine and the device."""
-        return {"export": str(self.exported.folder), "sha256": self.exported.sha256, "engine": self.engine, "device": str(self.device)}
+        engine (auto until chosen; then how it was) and the device."""
+        made_by = {"export": str(self.exported.folder), "sha256": self.exported.sha256, "engine": self.engine, "device": str(self.device)}
+        return made_by | ({"engine_choice": self.choice.record()} if self.choice else {})
 
-    def predict(self, slide: Path, mpp: float | None = None) -> SlidePrediction:
-        """The TIL map of one slide; DataError if it is not a readable slide or has no MPP."""
+    def tile(self, slide: Path, mpp: float | None = None) -> TiledSlide:
+        """The slide's grid of patches; DataError if it is not a readable slide or has no MPP."""
         start = time.perf_counter()
         grid = tile_slide(slide, self.exported.preprocessing.patch_um, mpp, skip_blank=False)  # see collate_without_blanks
         with open_slide(grid.slide) as handle:
             dimensions = handle.dimensions
-        tiled = time.perf_counter()
-        net, int8 = (self.net, None) if self.int8 is None else self.int8.for_slide(grid)
-        probabilities = self.probabilities(grid, net)
+        return TiledSlide(grid, dimensions, time.perf_counter() - start, MPP_RECORDED if mpp is None else MPP_GIVEN)
+
+    def predict(self, slide: Path, mpp: float | None = None) -> SlidePrediction:
+        """The TIL map of one slide (the engine chosen on it first, for --engine auto); DataError
+        if it is not a readable slide or has no MPP."""
+        tiled = self.tile(slide, mpp)
+        if self.engine == "auto":
+            self.choose_engine(tiled.grid)
+        return self.predict_tiled(tiled)
+
+    def predict_tiled(self, tiled: TiledSlide) -> SlidePrediction:
+        """The TIL map of a slide tiled by `tile`, once the engine is chosen."""
+        start = time.perf_counter()
+        net, int8 = (self.net, None) if self.int8 is None else self.int8.for_slide(tiled.grid)
+        probabilities = self.probabilities(tiled.grid, net)
         mapped = ~np.isnan(probabilities).any(axis=1)
         return SlidePrediction(
-            replace(grid, coords=grid.coords[mapped]),
-            dimensions,
+            replace(tiled.grid, coords=tiled.grid.coords[mapped]),
+            tiled.dimensions,
             self.exported.preprocessing.class_names,
             probabilities[mapped],
             int((~mapped).sum()),
-            tiled - start,
-            time.perf_counter() - tiled,
+            tiled.seconds,
+            time.perf_counter() - start,
             self.model,
             int8,
+            tiled.mpp_source,
         )
 
     def probabilities(self, grid: SlideGrid, net: Engine | None = None) -> np.ndarray:

@@ -18,15 +18,17 @@ from typing import NamedTuple, cast
 from openslide import OpenSlideError
 
 from nar_search.data.errors import DataError
+from nar_search.data.slides import SLIDE_FIX, SLIDE_SUFFIXES
 from nar_search.data.sources import PATCH_UM
 from nar_search.models.export import load_export
+from nar_search.prediction.engine_choice import AGREEMENT_NEEDED, EngineChoice
 from nar_search.prediction.engines import INT8_CACHE, INT8_ENGINE
 from nar_search.prediction.outputs import SUMMARY_FILE, output_names, write_outputs
 from nar_search.prediction.predictor import SlidePredictor
 from nar_search.prediction.staging import put_in_place
 
-SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
-INT8_AGREEMENT = 0.99  # share of calls at TIL_THRESHOLD that INT8 should keep; below it the run says so
+INT8_AGREEMENT = AGREEMENT_NEEDED  # share of float32's calls that INT8 should keep; below it the run says so
+INT8_SLOWER = 0.9  # INT8's speed as a share of float32's below which the run says so: clear of timing noise
 RUN_COLUMNS = ("slide", "patches", "tissue_patches", "til_positive_fraction", "seconds", "status", "reason")
 
 
@@ -104,12 +106,13 @@ def finished_map(folder: Path, name: str) -> dict[str, object] | None:
 def same_model(made: Mapping[str, object], model: Mapping[str, object]) -> bool:
     """Whether maps made by `made` (a summary's model) are what `model` would make: the same
     export, by SHA-256, at the same precision. Every float engine gives the same probabilities
-    within 1e-3; INT8 only agrees with them at the threshold."""
-    return (
-        made.get("sha256") is not None
-        and made.get("sha256") == model["sha256"]
-        and ((made.get("engine") == INT8_ENGINE) == (model["engine"] == INT8_ENGINE))
-    )
+    within 1e-3; INT8 only agrees with them at the threshold. Engine auto, before it has chosen,
+    takes float maps and those auto made, INT8 too (they agree with float32 as auto requires)."""
+    if made.get("sha256") is None or made.get("sha256") != model["sha256"]:
+        return False
+    if model["engine"] == "auto":
+        return made.get("engine") != INT8_ENGINE or "engine_choice" in made
+    return (made.get("engine") == INT8_ENGINE) == (model["engine"] == INT8_ENGINE)
 
 
 class RunPlan(NamedTuple):
@@ -170,28 +173,35 @@ class Shard:
 
 
 class RunTable:
-    """The run's table of slides at `path`: RUN_COLUMNS, one row per slide, status mapped,
-    skipped or failed (with the reason). Created on construction and rewritten whole after every
-    row, through a staged file, so that a run cut short leaves a readable table of what it did.
-    Each shard writes a table of its own (Shard.table_name): array jobs share --out, often on a
-    network filesystem where file locks are unreliable, and separate files need none."""
+    """The table of slides mapped into --out, at `path`: RUN_COLUMNS, one row per slide, status
+    mapped, skipped or failed (with the reason). It keeps the rows of earlier runs into the same
+    --out: one per slide name, as --out holds one map per name, the latest run's. Created on
+    construction and rewritten whole after every row, through a staged file, so that a run cut
+    short leaves a readable table of what it did. Each shard writes a table of its own
+    (Shard.table_name): array jobs share --out, often on a network filesystem where file locks
+    are unreliable, and separate files need none."""
 
     def __init__(self, path: Path, overwrite: bool = False) -> None:
-        if os.path.lexists(path) and not _is_run_table(path) and not (overwrite and path.is_file()):
+        ours = _is_run_table(path)
+        if os.path.lexists(path) and not ours and not (overwrite and path.is_file()):
             raise DataError(f"{path} exists and is not nar predict's table of slides: move it, or pass --overwrite to replace a file")
         self.path = path
-        self.rows: list[list[object]] = []
+        self.rows: dict[str, list[object]] = {}  # by slide name
+        if ours:
+            with path.open(newline="") as file:
+                earlier = list(csv.reader(file))[1:]
+            self.rows = {Path(row[0]).stem: list(row) for row in earlier if len(row) == len(RUN_COLUMNS)}
         self.write()
 
     def add(self, slide: Path, status: str, summary: Mapping[str, object] | None = None, reason: str = "") -> None:
         numbers = [summary[column] for column in RUN_COLUMNS[1:5]] if summary else [""] * 4
-        self.rows.append([str(slide), *numbers, status, reason])
+        self.rows[slide.stem] = [str(slide), *numbers, status, reason]
         self.write()
 
     def write(self) -> None:
         def rows(staged: Path) -> None:
             with staged.open("w", newline="") as file:
-                csv.writer(file).writerows([RUN_COLUMNS, *self.rows])
+                csv.writer(file).writerows([RUN_COLUMNS, *self.rows.values()])
 
         put_in_place(self.path, rows)
 
@@ -215,13 +225,23 @@ class SlideMapped:
     @property
     def int8_warning(self) -> str | None:
         """What to tell the user when INT8 kept too few of float32's calls on its calibration
-        patches (INT8_AGREEMENT): maps the user would not want unawares."""
-        if not self.int8 or cast(float, self.int8["agreement"]) >= INT8_AGREEMENT:
+        patches (INT8_AGREEMENT), or ran slower than float32 on them: maps the user would not
+        want unawares, or a slower run for nothing."""
+        if not self.int8:
             return None
+        agreement, speed = cast(float, self.int8["agreement"]), cast(float, self.int8.get("speed_vs_float32", 1.0))
+        problems = []
+        if agreement < INT8_AGREEMENT:
+            problems.append(f"makes float32's call for only {agreement:.1%} of them (below {INT8_AGREEMENT:.1%})")
+        if speed < INT8_SLOWER:
+            problems.append(f"ran at {speed:.2f}x float32's speed on them")
+        if not problems:
+            return None
+        chosen_by_auto = "engine_choice" in cast(Mapping[str, object], self.summary["model"])
+        advice = "" if chosen_by_auto else "--engine auto, which takes INT8 only where it is faster and agrees, or "
         return (
-            f"{self.slide.name}: INT8 makes the same call as float32 for only {self.int8['agreement']:.1%} "
-            f"of {self.int8['calibration_patches']} calibration patches (below {INT8_AGREEMENT:.0%}): "
-            "use --engine onnx for float32 maps"
+            f"{self.slide.name}: INT8 {' and '.join(problems)} ({self.int8['calibration_patches']} calibration patches): "
+            f"use {advice}--engine onnx for float32 maps"
         )
 
 
@@ -300,15 +320,21 @@ class PredictionRun:
     def mapped(self) -> int:
         return len(self.plan.to_map) - len(self.failed)
 
-    def map(self) -> Iterator[SlideMapped | SlideFailed]:
-        """Map the planned slides, yielding each as it is done: a slide that cannot be read
-        fails alone, and the run goes on."""
+    def map(self) -> Iterator[SlideMapped | SlideFailed | EngineChoice]:
+        """Map the planned slides, yielding each as it is done, and --engine auto's choice when
+        made (on the first slide that can be read): a slide that cannot be read fails alone, and
+        the run goes on."""
+        chosen = self.predictor.asked != "auto"
         for path in self.plan.to_map:
             try:
-                prediction = self.predictor.predict(path, self.mpp)
+                tiled = self.predictor.tile(path, self.mpp)
+                if not chosen:
+                    yield self.predictor.choose_engine(tiled.grid)
+                    chosen = True
+                prediction = self.predictor.predict_tiled(tiled)
             except (DataError, OpenSlideError) as error:
                 self.failed.append(path)
-                reason = _cause(error)
+                reason = _cause(error) if isinstance(error, DataError) else _unreadable(path, error)
                 self.table.add(path, "failed", reason=reason)
                 yield SlideFailed(path, reason)
                 continue
@@ -319,5 +345,11 @@ class PredictionRun:
 
 
 def _cause(error: Exception) -> str:
-    # An error raised in a DataLoader worker arrives wrapped in its traceback; the cause is last.
-    return str(error).strip().splitlines()[-1]
+    # An error raised in a DataLoader worker arrives wrapped in its traceback; the cause is its
+    # last line, after the exception's name.
+    return re.sub(r"^[\w.]+Error: ", "", str(error).strip().splitlines()[-1])
+
+
+def _unreadable(slide: Path, error: OpenSlideError) -> str:
+    """A slide that opened but whose pixels OpenSlide could not decode: a damaged file."""
+    return f"{slide} is corrupt or unreadable: OpenSlide failed to decode its pixels ({_cause(error)}); {SLIDE_FIX}"

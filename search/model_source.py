@@ -140,35 +140,32 @@ def _check_against_run(source: ModelSource, tags: dict[str, str]) -> None:
         raise ModelError(f"the selection does not match MLflow run {source.run_id}: {said}; write it again with `nar study select --json`")
 
 
-def fetch_logged_model(uri: str, tracking_uri: str | None, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
-    """Spec, network and what is known about it from a model URI: `models:/NAME/VERSION` or
+@dataclass(frozen=True)
+class LoggedModelSource:
+    """A LoggedModel holding a network, named by a model URI: `models:/NAME/VERSION` or
     `models:/NAME@ALIAS` of the Model Registry (`nar export --register`), or `models:/MODEL_ID`
     of a trained candidate (the Models tab)."""
+
+    uri: str
+    model_id: str
+    tracking_uri: str
+
+
+def find_logged_model(uri: str, tracking_uri: str | None) -> LoggedModelSource:
+    """The LoggedModel that `uri` names now (an alias may move), or one line saying why not."""
     from mlflow.exceptions import MlflowException
 
-    from nar_search.models.weights import build_with_weights
     from nar_search.search.tracking import Tracker
 
     tracker = Tracker(tracking_uri, create=False)
     try:
-        model = tracker.client.get_logged_model(_model_id(tracker, uri))
-        tracker.download_model(model, folder)
-    except (MlflowException, OSError) as error:
+        model_id = tracker.client.get_logged_model(_model_id(tracker, uri)).model_id
+    except MlflowException as error:
         raise ModelError(
-            f"cannot fetch model {uri} from {hide_password(tracker.tracking_uri)} ({_last_line(error)}): "
-            "check the name, version or alias (`models:/NAME/VERSION`, `models:/NAME@ALIAS`, `models:/MODEL_ID`) and --tracking-uri"
+            f"no model {uri} in {hide_password(tracker.tracking_uri)} ({_last_line(error)}): check the name, version or alias "
+            "(models:/NAME/VERSION, models:/NAME@ALIAS, models:/MODEL_ID) and --tracking-uri"
         ) from None
-    spec = spec_from_json((folder / "spec.json").read_text())
-    about = {
-        "source": {
-            "model_uri": uri,
-            "model_id": model.model_id,
-            "mlflow_run_id": model.source_run_id,
-            "tracking_uri": hide_password(tracker.tracking_uri),
-        },
-        **{metric.key: metric.value for metric in model.metrics or [] if metric.key in ("val_auc", "test_auc")},
-    }
-    return spec, build_with_weights(spec, folder / "model.safetensors"), about
+    return LoggedModelSource(uri, model_id, tracker.tracking_uri)
 
 
 def _model_id(tracker: Tracker, uri: str) -> str:
@@ -188,18 +185,58 @@ def _model_id(tracker: Tracker, uri: str) -> str:
     return cast(str, model_id)
 
 
-def export_source(source: ModelSource | str, out: Path, overwrite: bool, tracking_uri: str | None = None) -> tuple[Path, ArchSpec]:
-    """The network of a study trial or run (`source`), or of a model URI (`models:/…`), exported to
-    `out` in every format (checked to agree); returns the folder and the network's spec."""
+def fetch_logged_model(source: LoggedModelSource, folder: Path) -> tuple[ArchSpec, nn.Module, dict[str, Any]]:
+    """Spec, network (its weights' SHA-256 checked) and what is known about it from a LoggedModel."""
+    from mlflow.exceptions import MlflowException
+
+    from nar_search.models.weights import build_with_weights
+    from nar_search.search.tracking import Tracker
+
+    tracker = Tracker(source.tracking_uri, create=False)
+    try:
+        model = tracker.client.get_logged_model(source.model_id)
+        tracker.download_model(model, folder)
+    except (MlflowException, OSError) as error:
+        raise ModelError(f"cannot fetch model {source.uri} from {hide_password(source.tracking_uri)} ({_last_line(error)})") from None
+    spec = spec_from_json((folder / "spec.json").read_text())
+    about = {
+        "source": {
+            "model_uri": source.uri,
+            "model_id": model.model_id,
+            "mlflow_run_id": model.source_run_id,
+            "tracking_uri": hide_password(source.tracking_uri),
+        },
+        **{metric.key: metric.value for metric in model.metrics or [] if metric.key in ("val_auc", "test_auc")},
+    }
+    return spec, build_with_weights(spec, folder / "model.safetensors"), about
+
+
+def export_source(source: ModelSource | LoggedModelSource, out: Path, overwrite: bool) -> tuple[Path, ArchSpec]:
+    """The network of a study trial or run, or of a LoggedModel, exported to `out` in every format
+    (checked to agree); returns the folder and the network's spec."""
     from nar_search.models.export import export_model
     from nar_search.prediction.network import training_preprocessing
 
     with tempfile.TemporaryDirectory() as scratch:
-        if isinstance(source, str):
-            spec, model, about = fetch_logged_model(source, tracking_uri, Path(scratch))
+        if isinstance(source, LoggedModelSource):
+            spec, model, about = fetch_logged_model(source, Path(scratch))
         else:
             spec, model, about = fetch_model(source, Path(scratch))
     return export_model(model, spec, training_preprocessing(spec), out, about, overwrite), spec
+
+
+def cached_export(source: LoggedModelSource, cache: Path) -> Path:
+    """The export of a LoggedModel in `cache`/MODEL_ID: made once, so that runs into one place
+    name one export (exports of one network differ byte for byte), and shards that made it at
+    once take the first one's."""
+    folder = cache / source.model_id
+    if not folder.is_dir():
+        try:
+            export_source(source, folder, overwrite=False)
+        except ModelError:
+            if not folder.is_dir():
+                raise
+    return folder
 
 
 def register_export(folder: Path, source: ModelSource, name: str, alias: str | None) -> int:

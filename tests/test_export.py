@@ -26,7 +26,7 @@ from nar_search.models.registry import original_spec
 from nar_search.models.spec import spec_from_json
 from nar_search.models.weights import file_sha256
 from nar_search.search.config import StudyConfigError
-from nar_search.search.model_source import export_source, find_source
+from nar_search.search.model_source import export_source, find_logged_model, find_source
 from nar_search.search.tracking import Tracker
 from nar_search.search.training_run import DataSettings, train_and_record
 
@@ -154,13 +154,45 @@ def test_a_model_uri_gives_back_the_network(exported, trained, tracker, tmp_path
     candidate = tracker.client.get_run(trained.run_id).data.tags["nar.model_id"]
     weights = file_sha256(exported / "model.safetensors")
     for number, uri in enumerate(("models:/til@champion", "models:/til/1", f"models:/{candidate}")):
-        folder, spec = export_source(uri, tmp_path / str(number), overwrite=False, tracking_uri=tracker.tracking_uri)
+        folder, spec = export_source(find_logged_model(uri, tracker.tracking_uri), tmp_path / str(number), overwrite=False)
         assert spec == trained.spec and file_sha256(folder / "model.safetensors") == weights, uri
         assert json.loads((folder / "metadata.json").read_text())["source"]["model_uri"] == uri
-    for uri, problem in (("models:/til/7", "cannot fetch model models:/til/7"), ("til", "is not a model URI")):
+    for uri, problem in (("models:/til/7", "no model models:/til/7"), ("til", "is not a model URI")):
         with pytest.raises(ModelError, match=problem):
-            export_source(uri, tmp_path / "wrong", overwrite=False, tracking_uri=tracker.tracking_uri)
-    assert not (tmp_path / "wrong").exists()
+            find_logged_model(uri, tracker.tracking_uri)
+
+
+@pytest.mark.slow
+def test_nar_predict_takes_a_registered_model(exported, tracker, synthetic_slide, tmp_path, capsys):
+    """models:/NAME@ALIAS exported once into --out/.models and named by the maps; a second run
+    into the same --out finds the same export and skips the slide it mapped."""
+    out = tmp_path / "maps"
+    arguments = [
+        synthetic_slide,
+        "--model",
+        "models:/til@champion",
+        "--tracking-uri",
+        tracker.tracking_uri,
+        "--out",
+        out,
+        "--engine",
+        "onnx",
+    ]
+    assert run_cli("predict", *arguments, "--workers", 0) == 0
+    [cached] = (out / ".models").iterdir()
+    summary = json.loads((out / Path(synthetic_slide).stem / "summary.json").read_text())
+    assert summary["model"]["export"] == str(cached)
+    assert json.loads((cached / "metadata.json").read_text())["source"]["model_uri"] == "models:/til@champion"
+    capsys.readouterr()
+    assert run_cli("predict", *arguments, "--workers", 0) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert (
+        run_cli(
+            "predict", synthetic_slide, "--model", "models:/nothing/3", "--tracking-uri", tracker.tracking_uri, "--out", tmp_path / "none"
+        )
+        == 2
+    )
+    assert "no model models:/nothing/3" in capsys.readouterr().err and not (tmp_path / "none").exists()
 
 
 def test_a_study_trial_names_its_run(trained, tracker, tmp_path):

@@ -1,6 +1,6 @@
-"""nar predict (issues 7, 15): TIL maps of a synthetic slide from an export folder (the formats,
-the 50 µm grid, agreement with the slide's ground truth), bad input refused in one line, and
-runs over many slides: resumed, split into shards, listed in a table."""
+"""nar predict (issues 7, 15, 30): TIL maps of a synthetic slide from an export folder (the
+formats, the 50 µm grid, agreement with the slide's ground truth), bad input refused in one
+line, and runs over many slides: resumed, split into shards, listed in a table."""
 
 import csv
 import hashlib
@@ -28,7 +28,7 @@ from nar_search.data.tiling import SlideTileDataset, tile_slide
 from nar_search.models.errors import ModelError
 from nar_search.models.export import export_model, load_export
 from nar_search.models.spec import ArchSpec, register_spec
-from nar_search.prediction import reading
+from nar_search.prediction import engine_choice, reading
 from nar_search.prediction.network import training_preprocessing
 from nar_search.prediction.reading import SlideStripDataset, collate_without_blanks
 
@@ -64,6 +64,15 @@ class DarkNucleiSpec(ArchSpec):
 
     def build(self) -> nn.Module:
         return DarkNuclei(self.num_classes)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_engine_choice():
+    """--engine auto (the default) measures the engines for a fraction of a second, not
+    CHOICE_SECONDS: these tests check maps, not how well auto times (test_prediction_engine_choice)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_choice, "CHOICE_SECONDS", 0.2)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -142,33 +151,54 @@ def test_the_csv_columns_are_wsinfers_for_the_exports_classes(maps, detector, sy
     assert header[4:] == [f"prob_{name}" for name in class_names]
 
 
-JET_ENDS = {"blue": (0, 0, 128), "red": (128, 0, 0)}  # jet at 0 and at 1
+VIRIDIS_ENDS = {"low": (68, 1, 84), "high": (253, 231, 37)}  # viridis at 0 and at 1
 
 
-def test_the_heat_map_has_a_colour_bar_and_a_title(maps, synthetic_slide):
+def test_the_heat_map_has_a_colour_bar_a_scale_bar_and_a_title(maps, synthetic_slide):
     heatmap = Image.open(maps / f"{synthetic_slide.stem}.heatmap.png")
     assert heatmap.mode == "RGB" and max(heatmap.size) >= 1024
     pixels = np.asarray(heatmap).astype(int)
-    # The map is blended with the thumbnail, so pure jet ends are the colour bar's: red above blue,
-    # in the same columns, right of the map (the slide is 4:3, so the map's right edge is at 1024 + margin).
-    ends = {name: np.argwhere((np.abs(pixels - colour) <= 6).all(axis=2)) for name, colour in JET_ENDS.items()}
-    assert len(ends["blue"]) > 20 and len(ends["red"]) > 20
-    assert set(ends["blue"][:, 1]) == set(ends["red"][:, 1]) and ends["blue"][:, 1].min() > 1024
-    assert ends["red"][:, 0].max() < ends["blue"][:, 0].min()
+    # The map is blended with the thumbnail, so pure viridis ends are the colour bar's: 1 above
+    # 0, in the same columns, right of the map (the slide is 4:3, so the map's right edge is at
+    # 1024 + margin).
+    ends = {name: np.argwhere((np.abs(pixels - colour) <= 6).all(axis=2)) for name, colour in VIRIDIS_ENDS.items()}
+    assert len(ends["low"]) > 20 and len(ends["high"]) > 20
+    assert set(ends["low"][:, 1]) == set(ends["high"][:, 1]) and ends["low"][:, 1].min() > 1024
+    assert ends["high"][:, 0].max() < ends["low"][:, 0].min()
+    map_top, map_bottom = ends["high"][:, 0].min(), ends["low"][:, 0].max()  # the colour bar spans the map's height
     # The title: dark text on the white band above the map.
-    above_map = pixels[: ends["red"][:, 0].min()]
+    above_map = pixels[:map_top]
     assert (above_map == 255).all(axis=2).mean() > 0.8 and (above_map < 80).all(axis=2).sum() > 200
+    # The scale bar below the map: 2048 px at 0.5 µm over 1024 map pixels is 1 µm per pixel, and
+    # the longest round length within a quarter of the map's width is 200 µm, 200 pixels.
+    assert max(longest_run((row < 40).all(axis=1)) for row in pixels[map_bottom + 1 :]) == 200
 
 
-def test_the_heat_maps_jet_is_matplotlibs():
+def longest_run(flags: np.ndarray) -> int:
+    """The most True values in a row."""
+    longest = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("um_per_pixel, longest, expected", [(1, 256, 200), (2, 256, 500), (0.37, 300, 100), (12.5, 256, 2000)])
+def test_the_scale_bar_is_the_longest_round_length_that_fits(um_per_pixel, longest, expected):
+    from nar_search.prediction.outputs import scale_bar_um
+
+    assert scale_bar_um(um_per_pixel, longest) == expected
+
+
+def test_the_heat_maps_viridis_is_matplotlibs():
     from matplotlib import colormaps
 
-    from nar_search.prediction.outputs import jet
+    from nar_search.prediction.outputs import viridis
 
     values = np.linspace(0, 1, 1001)
-    theirs = np.asarray(colormaps["jet"](values))[:, :3] * 255
-    # matplotlib looks colours up in 256 levels: one level is 4.6 of 255 where jet is steepest
-    assert np.abs(jet(values).astype(float) - theirs).max() <= 5
+    theirs = np.asarray(colormaps["viridis"](values))[:, :3] * 255
+    # 17 steps interpolated, against matplotlib's 256 levels looked up
+    assert np.abs(viridis(values).astype(float) - theirs).max() <= 6
 
 
 def test_the_maps_are_as_readable_as_the_umask_makes_new_files(maps):
@@ -408,8 +438,9 @@ def test_maps_by_another_model_are_replaced_only_with_overwrite(made_by, detecto
     summary = json.loads((out / "b" / "summary.json").read_text())
     if made_by == "another export":
         summary["model"]["sha256"] = "0" * 64
-    elif made_by == "INT8":
+    elif made_by == "INT8":  # as --engine onnx-int8 makes them, not auto
         summary["model"]["engine"] = "onnx-int8"
+        del summary["model"]["engine_choice"]
     else:
         del summary["model"]
     (out / "b" / "summary.json").write_text(json.dumps(summary))

@@ -1,6 +1,6 @@
 """nar predict's engines (issue 15): PyTorch, ONNX Runtime and its INT8 quantisation give the
-float32 PyTorch probabilities (INT8: the same calls, and says how far it agrees), auto picks
-the measured fastest, and the GPU path is not taken on a CPU."""
+float32 PyTorch probabilities (INT8: the same calls, and says how far it agrees), and the GPU
+path is not taken on a CPU. What --engine auto measures and records: test_prediction_engine_choice."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 import torch
 from conftest import run_cli
-from test_predict import detector  # noqa: F401  (the module's fixture: a known TIL detector, exported)
+from test_predict import detector, quick_engine_choice  # noqa: F401  (a known TIL detector, exported; auto kept short)
 
 from nar_search.data.tiling import tile_slide
 from nar_search.models.errors import ModelError
@@ -20,7 +20,7 @@ from nar_search.models.export import ExportedModel, export_model, load_export
 from nar_search.models.reduce import nar_reduce
 from nar_search.models.registry import original_spec
 from nar_search.prediction import run
-from nar_search.prediction.engines import ClassProbabilities, resolve_engine
+from nar_search.prediction.engines import ClassProbabilities, auto_engines, resolve_engine
 from nar_search.prediction.network import training_preprocessing
 from nar_search.prediction.predictor import SlidePredictor
 from nar_search.prediction.reading import CALIBRATION_PATCHES, slide_calibration_patches
@@ -78,11 +78,15 @@ def test_the_gpus_float16_path_keeps_float32s_probabilities(network, synthetic_s
     assert (half - float32_pytorch(exported, patches)).abs().max().item() < 1e-3
 
 
-def test_auto_is_onnx_runtime_on_a_cpu_and_pytorch_without_model_onnx(network):
+def test_auto_measures_every_engine_on_a_cpu_and_takes_pytorch_alone_without_model_onnx(network):
     exported = load_export(network)
-    assert SlidePredictor(exported, device="cpu").engine == "onnx"
+    assert auto_engines(torch.device("cpu"), exported)[0] == ("onnx", "torch", "onnx-int8")  # float32 reference first
+    pending = SlidePredictor(exported, device="cpu")
+    assert pending.engine == "auto" and pending.choice is None and pending.model["engine"] == "auto"  # chosen on the first slide
     in_memory = ExportedModel(Path("(in memory)"), exported.spec, exported.preprocessing, network=exported.model)
-    assert SlidePredictor(in_memory, device="cpu").engine == "torch"  # as bench/predict_throughput.py builds it
+    alone = SlidePredictor(in_memory, device="cpu")  # as bench/predict_throughput.py builds it
+    assert alone.engine == "torch" and alone.choice is not None and "no model.onnx" in alone.choice.reason
+    assert alone.model["engine_choice"]["engine"] == "torch"
 
 
 def test_onnx_runtime_engines_refuse_a_gpu_in_one_line(network):
@@ -152,7 +156,7 @@ def test_int8_models_are_cached_by_export_and_calibration(detector, synthetic_sl
     assert len(cache) == 2  # the model and its agreement
     assert run_cli(*arguments, "--overwrite") == 0
     assert {path: path.stat().st_mtime_ns for path in (out / ".int8-cache").iterdir()} == cache  # reused, not made again
-    assert "warning" not in capsys.readouterr().out  # 99% or more of the slide's calls kept
+    assert "call for only" not in capsys.readouterr().out  # 99.5% or more of the slide's calls kept
     # Calibrated on a folder of patches instead: a model of its own, named in the summary.
     assert run_cli(*arguments, "--overwrite", "--calibration", patch_folder) == 0
     assert len(list((out / ".int8-cache").glob("*.onnx"))) == 2
@@ -164,7 +168,16 @@ def test_int8_says_so_in_one_line_when_it_agrees_too_little(detector, synthetic_
     monkeypatch.setattr(run, "INT8_AGREEMENT", 1.01)  # more than any agreement
     assert run_cli("predict", synthetic_slide, "--model", detector, "--out", tmp_path, "--engine", "onnx-int8", "--workers", 0) == 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "INT8" in warnings[0] and "--engine onnx" in warnings[0] and synthetic_slide.name in warnings[0]
+    assert len(warnings) == 1 and "INT8" in warnings[0] and synthetic_slide.name in warnings[0]
+    assert "--engine auto" in warnings[0] and "--engine onnx" in warnings[0]  # the advice
+
+
+def test_int8_says_so_when_it_runs_slower_than_float32(detector, synthetic_slide, tmp_path, monkeypatch, capsys):  # noqa: F811
+    monkeypatch.setattr(run, "INT8_SLOWER", 100.0)  # as if it ran at a hundredth of float32's speed
+    assert run_cli("predict", synthetic_slide, "--model", detector, "--out", tmp_path, "--engine", "onnx-int8", "--workers", 0) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    speed = int8_summary(tmp_path, synthetic_slide)["int8"]["speed_vs_float32"]
+    assert len(warnings) == 1 and f"ran at {speed:.2f}x float32's speed" in warnings[0] and "--engine auto" in warnings[0]
 
 
 @pytest.mark.parametrize(

@@ -13,14 +13,26 @@ from nar_search.search.cli.console import console, errors
 
 def predict_command(
     slides: Annotated[list[str], typer.Argument(help="slide files, folders of slides or glob patterns")],
-    model: Annotated[Path, typer.Option(help="export folder written by `nar export`")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="export folder written by `nar export`, or an MLflow model: models:/NAME/VERSION, models:/NAME@ALIAS "
+            "(nar export --register) or models:/MODEL_ID (a trained candidate), exported once into --out/.models/"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="output folder: one sub-folder of TIL maps per slide, and slides.csv")],
-    mpp: Annotated[float | None, typer.Option(help="µm per pixel for slides that do not record it")] = None,
+    mpp: Annotated[
+        float | None, typer.Option(help="µm per level-0 pixel: needed for slides that record none, and used instead of what others record")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers reading patches [default: 1 on CPU, more on GPU]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     engine: Annotated[
-        str, typer.Option(help="auto (onnx on a CPU, torch on a GPU), torch, onnx, or onnx-int8 (INT8, calibrated on each slide)")
+        str,
+        typer.Option(
+            help="auto (the fastest engine that makes float32's calls, measured on the first slide), torch, onnx, "
+            "or onnx-int8 (INT8, calibrated on each slide)"
+        ),
     ] = "auto",
     calibration: Annotated[
         Path | None, typer.Option(help="folder of tissue patches to calibrate onnx-int8 on, instead of each slide")
@@ -29,14 +41,16 @@ def predict_command(
         str | None, typer.Option(help="map part K of N (from 1) of the sorted slides, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="map slides again that --out holds maps of, replacing only these maps' files")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI of a models:/ --model (default: the local store)")] = None,
 ) -> None:
     """TIL maps of whole slides: Stony Brook text, CSV, QuPath GeoJSON, heat map and summary per slide,
     and a table of every slide. Slides this model has mapped in --out are skipped."""
+    from nar_search.prediction.engine_choice import EngineChoice
     from nar_search.prediction.run import PredictionRun, SlideFailed
 
     run = PredictionRun.start(
         slides,
-        model,
+        _export_folder(model, out, overwrite, tracking_uri),
         out,
         mpp=mpp,
         batch_size=batch_size,
@@ -52,6 +66,9 @@ def predict_command(
     if run.plan.skipped:
         console.print(f"skipped {len(run.plan.skipped)} slides this model has mapped in {out} before (--overwrite maps them again)")
     for result in run.map():
+        if isinstance(result, EngineChoice):
+            console.print(f"engine: {result.reason}", highlight=False, soft_wrap=True)
+            continue
         if isinstance(result, SlideFailed):
             errors.print(f"[bold red]error:[/] {result.message}", highlight=False, soft_wrap=True)
             continue
@@ -68,3 +85,21 @@ def predict_command(
     if run.failed:
         console.print(f"failed: {', '.join(p.name for p in run.failed)}")
         raise typer.Exit(2)
+
+
+MODEL_CACHE = ".models"  # in --out: the exports of models:/ models, by model id
+
+
+def _export_folder(model: str, out: Path, overwrite: bool, tracking_uri: str | None) -> Path:
+    """The export folder `model` names, or that of the MLflow model it names: found before
+    anything is made, then exported into --out once and reused by later runs there."""
+    if not model.startswith("models:/"):
+        return Path(model)
+    from nar_search.prediction.run import prepare_output
+    from nar_search.search.model_source import cached_export, find_logged_model
+
+    source = find_logged_model(model, tracking_uri)
+    prepare_output(out, overwrite)
+    folder = cached_export(source, out / MODEL_CACHE)
+    console.print(f"model: {model} ({source.model_id}), exported in {folder}", highlight=False)
+    return folder
