@@ -18,7 +18,8 @@ def dependency_graph(model: nn.Module, input_size: int) -> tp.DependencyGraph:
 
     example = torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
     was_training = model.training
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    with torch.enable_grad():  # the graph is traced through autograd, even when a caller runs without it
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     model.train(was_training)  # tracing leaves the model in eval mode
     return graph
 

@@ -1,0 +1,126 @@
+"""Training an elastic network once (BigNAS's sandwich rule), and judging any of its slices
+without training: its norms' statistics measured again on training patches, then its val AUC."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+from nar_search.lightning_modules.datamodule import PatchDataModule
+from nar_search.lightning_modules.distillation import distillation_loss
+from nar_search.models.elastic import ElasticNetwork
+from nar_search.models.spec import ArchSpec
+
+# A network of the searched space, drawn at random.
+Draw = Callable[[random.Random], ArchSpec]
+
+
+class SandwichTraining(pl.LightningModule):
+    """Every step trains, on one batch at the base's side: the base's own architecture, the
+    space's smallest network and `sampled` networks drawn from the space, each at its input side
+    (the batch resized), each learning from the labels and from the frozen trained base's logits
+    (in-place distillation from the base). Their gradients add up in the shared weights, one
+    backward pass at a time. Val AUC is the base architecture's and the smallest's."""
+
+    def __init__(
+        self,
+        elastic: ElasticNetwork,
+        teacher: nn.Module,
+        smallest: ArchSpec,
+        draw: Draw,
+        *,
+        sampled: int = 2,
+        lr: float = 5e-4,
+        weight_decay: float = 5e-4,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False  # one backward per network of the sandwich, then one step
+        self.elastic, self.teacher = elastic, teacher.eval().requires_grad_(False)
+        self.smallest, self.draw, self.sampled = smallest, draw, sampled
+        self.lr, self.weight_decay = lr, weight_decay
+        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        self.random = random.Random(seed)
+        self.val_auc, self.val_auc_smallest = BinaryAUROC(), BinaryAUROC()
+
+    def sandwich(self) -> list[ArchSpec]:
+        return [self.elastic.base_spec, self.smallest, *(self.draw(self.random) for _ in range(self.sampled))]
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        images, labels = batch[0], batch[1]
+        optimizer = cast(torch.optim.Optimizer, self.optimizers())
+        optimizer.zero_grad()
+        with torch.no_grad():
+            teacher = self.teacher(images)
+        losses = []
+        for spec in self.sandwich():
+            logits = self.elastic(_at_side(images, spec.input_size), spec)
+            loss = distillation_loss(logits, teacher, labels, self.distill_weight, self.distill_temperature)
+            self.manual_backward(loss)
+            losses.append(loss.detach())
+        optimizer.step()
+        self.log("train_loss", torch.stack(losses).mean(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        for spec, auc in ((self.elastic.base_spec, self.val_auc), (self.smallest, self.val_auc_smallest)):
+            auc.update(self.elastic(_at_side(images, spec.input_size), spec).softmax(dim=1)[:, 1], labels)
+        self.log("val_auc", self.val_auc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("val_auc_smallest", self.val_auc_smallest, on_step=False, on_epoch=True, batch_size=len(labels))
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.elastic.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _at_side(images: torch.Tensor, side: int) -> torch.Tensor:
+    if images.shape[-1] == side:
+        return images
+    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
+@torch.no_grad()
+def recalibrate_norms(network: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Every batch norm's running mean and variance measured again, as plain averages over
+    `batches` (a slice inherits statistics that the base's wider layers gathered)."""
+    norms = [module for module in network.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    network.train()
+    for images in batches:
+        network(images)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    network.eval()
+
+
+@torch.no_grad()
+def auc_of(network: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """The network's AUC (class 1 positive) over labelled batches, in eval mode."""
+    network.eval()
+    auc = BinaryAUROC()
+    for images, labels in batches:
+        auc.update(network(images).softmax(dim=1)[:, 1], labels)
+    return float(auc.compute())
+
+
+def sliced_val_auc(elastic: ElasticNetwork, spec: ArchSpec, datamodule: PatchDataModule, calibration_patches: int = 256) -> float:
+    """`spec`'s slice judged with no training: taken out of the shared weights, its norms
+    measured again on `calibration_patches` shuffled training patches, its val AUC; `datamodule`
+    serves patches at `spec`'s input side (set up)."""
+    network = elastic.extract(spec)
+    batches = math.ceil(calibration_patches / datamodule.batch_size)
+    recalibrate_norms(network, (batch[0] for batch in itertools.islice(datamodule.train_dataloader(), batches)))
+    return auc_of(network, ((batch[0], batch[1]) for batch in datamodule.val_dataloader()))
