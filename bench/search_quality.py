@@ -521,6 +521,185 @@ def measure_fidelity(profile: Profile, runner: Runner, manifest: Path, work: Pat
     }
 
 
+# Ranking (issue 31): each ϕ of the grid at two corners of the feasible α, β (as fractions of
+# their intervals): deep and narrow, shallow and wide.
+RANKING_FRACTIONS = ((0.2, 0.8), (0.8, 0.2))
+ELASTIC_POOL = 24  # the networks the sandwich draws from: random feasible draws, none of them a ranked point
+CALIBRATION_PATCHES = 256
+
+
+def ranking_points(profile: Profile) -> list[dict[str, float]]:
+    from nar_search.models.registry import original_spec
+    from nar_search.search.methods.feasible import FeasibleCoefficients
+    from nar_search.search.methods.settings import Range
+
+    original = original_spec(MODEL, profile.base_side)
+    space = FeasibleCoefficients(Range(**BAYES_NAR["alpha"]), Range(**BAYES_NAR["beta"]), original.min_input_size / profile.base_side)
+    points = []
+    for phi in profile.grid_phis:
+        for fractions in RANKING_FRACTIONS:
+            alpha, beta, gamma = space.draw(phi, *fractions)
+            points.append({"phi": phi, "alpha": alpha, "beta": beta, "gamma": gamma})
+    return points
+
+
+def elastic_job(profile: Profile, manifest: Path, work: Path, base: str, points: list[dict[str, float]]) -> dict:
+    """The elastic network trained once from the base by the sandwich rule, every point's slice
+    judged untrained (norms recalibrated, val AUC); and, as the control, the same slices of the
+    base itself (inherited and recalibrated, no elastic training)."""
+    import random
+
+    import lightning.pytorch as pl
+    import torch
+
+    from nar_search.lightning_modules.datamodule import PatchDataModule
+    from nar_search.lightning_modules.elastic import SandwichTraining, sliced_val_auc
+    from nar_search.models.base_network import load_base
+    from nar_search.models.cost import spec_cost
+    from nar_search.models.elastic import ElasticNetwork
+    from nar_search.models.registry import original_spec
+    from nar_search.search.methods import get_method
+    from nar_search.search.methods.feasible import FeasibleCoefficients
+    from nar_search.search.methods.settings import Range
+
+    torch.set_num_threads(1 if profile.workers > 1 else torch.get_num_threads())
+    given = load_base(base, MODEL, profile.base_side)
+    original, nar = original_spec(MODEL, profile.base_side), get_method("nar")
+
+    def spec_of(point: dict[str, float]):
+        settings = nar.settings({k: point[k] for k in ("alpha", "beta", "gamma")})
+        return nar.candidate(original, point["phi"], settings).spec
+
+    space = FeasibleCoefficients(Range(**BAYES_NAR["alpha"]), Range(**BAYES_NAR["beta"]), original.min_input_size / profile.base_side)
+    rng = random.Random(1)
+    pool = []
+    for _ in range(ELASTIC_POOL):
+        phi = rng.uniform(min(profile.grid_phis), max(profile.grid_phis))
+        alpha, beta, gamma = space.draw(phi, rng.random(), rng.random())
+        pool.append(spec_of({"phi": phi, "alpha": alpha, "beta": beta, "gamma": gamma}))
+    specs = [spec_of(point) for point in points]
+    smallest = min(pool, key=lambda spec: spec_cost(spec).gflops)
+
+    def judged(elastic: ElasticNetwork) -> list[float]:
+        aucs = []
+        for spec in specs:
+            datamodule = PatchDataModule(str(manifest), spec.input_size, profile.batch_size, seed=0)
+            datamodule.setup()
+            aucs.append(sliced_val_auc(elastic, spec, datamodule, CALIBRATION_PATCHES))
+        return aucs
+
+    start = time.perf_counter()
+    control = judged(ElasticNetwork(original, given.build()))
+    control_seconds = time.perf_counter() - start
+    elastic = ElasticNetwork(original, given.build())
+    module = SandwichTraining(elastic, given.build(), smallest, lambda r: r.choice(pool), seed=0)
+    trainer = pl.Trainer(
+        max_epochs=profile.tuned_epochs,
+        accelerator=profile.accelerator,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=work / "runs" / "elastic",
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=PatchDataModule(str(manifest), profile.base_side, profile.batch_size, seed=0))
+    training_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    sliced = judged(elastic)
+    return {
+        "epochs": profile.tuned_epochs,
+        "pool": len(pool),
+        "training_seconds": training_seconds,
+        "compute": module.compute,
+        "evaluation_seconds": time.perf_counter() - start,
+        "control_seconds": control_seconds,
+        "val_auc_base_architecture": float(trainer.callback_metrics["val_auc"]),
+        "sliced": sliced,
+        "control": control,
+        "gflops": [spec_cost(spec).gflops for spec in specs],
+    }
+
+
+def measure_ranking(profile: Profile, runner: Runner, manifest: Path, work: Path) -> dict:
+    """Whether slices of a once-trained elastic network rank candidates as training them does:
+    Kendall's τ between each point's sliced val AUC and its val AUC once trained (inherit +
+    distill at the grid's budget, from the full network's seed 0), against the same τ for slices
+    of the untrained base; and the compute of each way, against the grid's."""
+    from scipy.stats import kendalltau
+
+    from nar_search.models.cost import spec_cost
+    from nar_search.models.reduce import nar_reduce
+    from nar_search.models.registry import original_spec
+
+    full = runner.submit(Job("full (ϕ 0)", "nar", {"phi": 0}, "scratch", False, profile.full_epochs, 0)).result()
+    points = ranking_points(profile)
+    trained = [
+        runner.submit(
+            Job(f"rank ϕ{p['phi']:g} α{p['alpha']:.3f} β{p['beta']:.3f}", "nar", p, "inherit", True, profile.fidelity_epochs, 0),
+            full["network"],
+        )
+        for p in points
+    ]
+    done = work / "jobs" / "elastic.json"
+    if done.exists():
+        elastic = json.loads(done.read_text())
+    else:
+        elastic = runner.pool.submit(elastic_job, profile, manifest, work, full["network"], points).result()
+        done.write_text(json.dumps(elastic))
+    trained_val = [future.result()["val_auc"] for future in trained]
+    train = manifest_counts(manifest)["train"]["patches"]
+    original = original_spec(MODEL, profile.base_side)
+    grid = sum(spec_cost(nar_reduce(original, phi)).gflops for phi in profile.grid_phis) * profile.fidelity_epochs * train
+    return {
+        "points": [
+            p | {"gflops": g, "trained_val_auc": t, "sliced_val_auc": s, "base_slice_val_auc": c}
+            for p, g, t, s, c in zip(points, elastic["gflops"], trained_val, elastic["sliced"], elastic["control"], strict=True)
+        ],
+        "tau_elastic": kendalltau(elastic["sliced"], trained_val).statistic,
+        "tau_base_slices": kendalltau(elastic["control"], trained_val).statistic,
+        "elastic": {k: v for k, v in elastic.items() if k not in ("sliced", "control", "gflops")},
+        "trained_compute": sum(f.result()["epochs"] * f.result()["gflops"] for f in trained) * train,
+        "trained_seconds": sum(f.result()["seconds"] for f in trained),
+        "grid_compute": grid,
+        "base_val_auc": full["val_auc"],
+    }
+
+
+def ranking_report(ranking: dict) -> str:
+    elastic = ranking["elastic"]
+    lines = [
+        "## Ranking: slices of one elastic network against trained candidates",
+        "",
+        f"{len(ranking['points'])} NAR points (each ϕ of the grid, deep-narrow and shallow-wide); trained: inherit + distill "
+        f"from the base; sliced: norms recalibrated on {CALIBRATION_PATCHES} training patches, no training.",
+        "",
+        "| ϕ | α | β | γ | GFLOPs | trained val AUC | slice of the elastic network | slice of the base |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in ranking["points"]:
+        lines.append(
+            f"| {p['phi']:g} | {p['alpha']:.3f} | {p['beta']:.3f} | {p['gamma']:.3f} | {p['gflops']:.4f} | {p['trained_val_auc']:.4f} "
+            f"| {p['sliced_val_auc']:.4f} | {p['base_slice_val_auc']:.4f} |"
+        )
+    lines += [
+        "",
+        f"- Kendall τ, sliced against trained val AUC: **{ranking['tau_elastic']:.3f}** for the elastic network's slices, "
+        f"{ranking['tau_base_slices']:.3f} for the untrained base's (target ≥ 0.7).",
+        f"- Elastic training: {elastic['epochs']} epochs over a pool of {elastic['pool']} networks, "
+        f"{elastic['training_seconds'] / 60:.1f} min, "
+        f"compute {elastic['compute']:,.0f} GFLOP·patches = **{elastic['compute'] / ranking['grid_compute']:.2f}** of the grid's "
+        f"({ranking['grid_compute']:,.0f}); judging all {len(ranking['points'])} slices took {elastic['evaluation_seconds']:.0f} s.",
+        f"- Training the {len(ranking['points'])} points instead: "
+        f"{ranking['trained_compute'] / ranking['grid_compute']:.2f} of the grid's compute, "
+        f"{ranking['trained_seconds'] / 60:.1f} min of training.",
+        f"- The base's val AUC {ranking['base_val_auc']:.4f}; the elastic network's base architecture after its training: "
+        f"{elastic['val_auc_base_architecture']:.4f}.",
+    ]
+    return "\n".join(lines)
+
+
 def best_confirmed(rows, base_test_auc: float, seeds: int) -> dict | None:
     """The cheapest point confirmed over `seeds` seeds whose mean test AUC is at least the
     base's minus the iso-AUC margin (the issue's target: at least 5× fewer GFLOPs)."""
@@ -761,10 +940,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
     parser.add_argument(
         "--only",
-        choices=["rows", "fidelity", "inheritance"],
+        choices=["rows", "fidelity", "inheritance", "ranking"],
         default=None,
         help="rows: the rows and the bayes study; fidelity: only the multi-fidelity study against the grid; "
-        "inheritance: only the first against the weightiest channels",
+        "inheritance: only the first against the weightiest channels; ranking: only elastic slices against trained candidates",
     )
     parser.add_argument(
         "--data",
@@ -793,11 +972,12 @@ def main() -> None:
     print(f"data: {manifest_counts(manifest)}", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so that `finally` ends the workers
     runner = Runner(profile, manifest, work)
-    parts = ("rows", "fidelity", "inheritance") if args.only is None else (args.only,)
+    parts = ("rows", "fidelity", "inheritance", "ranking") if args.only is None else (args.only,)
     try:
         rows, study = measure(profile, runner, manifest, work) if "rows" in parts else (None, None)
         inheritance = measure_inheritance(profile, runner, manifest) if "inheritance" in parts else None
         fidelity = measure_fidelity(profile, runner, manifest, work) if "fidelity" in parts else None
+        ranking = measure_ranking(profile, runner, manifest, work) if "ranking" in parts else None
     finally:
         runner.close()
     wall = time.perf_counter() - start
@@ -811,6 +991,9 @@ def main() -> None:
     if fidelity is not None:
         texts.append(fidelity_report(fidelity))
         results["fidelity"] = fidelity
+    if ranking is not None:
+        texts.append(ranking_report(ranking))
+        results["ranking"] = ranking
     text = "\n\n".join(texts) + ("" if rows is not None else f"\n\nWall time: {wall / 60:.1f} min.")
     results["wall_seconds"] = wall
     results |= {"data": args.data, "splits": manifest_counts(manifest)}

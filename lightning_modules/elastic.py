@@ -17,6 +17,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from nar_search.lightning_modules.datamodule import PatchDataModule
 from nar_search.lightning_modules.distillation import distillation_loss
+from nar_search.models.cost import spec_cost
 from nar_search.models.elastic import ElasticNetwork
 from nar_search.models.spec import ArchSpec
 
@@ -29,7 +30,8 @@ class SandwichTraining(pl.LightningModule):
     space's smallest network and `sampled` networks drawn from the space, each at its input side
     (the batch resized), each learning from the labels and from the frozen trained base's logits
     (in-place distillation from the base). Their gradients add up in the shared weights, one
-    backward pass at a time. Val AUC is the base architecture's and the smallest's."""
+    backward pass at a time. Val AUC is the base architecture's and the smallest's. `compute`
+    counts what training cost: GFLOPs of each network trained, times the patches it saw."""
 
     def __init__(
         self,
@@ -53,6 +55,8 @@ class SandwichTraining(pl.LightningModule):
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
         self.random = random.Random(seed)
         self.val_auc, self.val_auc_smallest = BinaryAUROC(), BinaryAUROC()
+        self.compute = 0.0
+        self._gflops: dict[ArchSpec, float] = {}
 
     def sandwich(self) -> list[ArchSpec]:
         return [self.elastic.base_spec, self.smallest, *(self.draw(self.random) for _ in range(self.sampled))]
@@ -64,12 +68,14 @@ class SandwichTraining(pl.LightningModule):
         with torch.no_grad():
             teacher = self.teacher(images)
         losses = []
-        for spec in self.sandwich():
+        specs = self.sandwich()
+        for spec in specs:
             logits = self.elastic(_at_side(images, spec.input_size), spec)
             loss = distillation_loss(logits, teacher, labels, self.distill_weight, self.distill_temperature)
             self.manual_backward(loss)
             losses.append(loss.detach())
         optimizer.step()
+        self.compute += len(labels) * sum(self._cost(spec) for spec in specs)
         self.log("train_loss", torch.stack(losses).mean(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -81,6 +87,11 @@ class SandwichTraining(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.elastic.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def _cost(self, spec: ArchSpec) -> float:
+        if spec not in self._gflops:
+            self._gflops[spec] = spec_cost(spec).gflops
+        return self._gflops[spec]
 
 
 def _at_side(images: torch.Tensor, side: int) -> torch.Tensor:
