@@ -31,7 +31,8 @@ class SandwichTraining(pl.LightningModule):
     (the batch resized), each learning from the labels and from the frozen trained base's logits
     (in-place distillation from the base). Their gradients add up in the shared weights, one
     backward pass at a time. Val AUC is the base architecture's and the smallest's. `compute`
-    counts what training cost: GFLOPs of each network trained, times the patches it saw."""
+    counts what training cost: GFLOPs of each network trained, times the patches it saw (the
+    teacher's forward passes at a third, as a forward pass is a third of a training step)."""
 
     def __init__(
         self,
@@ -58,6 +59,11 @@ class SandwichTraining(pl.LightningModule):
         self.compute = 0.0
         self._gflops: dict[ArchSpec, float] = {}
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps a module's mode as it finds it, and a base is often built in eval mode:
+        # every network of the sandwich trains on its batches' statistics.
+        self.elastic.train()
+
     def sandwich(self) -> list[ArchSpec]:
         return [self.elastic.base_spec, self.smallest, *(self.draw(self.random) for _ in range(self.sampled))]
 
@@ -75,7 +81,8 @@ class SandwichTraining(pl.LightningModule):
             self.manual_backward(loss)
             losses.append(loss.detach())
         optimizer.step()
-        self.compute += len(labels) * sum(self._cost(spec) for spec in specs)
+        # A forward pass is a third of a training step's work: the teacher's counts a third.
+        self.compute += len(labels) * (sum(self._cost(spec) for spec in specs) + self._cost(self.elastic.base_spec) / 3)
         self.log("train_loss", torch.stack(losses).mean(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -123,7 +130,7 @@ def auc_of(network: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     network.eval()
     auc = BinaryAUROC()
     for images, labels in batches:
-        auc.update(network(images).softmax(dim=1)[:, 1], labels)
+        auc.update(network(images).softmax(dim=1)[:, 1].cpu(), labels.cpu())
     return float(auc.compute())
 
 
@@ -132,6 +139,7 @@ def sliced_val_auc(elastic: ElasticNetwork, spec: ArchSpec, datamodule: PatchDat
     measured again on `calibration_patches` shuffled training patches, its val AUC; `datamodule`
     serves patches at `spec`'s input side (set up)."""
     network = elastic.extract(spec)
+    device = next(network.parameters()).device
     batches = math.ceil(calibration_patches / datamodule.batch_size)
-    recalibrate_norms(network, (batch[0] for batch in itertools.islice(datamodule.train_dataloader(), batches)))
-    return auc_of(network, ((batch[0], batch[1]) for batch in datamodule.val_dataloader()))
+    recalibrate_norms(network, (batch[0].to(device) for batch in itertools.islice(datamodule.train_dataloader(), batches)))
+    return auc_of(network, ((batch[0].to(device), batch[1].to(device)) for batch in datamodule.val_dataloader()))

@@ -46,7 +46,12 @@ class ElasticNetwork(nn.Module):
 
     def selection(self, spec: ArchSpec) -> Selection:
         if spec not in self._selections:
-            self._selections[spec] = kept_elements(spec, self.base, target=self._skeleton(spec))
+            device = next(self.base.parameters()).device  # the indices where the gathers run, moved once
+            selection = kept_elements(spec, self.base, target=self._skeleton(spec))
+            self._selections[spec] = {
+                name: (origin, tuple(None if indices is None else indices.to(device) for indices in dims))
+                for name, (origin, dims) in selection.items()
+            }
         return self._selections[spec]
 
     def extract(self, spec: ArchSpec) -> nn.Module:

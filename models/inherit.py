@@ -10,6 +10,7 @@ elastic network (models/elastic.py), and differentiable."""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import cast
 
@@ -38,7 +39,7 @@ def inherit_weights(target: nn.Module, spec: ArchSpec, source: nn.Module, by_mag
     `by_magnitude` those of the largest L1 norm over their coupled layers."""
     selection = kept_elements(spec, source, by_magnitude, target)
     with torch.no_grad():
-        target.load_state_dict(gather(source.state_dict(), selection))
+        target.load_state_dict(gather({name: tensor.cpu() for name, tensor in source.state_dict().items()}, selection))
 
 
 def gather(state: Mapping[str, torch.Tensor], selection: Selection) -> dict[str, torch.Tensor]:
@@ -49,7 +50,7 @@ def gather(state: Mapping[str, torch.Tensor], selection: Selection) -> dict[str,
         tensor = state[origin]
         for dim, indices in enumerate(dims):
             if indices is not None:
-                tensor = tensor.index_select(dim, indices.to(tensor.device))
+                tensor = tensor.index_select(dim, indices)
         gathered[name] = tensor
     return gathered
 
@@ -98,7 +99,10 @@ def _per_dimension(position: torch.Tensor, shape: torch.Size) -> tuple[torch.Ten
     for dim, coordinate in enumerate(coordinates):
         along = coordinate[(0,) * dim + (slice(None),) + (0,) * (position.dim() - dim - 1)]
         dims.append(None if torch.equal(along, torch.arange(shape[dim])) else along)
-    return tuple(dims)
+    selection = tuple(dims)
+    if not torch.equal(gather({"": torch.arange(math.prod(shape)).view(shape)}, {"": ("", selection)})[""], position):
+        raise ModelError("cannot inherit weights: a layer keeps channels that are not whole rows and columns of the original's")
+    return selection
 
 
 def _width(module: nn.Module) -> int:
