@@ -28,9 +28,16 @@ def open_slide(path: Path, named_in: str = "") -> openslide.OpenSlide:
     try:
         return openslide.OpenSlide(path)
     except openslide.OpenSlideError as error:
-        # A slide's name and OpenSlide refuses it: a file cut short or damaged, not a wrong file.
-        corrupt = Path(path).suffix.lower() in SLIDE_SUFFIXES
-        fix = f"it is corrupt or unreadable: {SLIDE_FIX}" if corrupt else "give a slide file (.svs, .tiff, .ndpi, .mrxs, ...)"
+        # A slide's name and OpenSlide refuses it: a file cut short or damaged, not a wrong file;
+        # but a TIFF in no format it knows is more likely a flat image than a damaged slide.
+        suffix = Path(path).suffix.lower()
+        flat = suffix in {".tif", ".tiff"} and isinstance(error, openslide.OpenSlideUnsupportedFormatError)
+        if flat:
+            fix = "it may be a flat image, not a tiled pyramidal slide: give the scanner's slide file, or check that it opens in QuPath"
+        elif suffix in SLIDE_SUFFIXES:
+            fix = f"it is corrupt or unreadable: {SLIDE_FIX}"
+        else:
+            fix = "give a slide file (.svs, .tiff, .ndpi, .mrxs, ...)"
         raise DataError(f"{where}{path} is not a whole-slide image OpenSlide can read ({error}): {fix}") from None
 
 

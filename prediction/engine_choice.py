@@ -168,6 +168,8 @@ def choose_engine(
                 rounds.add(name, engines.net(name))  # PyTorch's: seconds to build (timm's import), counted
             except ModelError as error:
                 left_out[name] = str(error)
+    if not rounds.nets:
+        raise ModelError(f"no engine could run this model: {'; '.join(f'{name}: {why}' for name, why in left_out.items())}")
     reference = next(iter(rounds.nets))
     rounds.run()
     per_slide: dict[str, float] = {}

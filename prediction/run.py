@@ -9,8 +9,9 @@ import glob
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -277,7 +278,7 @@ class PredictionRun:
     def start(
         cls,
         slides: Sequence[str],
-        model: Path,
+        model: Path | Callable[[], Path],
         out: Path,
         *,
         mpp: float | None = None,
@@ -291,7 +292,8 @@ class PredictionRun:
     ) -> PredictionRun:
         """Check the options and --out and load the model before any slide is read, so that a
         mistake costs seconds, not hours; then list the slides this model has mapped in --out
-        before as skipped. `shard`: K/N (Shard.parse)."""
+        before as skipped. `shard`: K/N (Shard.parse). `model`: an export folder, or what makes
+        one once --out is checked and made (a model fetched into --out)."""
         if mpp is not None and not 0 < mpp <= PATCH_UM:
             raise DataError(
                 f"--mpp {mpp:g} is no slide resolution: give the µm per level-0 pixel, above 0 and at most {PATCH_UM:g} "
@@ -303,12 +305,13 @@ class PredictionRun:
         made = not out.exists()
         prepare_output(out, overwrite)
         try:
+            folder = model() if callable(model) else model
             predictor = SlidePredictor(
-                load_export(model), batch_size, workers, device, engine=engine, calibration=calibration, cache=out / INT8_CACHE
+                load_export(folder), batch_size, workers, device, engine=engine, calibration=calibration, cache=out / INT8_CACHE
             )
         except BaseException:
-            if made:
-                out.rmdir()  # a refused model leaves no --out behind; rmdir: only while it is still empty
+            if made:  # a refused model leaves no --out behind: this run made it, and all it holds
+                shutil.rmtree(out, ignore_errors=True)
             raise
         plan = plan_run(paths, out, predictor.model, overwrite)
         table = RunTable(out / part.table_name, overwrite)

@@ -7,12 +7,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mlflow.entities import Dataset
 
 from nar_search.data.sources import CLASS_NAMES
-from nar_search.lightning_modules.datamodule import PatchDataModule
+
+if TYPE_CHECKING:
+    from nar_search.lightning_modules.datamodule import PatchDataModule
 
 # The UI's name for each split's role (mlflow.data.context).
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
@@ -25,7 +28,9 @@ def split_datasets(source: Path, datamodule: PatchDataModule) -> dict[str, Datas
     dataset = datamodule.dataset
     if dataset is None:
         raise RuntimeError("set the data module up first")
-    root = os.path.realpath(source) + os.sep
+    # Patches are named from where their source lies: a folder, or the folder of a list (labels,
+    # manifest, slide coordinates) that names them.
+    root = os.path.realpath(source if Path(source).is_dir() else Path(source).parent) + os.sep
     identities = np.array([identity.removeprefix(root) for identity in dataset.identities()])
     labels = np.array(dataset.labels)
     summaries = {summary.name: summary for summary in datamodule.summary()}

@@ -3,6 +3,7 @@ select --json`: found, exported to a model folder, and registered in the MLflow 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -233,9 +234,12 @@ def cached_export(source: LoggedModelSource, cache: Path) -> Path:
     if not folder.is_dir():
         try:
             export_source(source, folder, overwrite=False)
-        except ModelError:
-            if not folder.is_dir():
-                raise
+        except BaseException as error:
+            if isinstance(error, ModelError) and folder.is_dir():
+                return folder  # another shard's export was put in place first
+            with contextlib.suppress(OSError):
+                cache.rmdir()  # only while empty: a failed first export leaves no folder behind
+            raise
     return folder
 
 

@@ -17,7 +17,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nar_search.models.errors import ModelError
-from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, file_sha256
 from nar_search.search.exclusive import one_at_a_time
 from nar_search.search.interrupts import Interrupted, deferred
 from nar_search.search.locations import check_tracking_uri, local_file
@@ -212,30 +211,36 @@ class Tracker:
 
     def log_network(self, run_id: str, folder: Path, params: Mapping[str, Any]) -> str:
         """The network in `folder` (spec.json, model.safetensors) as a LoggedModel of run `run_id`,
-        named as the run is; returns its id, which the run's tag `nar.model_id` records too."""
+        named as the run is; returns its id, which the run's tag `nar.model_id` records too. A
+        model whose files could not all be logged is marked FAILED, never left PENDING."""
+        from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, file_sha256
+
         run = self.client.get_run(run_id)
         weights = folder / WEIGHTS_FILE
-        model = self.client.create_logged_model(
-            run.info.experiment_id,
-            name=(run.info.run_name or run_id).translate(_BAD_MODEL_NAME),
-            source_run_id=run_id,
-            params=flatten(params),
-            model_type=MODEL_TYPE,
-            tags={WEIGHTS_SHA256_TAG: file_sha256(weights)},
-        )
-        try:
-            for path in (folder / SPEC_FILE, weights):  # the two files alone: a run folder holds checkpoints too
-                self.client.log_model_artifact(model.model_id, str(path))
-        except BaseException:
-            self.client.finalize_logged_model(model.model_id, "FAILED")
-            raise
-        self.client.finalize_logged_model(model.model_id, "READY")
-        self.set_tags(run_id, {MODEL_ID_TAG: model.model_id})
+        with deferred():  # a stop waits until the model is READY or FAILED
+            model = self.client.create_logged_model(
+                run.info.experiment_id,
+                name=(run.info.run_name or run_id).translate(_BAD_MODEL_NAME),
+                source_run_id=run_id,
+                params=flatten(params),
+                model_type=MODEL_TYPE,
+                tags={WEIGHTS_SHA256_TAG: file_sha256(weights)},
+            )
+            try:
+                for path in (folder / SPEC_FILE, weights):  # the two files alone: a run folder holds checkpoints too
+                    self.client.log_model_artifact(model.model_id, str(path))
+                self.set_tags(run_id, {MODEL_ID_TAG: model.model_id})
+            except BaseException:
+                self.client.finalize_logged_model(model.model_id, "FAILED")
+                raise
+            self.client.finalize_logged_model(model.model_id, "READY")
         return cast(str, model.model_id)
 
     def download_network(self, run_id: str, folder: Path) -> None:
         """The network that run `run_id` trained (spec.json, model.safetensors) into `folder`. A
         run logged before networks were LoggedModels holds the two files as its own artifacts."""
+        from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE
+
         model_id = self.client.get_run(run_id).data.tags.get(MODEL_ID_TAG)
         if model_id is None:
             for name in (SPEC_FILE, WEIGHTS_FILE):
@@ -247,8 +252,13 @@ class Tracker:
         """The network of a LoggedModel, a trained candidate or a registered export (which keeps
         it among its extra files), into `folder`; its weights checked against the recorded SHA-256."""
         from mlflow.artifacts import download_artifacts
+        from mlflow.entities import LoggedModelStatus
+
+        from nar_search.models.weights import SPEC_FILE, WEIGHTS_FILE, file_sha256
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the commands' own lines say what was fetched
+        if model.status != LoggedModelStatus.READY:
+            raise ModelError(f"model {model.model_id} ({model.name}) is {model.status}, not READY: its files were never all logged")
         if WEIGHTS_SHA256_TAG not in model.tags:
             raise ModelError(
                 f"model {model.model_id} ({model.name}) holds no network of NAR Search: "

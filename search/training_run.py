@@ -208,11 +208,11 @@ def _record(
     (val_auc, val_std), (test_auc, test_std) = result.val_auc, result.test_auc
     epochs = sum(run.epochs for run in result.runs)
     model_id = _log_network(tracker, run_id, result, run_dir, cost.gflops)
-    for figures, dataset in (
+    for aucs, dataset in (
         ({"val_auc": val_auc, "val_auc_std": val_std}, datasets["val"]),
         ({"test_auc": test_auc, "test_auc_std": test_std}, datasets["test"]),
     ):
-        tracker.log_metric_series(run_id, [(name, value, 0) for name, value in figures.items()], model_id, dataset)
+        tracker.log_metric_series(run_id, [(name, value, 0) for name, value in aucs.items()], model_id, dataset)
     figures = {
         "gflops": cost.gflops,
         "params": cost.params,

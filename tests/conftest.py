@@ -1,6 +1,7 @@
 """Small synthetic data shared by the tests (built once per test session), and `run_cli`."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -8,6 +9,9 @@ import tifffile
 
 from nar_search.data.synth_patches import write_patches
 from nar_search.data.synth_slide import write_synthetic_slide
+
+if TYPE_CHECKING:
+    from nar_search.search.tracking import Tracker
 
 
 def run_cli(*args: object) -> int:
@@ -55,3 +59,11 @@ def patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # runs/ and studies/ land here
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory: pytest.TempPathFactory) -> "Tracker":
+    """A local MLflow store of the module's own (a module may define its own)."""
+    from nar_search.search.tracking import Tracker
+
+    return Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")

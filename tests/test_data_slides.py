@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
+import tifffile
 import torch
 from PIL import Image
 from skimage.color import rgb2hsv
@@ -118,8 +119,12 @@ def test_slide_without_mpp_needs_an_override(slide_without_mpp: Path):
 def test_not_a_slide(tmp_path: Path):
     path = tmp_path / "notes.svs"
     path.write_text("not a slide")
-    with pytest.raises(DataError, match=r"notes\.svs is not a whole-slide image"):
+    with pytest.raises(DataError, match=r"notes\.svs is not a whole-slide image.*corrupt or unreadable"):
         open_slide(path)
+    flat = tmp_path / "photo.tif"  # a TIFF, but flat, as an image editor saves it: not a damaged slide
+    tifffile.imwrite(flat, np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(DataError, match=r"photo\.tif .* may be a flat image, not a tiled pyramidal slide"):
+        open_slide(flat)
     with pytest.raises(DataError, match="does not exist"):
         tile_slide(tmp_path / "missing.svs")
 

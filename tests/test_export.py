@@ -27,15 +27,9 @@ from nar_search.models.spec import spec_from_json
 from nar_search.models.weights import file_sha256
 from nar_search.search.config import StudyConfigError
 from nar_search.search.model_source import export_source, find_logged_model, find_source
-from nar_search.search.tracking import Tracker
 from nar_search.search.training_run import DataSettings, train_and_record
 
 FORMATS = {"model.safetensors", "spec.json", "model.torchscript.pt", "model.onnx", "preprocessing.json", "metadata.json", "config.json"}
-
-
-@pytest.fixture(scope="module")
-def tracker(tmp_path_factory) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +187,9 @@ def test_nar_predict_takes_a_registered_model(exported, tracker, synthetic_slide
         == 2
     )
     assert "no model models:/nothing/3" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    # a bad option is said before the model is fetched into --out
+    assert run_cli("predict", *arguments[:5], "--out", tmp_path / "bad", "--mpp", 99) == 2
+    assert "--mpp 99 is no slide resolution" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_a_study_trial_names_its_run(trained, tracker, tmp_path):

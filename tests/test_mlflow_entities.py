@@ -11,7 +11,6 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from mlflow.entities import LoggedModelStatus
 
-from nar_search.data.synth_patches import write_patches
 from nar_search.lightning_modules.datamodule import PatchDataModule
 from nar_search.lightning_modules.training import TrainingConfig
 from nar_search.models.errors import ModelError
@@ -19,23 +18,11 @@ from nar_search.models.reduce import nar_reduce
 from nar_search.models.registry import original_spec
 from nar_search.search.datasets import split_datasets
 from nar_search.search.interrupts import Interrupted
-from nar_search.search.tracking import MODEL_ID_TAG, Tracker
+from nar_search.search.tracking import MODEL_ID_TAG
 from nar_search.search.training_run import DataSettings, train_and_record
 
 TWO_EPOCHS = TrainingConfig(epochs=2, batch_size=16, patience=None, accelerator="cpu")
 SPEC = nar_reduce(original_spec("resnet18", 40), 1)
-
-
-@pytest.fixture(scope="module")
-def patches(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("patches")
-    write_patches(folder, n=64, seed=0)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tracker(tmp_path_factory) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +50,7 @@ def test_the_patches_are_datasets_per_split(tracker, trained, patches, tmp_path)
     by_context = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs}
     assert set(by_context) == {"training", "validation", "test"}
     profiles = {context: json.loads(dataset.profile) for context, dataset in by_context.items()}
-    assert sum(p["patches"] for p in profiles.values()) == 64
+    assert sum(p["patches"] for p in profiles.values()) == 72  # conftest's patches
     assert all(
         sum(p["per_class"].values()) == p["patches"] and set(p["per_class"]) == {"til-negative", "til-positive"} for p in profiles.values()
     )
@@ -72,6 +59,9 @@ def test_the_patches_are_datasets_per_split(tracker, trained, patches, tmp_path)
     module = PatchDataModule(str(copy), input_size=SPEC.input_size, seed=TWO_EPOCHS.seed)
     module.setup()
     assert split_datasets(copy, module)["val"].digest == by_context["validation"].digest
+    listed = PatchDataModule(str(copy / "manifest.csv"), input_size=SPEC.input_size, seed=TWO_EPOCHS.seed)  # a list naming them
+    listed.setup()
+    assert split_datasets(copy / "manifest.csv", listed)["val"].digest == by_context["validation"].digest
     reseeded = PatchDataModule(str(copy), input_size=SPEC.input_size, seed=TWO_EPOCHS.seed + 1)
     reseeded.setup()
     assert split_datasets(copy, reseeded)["val"].digest != by_context["validation"].digest
@@ -118,3 +108,14 @@ def test_a_network_is_fetched_checked(tracker, trained, tmp_path):
             tracker.download_network(trained.run_id, tmp_path / "damaged")
     finally:
         stored.write_bytes(original)
+
+
+def test_a_network_that_cannot_be_logged_is_failed_not_pending(tracker, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights without their spec")
+    run_id = tracker.client.create_run(tracker.experiment_id("entities"), run_name="half").info.run_id
+    with pytest.raises(OSError):
+        tracker.log_network(run_id, tmp_path, {})
+    [model] = [m for m in tracker.client.search_logged_models([tracker.experiment_id("entities")]) if m.source_run_id == run_id]
+    assert model.status == LoggedModelStatus.FAILED and MODEL_ID_TAG not in tracker.client.get_run(run_id).data.tags
+    with pytest.raises(ModelError, match="not READY"):
+        tracker.download_model(model, tmp_path / "fetched")

@@ -16,7 +16,6 @@ from nar_search.models.reduce import nar_reduce
 from nar_search.models.registry import original_spec
 from nar_search.models.spec import spec_from_json
 from nar_search.models.weights import build_with_weights
-from nar_search.search.tracking import Tracker
 from nar_search.search.training_run import DataSettings, train_and_record
 
 TINY = TrainingConfig(epochs=1, batch_size=16, patience=None, accelerator="cpu")
@@ -27,11 +26,6 @@ def patches(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("patches")
     write_patches(folder, n=80, seed=0)
     return folder
-
-
-@pytest.fixture(scope="module")
-def tracker(tmp_path_factory) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
 def tiny_spec():

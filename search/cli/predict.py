@@ -3,12 +3,15 @@ this module only reads the options and reports each slide."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from nar_search.search.cli.console import console, errors
+
+MODEL_CACHE = ".models"  # in --out: the exports of models:/ models, by model id
 
 
 def predict_command(
@@ -50,7 +53,7 @@ def predict_command(
 
     run = PredictionRun.start(
         slides,
-        _export_folder(model, out, overwrite, tracking_uri),
+        _export_folder(model, out, tracking_uri),
         out,
         mpp=mpp,
         batch_size=batch_size,
@@ -87,19 +90,21 @@ def predict_command(
         raise typer.Exit(2)
 
 
-MODEL_CACHE = ".models"  # in --out: the exports of models:/ models, by model id
-
-
-def _export_folder(model: str, out: Path, overwrite: bool, tracking_uri: str | None) -> Path:
-    """The export folder `model` names, or that of the MLflow model it names: found before
-    anything is made, then exported into --out once and reused by later runs there."""
+def _export_folder(model: str, out: Path, tracking_uri: str | None) -> Path | Callable[[], Path]:
+    """The export folder `model` names or, for an MLflow model, what exports it into
+    --out/.models/MODEL_ID once every option is checked and --out made (later runs there reuse
+    it); the model is looked up first, before anything is made."""
     if not model.startswith("models:/"):
         return Path(model)
-    from nar_search.prediction.run import prepare_output
     from nar_search.search.model_source import cached_export, find_logged_model
 
     source = find_logged_model(model, tracking_uri)
-    prepare_output(out, overwrite)
-    folder = cached_export(source, out / MODEL_CACHE)
-    console.print(f"model: {model} ({source.model_id}), exported in {folder}", highlight=False)
-    return folder
+
+    def export() -> Path:
+        folder = out / MODEL_CACHE / source.model_id
+        reused = folder.is_dir()
+        cached_export(source, folder.parent)
+        console.print(f"model: {model} ({source.model_id}), {'exported before' if reused else 'exported'} in {folder}", highlight=False)
+        return folder
+
+    return export

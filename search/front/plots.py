@@ -590,13 +590,15 @@ def _markdown(text: str) -> str:
     return re.sub(r"([\\`*_\[\]|<>#])", r"\\\1", text)
 
 
-def pareto_markdown(front: list[Point], title: str, parent_link: str, confirmed: list[Point] | None = None) -> str:
+def pareto_markdown(
+    front: list[Point], title: str, parent_link: str, confirmed: list[Point] | None = None, baseline: Point | None = None
+) -> str:
     """The experiment's description: a first line that says the outcome in plain words (the UI
     shows only the first lines until it is opened, and the experiment list shows Markdown raw),
     then the front as a table, and the confirmed front (mean ± sd over seeds) when there is one:
     each row links to its run, the summary to the study's parent run, which holds the plots."""
     lines = [
-        f"{_summary(title, front, confirmed)} The [study's run]({parent_link}) holds the plots (pareto.html, pareto.png) "
+        f"{_summary(title, front, confirmed, baseline)} The [study's run]({parent_link}) holds the plots (pareto.html, pareto.png) "
         "and every trial (trials.json).",
         "",
         "The Pareto front (val AUC up, GFLOPs down):",
@@ -613,9 +615,10 @@ def pareto_markdown(front: list[Point], title: str, parent_link: str, confirmed:
     return "\n".join(lines) + "\n"
 
 
-def _summary(title: str, front: list[Point], confirmed: list[Point] | None) -> str:
-    """`title`: how far the front reaches, at what val AUC against the baseline's."""
-    baseline = next((point for point in front if point["baseline"]), None)
+def _summary(title: str, front: list[Point], confirmed: list[Point] | None, baseline: Point | None) -> str:
+    """`title`: how far the front reaches, at what val AUC against the baseline's (`baseline`, on
+    the front or not: a reduced network may beat it)."""
+    baseline = baseline or next((point for point in front if point["baseline"]), None)
     reduced = [point for point in front if not point["baseline"] and math.isfinite(point["reduction"])]
     if not reduced:
         return f"{_markdown(title)}: no reduced network on the front yet."

@@ -71,7 +71,9 @@ class FrontPublisher:
             },
         )
         link = run_link(experiment_id, self.parent_run_id)
-        self.tracker.describe_experiment(self.name, pareto_markdown(front, title, link, confirmed))
+        self.tracker.describe_experiment(
+            self.name, pareto_markdown(front, title, link, confirmed, baseline=next((p for p in points if p["baseline"]), None))
+        )
         self._published = [front, confirmed]
 
     def _log_counts(self, study: optuna.Study, front_size: int) -> None:
