@@ -52,8 +52,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from nar_search.search.tracking import MLFLOW_HOME_ENV
+from nar_search.search.tracking import MLFLOW_HOME_ENV, UI_VIEW, run_link
 
+VIEWPORT = {"width": 1400, "height": 1000}
 STUDY = "browser"
 LOCAL = "127.0.0.1"
 
@@ -194,7 +195,7 @@ def check_mlflow_ui(context, address: str, want: dict, check: Checks, console: l
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page = context.new_page()
-    artifacts = f"{address}/#/experiments/{want['experiment']}/runs/{want['parent']}/artifacts"
+    artifacts = f"{address}/#/experiments/{want['experiment']}/runs/{want['parent']}/artifacts{UI_VIEW}"
     page.goto(artifacts)
     page.get_by_text("pareto.html").first.click(timeout=120_000)
     view = page.frame_locator("iframe.mlflow-html-iframe")
@@ -205,7 +206,7 @@ def check_mlflow_ui(context, address: str, want: dict, check: Checks, console: l
     print(f"pareto.html in the UI's preview: {points.count()} points, trials {sorted(labels)}")
     check(points.count() == len(want["runs"]), f"one point per trained or stopped trial ({len(want['runs'])})")
     check(all(labels[n].locator("text.label").text_content() == str(n) for n in labels), "each point labelled with its trial number")
-    run_url = {n: f"{address}/#/experiments/{want['experiment']}/runs/{run}" for n, run in want["runs"].items()}
+    run_url = {n: f"{address}/{run_link(want['experiment'], run)}" for n, run in want["runs"].items()}
     links = {n: point.get_attribute("href") for n, point in labels.items()}
     check(links == run_url, "each point links to its run's page in the UI")
     stopped = sorted(n for n, point in labels.items() if "stopped" in point.get_attribute("class").split())
@@ -262,7 +263,7 @@ def check_mlflow_ui(context, address: str, want: dict, check: Checks, console: l
         f"the copied address opens the run in the UI: {want['names'][number]!r}",
     )
 
-    page.goto(f"{address}/#/experiments/{want['experiment']}/runs")
+    page.goto(f"{address}/#/experiments/{want['experiment']}/runs{UI_VIEW}")
     table = page.locator("table").filter(has_text="candidate").first  # the front's; the confirmed front's follows
     table.wait_for(state="attached", timeout=60_000)
     rows_text = [row.inner_text() for row in table.locator("tr").all()[1:]]
@@ -270,6 +271,18 @@ def check_mlflow_ui(context, address: str, want: dict, check: Checks, console: l
     check(described == want["front"], f"the experiment's description lists the front: trials {described}")
     if shots:
         page.screenshot(path=shots / "browser-experiment.png")
+
+    # Every trained trial's network is a LoggedModel of its run, named as the run ('.' is ',').
+    page.set_viewport_size({"width": 3000, "height": 1000})  # the metric columns lie right of the names
+    page.goto(f"{address}/#/experiments/{want['experiment']}/models{UI_VIEW}")
+    models = [want["names"][n].replace(".", ",") for n in want["runs"] if n not in want["stopped"]]
+    page.get_by_text(models[0], exact=True).first.wait_for(timeout=60_000)
+    listed_models = [name for name in models if page.get_by_text(name, exact=True).count()]
+    check(listed_models == models, f"the Models tab lists every trained trial's network: {len(listed_models)} of {len(models)}")
+    check(page.get_by_text("val_auc").count() > 0, "… with its val_auc")
+    if shots:
+        page.screenshot(path=shots / "browser-models.png")
+    page.set_viewport_size(VIEWPORT)
 
     # Out of the sandbox: the page opened as a page of its own, from a blob: of the UI's origin.
     artifact = f"{address}/get-artifact?path=pareto.html&run_uuid={want['parent']}"
@@ -332,7 +345,7 @@ def check_in_browser(mlflow: str, optuna_address: str, want: dict, chromium: str
     console, blocked, refused = [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(playwright, chromium), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport=VIEWPORT)
         context.grant_permissions(["clipboard-read", "clipboard-write"])  # for the bench to read what the page copied
         # Offline, as on a hospital network: nothing but the dashboards and this machine's files answers.
         context.route(

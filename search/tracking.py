@@ -74,9 +74,14 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# MLflow 3.17's UI shows every experiment in its GenAI view (traces, agent versions) unless the
+# sidebar's toggle was switched in this browser or the address says otherwise: ours say so.
+UI_VIEW = "?workflowType=machine_learning"
+
+
 def run_link(experiment_id: str, run_id: str) -> str:
-    """A run's page in the MLflow UI, relative to the UI's address."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+    """A run's page in the MLflow UI's model-training view, relative to the UI's address."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
 
 
 class UninterruptedClient:

@@ -4,6 +4,7 @@ front, resume after Ctrl-C, parallel workers on PostgreSQL, and bad configs refu
 import json
 import os
 import uuid
+from html import escape
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 
 import nar_search.search.training_run
 from nar_search.search.study.storage import open_storage
-from nar_search.search.tracking import Tracker
+from nar_search.search.tracking import UI_VIEW, Tracker
 
 POSTGRES_URL = os.environ.get("NAR_TEST_POSTGRES_URL", "postgresql://nar:nar-test-only@127.0.0.1:5432/nar_test")
 
@@ -91,13 +92,13 @@ def test_a_three_trial_study_end_to_end(workdir, patches, capsys):
     # MLflow's UI opens the experiment as model development, not as GenAI traces
     assert tracker.client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     description = tracker.client.get_experiment(experiment).tags["mlflow.note.content"]
-    assert f"](#/experiments/{experiment}/runs/{parent.info.run_id})" in description
+    assert f"](#/experiments/{experiment}/runs/{parent.info.run_id}{UI_VIEW})" in description
     listed = {int(line.split("|")[1]) for line in description.splitlines() if line.startswith("| ") and line[2].isdigit()}
     assert listed == {t.number for t in study.best_trials}
-    assert all(f"[run](#/experiments/{experiment}/runs/{run_id})" in description for run_id in front_runs)
+    assert all(f"[run](#/experiments/{experiment}/runs/{run_id}{UI_VIEW})" in description for run_id in front_runs)
     page = Path(tracker.client.download_artifacts(parent.info.run_id, "pareto.html", str(workdir))).read_text()
     assert page.count('<a class="point ') == 3 and "https://" not in page
-    assert all(f'href="#/experiments/{experiment}/runs/{c.info.run_id}"' in page for c in children)
+    assert all(f'href="#/experiments/{experiment}/runs/{c.info.run_id}{escape(UI_VIEW)}"' in page for c in children)
 
     capsys.readouterr()
     assert run_cli("study", "pareto", str(config), "--json") == 0

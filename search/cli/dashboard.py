@@ -66,7 +66,7 @@ def dashboard_command(
 
 def _serve_mlflow(tracking_uri: str | None, port: int) -> None:
     from nar_search.search.locations import local_file
-    from nar_search.search.tracking import artifact_root, default_tracking_uri
+    from nar_search.search.tracking import UI_VIEW, artifact_root, default_tracking_uri
 
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
         console.print(f"the runs are tracked by the MLflow server at {hide_password(tracking_uri)}: open it there")
@@ -82,7 +82,7 @@ def _serve_mlflow(tracking_uri: str | None, port: int) -> None:
     environment = os.environ | {"MLFLOW_BACKEND_STORE_URI": tracking_uri}
     # MLflow's GenAI job runners: seven processes and half the start-up time for features no NAR run uses.
     environment.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    console.print(f"MLflow UI for {hide_password(tracking_uri)} at [bold]http://{LOCALHOST}:{port}[/] (Ctrl-C stops it)")
+    console.print(f"MLflow UI for {hide_password(tracking_uri)} at [bold]http://{LOCALHOST}:{port}/#/{UI_VIEW}[/] (Ctrl-C stops it)")
     server = subprocess.Popen(command, env=environment, start_new_session=True)  # a group of its own, stopped as one
     try:
         with interruptible():
