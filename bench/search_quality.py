@@ -82,6 +82,7 @@ class Profile:
     halving: dict[str, int]  # reduction factor and rungs
     confirm_seeds: int = 3  # the multi-fidelity study confirms its front over this many seeds
     confirm_within: float = 0.01  # ... of the points within this of the base's val AUC
+    elastic_epochs: int | None = None  # the elastic network's training (default: tuned_epochs)
     batch_size: int = 32
     scheduler: str = "cosine"
     workers: int = 2
@@ -596,7 +597,7 @@ def elastic_job(profile: Profile, manifest: Path, work: Path, base: str, points:
     elastic = ElasticNetwork(original, given.build())
     module = SandwichTraining(elastic, given.build(), smallest, lambda r: r.choice(pool), seed=0)
     trainer = pl.Trainer(
-        max_epochs=profile.tuned_epochs,
+        max_epochs=profile.elastic_epochs or profile.tuned_epochs,
         accelerator=profile.accelerator,
         logger=False,
         enable_checkpointing=False,
@@ -611,7 +612,7 @@ def elastic_job(profile: Profile, manifest: Path, work: Path, base: str, points:
     start = time.perf_counter()
     sliced = judged(elastic)
     return {
-        "epochs": profile.tuned_epochs,
+        "epochs": profile.elastic_epochs or profile.tuned_epochs,
         "pool": len(pool),
         "training_seconds": training_seconds,
         "compute": module.compute,
@@ -644,7 +645,7 @@ def measure_ranking(profile: Profile, runner: Runner, manifest: Path, work: Path
         )
         for p in points
     ]
-    done = work / "jobs" / "elastic.json"
+    done = work / "jobs" / f"elastic-{profile.elastic_epochs or profile.tuned_epochs}-epochs.json"
     if done.exists():
         elastic = json.loads(done.read_text())
     else:
@@ -955,6 +956,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--work", type=Path, default=None, help="where data, runs and results go (default: runs/search-quality-PROFILE)")
     parser.add_argument("--workers", type=int, default=None, help="parallel trainings (default: the profile's)")
+    parser.add_argument("--elastic-epochs", type=int, default=None, help="ranking: the elastic network's epochs (default: the profile's)")
     parser.add_argument(
         "--only",
         choices=["rows", "fidelity", "inheritance", "ranking"],
@@ -976,6 +978,8 @@ def main() -> None:
     profile = PROFILES[args.profile]
     if args.workers:
         profile = replace(profile, workers=args.workers)
+    if args.elastic_epochs:
+        profile = replace(profile, elastic_epochs=args.elastic_epochs)
     real = None
     if args.data != "synthetic":
         folder = KATHER if args.data == "real" else Path(args.data).resolve()
