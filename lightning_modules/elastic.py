@@ -7,11 +7,13 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
@@ -58,6 +60,15 @@ class SandwichTraining(pl.LightningModule):
         self.val_auc, self.val_auc_smallest = BinaryAUROC(), BinaryAUROC()
         self.compute = 0.0
         self._gflops: dict[ArchSpec, float] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What a resumed training needs beyond the weights: the draws to come and the compute so far.
+        checkpoint["sandwich"] = {"random": list(self.random.getstate()[1]), "position": self.random.getstate()[2], "compute": self.compute}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint["sandwich"]
+        self.random.setstate((3, tuple(saved["random"]), saved["position"]))
+        self.compute = saved["compute"]
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps a module's mode as it finds it, and a base is often built in eval mode:
@@ -143,3 +154,20 @@ def sliced_val_auc(elastic: ElasticNetwork, spec: ArchSpec, datamodule: PatchDat
     batches = math.ceil(calibration_patches / datamodule.batch_size)
     recalibrate_norms(network, (batch[0].to(device) for batch in itertools.islice(datamodule.train_dataloader(), batches)))
     return auc_of(network, ((batch[0].to(device), batch[1].to(device)) for batch in datamodule.val_dataloader()))
+
+
+def train_elastic(module: SandwichTraining, datamodule: PatchDataModule, epochs: int, run_dir: Path, accelerator: str = "auto") -> None:
+    """Trains `module` for `epochs`, its state kept in `run_dir`/last.ckpt after every epoch: a
+    training stopped in any way goes on from its last finished epoch when run again there."""
+    last = run_dir / "last.ckpt"
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        logger=False,
+        callbacks=[ModelCheckpoint(dirpath=run_dir, filename="last", enable_version_counter=False)],  # each epoch over the last
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)

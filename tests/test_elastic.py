@@ -1,14 +1,17 @@
 """The elastic network (issue 31): every reduced network of the base runs on the base's shared
 weights, equals what inheriting from them gives, and trains them."""
 
+import signal
+
 import pytest
 import torch
 
-from nar_search.lightning_modules.elastic import SandwichTraining, recalibrate_norms, sliced_val_auc
+from nar_search.lightning_modules.elastic import SandwichTraining, recalibrate_norms, sliced_val_auc, train_elastic
 from nar_search.models.elastic import ElasticNetwork
 from nar_search.models.inherit import inherit_weights
 from nar_search.models.reduce import NARCoefficients, input_reduce, nar_reduce
 from nar_search.models.registry import original_spec
+from nar_search.search.interrupts import Interrupted
 from nar_search.search.methods.feasible import FeasibleCoefficients
 from nar_search.search.methods.settings import Range
 
@@ -115,3 +118,47 @@ def test_sandwich_training_trains_the_shared_weights_and_slices_are_judged_untra
     at_side = PatchDataModule(str(patches), input_size=smallest.input_size, batch_size=16)
     at_side.setup()
     assert 0.0 <= sliced_val_auc(network, smallest, at_side, calibration_patches=32) <= 1.0
+
+
+class StoppedAtEpoch(SandwichTraining):
+    """A sandwich training that a SIGTERM stops as its `stop_at`-th epoch starts."""
+
+    stop_at = 1
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == self.stop_at:
+            raise Interrupted(signal.SIGTERM)
+        super().on_train_epoch_start()
+
+
+class Counted(SandwichTraining):
+    """A sandwich training that counts the steps this process trains."""
+
+    steps = 0
+
+    def training_step(self, batch, batch_idx) -> None:
+        self.steps += 1
+        super().training_step(batch, batch_idx)
+
+
+@pytest.mark.slow
+def test_a_stopped_elastic_training_goes_on_from_its_last_epoch(patches, tmp_path):
+    from nar_search.lightning_modules.datamodule import PatchDataModule
+
+    pool = [nar_reduce(original_spec("resnet18", 48), phi) for phi in (0.5, 1.0)]
+
+    def sandwich(module_type):
+        network = elastic("resnet18", 48)
+        return module_type(network, network.extract(network.base_spec), pool[-1], lambda rng: rng.choice(pool))
+
+    data = PatchDataModule(str(patches), input_size=48, batch_size=16)
+    stopped = sandwich(StoppedAtEpoch)
+    with pytest.raises(Interrupted):
+        train_elastic(stopped, data, 2, tmp_path, accelerator="cpu")
+    one_epoch = stopped.compute
+    resumed = sandwich(Counted)
+    train_elastic(resumed, PatchDataModule(str(patches), input_size=48, batch_size=16), 2, tmp_path, accelerator="cpu")
+    # only the second epoch was trained here; the first one's compute came back with its weights
+    assert resumed.trainer.current_epoch == 2 and resumed.steps == resumed.trainer.num_training_batches
+    assert 1.5 * one_epoch < resumed.compute < 2.5 * one_epoch
+    assert not torch.equal(resumed.elastic.base.get_parameter("conv1.weight"), stopped.elastic.base.get_parameter("conv1.weight"))
