@@ -97,7 +97,7 @@ def _per_dimension(position: torch.Tensor, shape: torch.Size) -> tuple[torch.Ten
     coordinates = torch.unravel_index(position, shape) if position.dim() else ()
     dims: list[torch.Tensor | None] = []
     for dim, coordinate in enumerate(coordinates):
-        along = coordinate[(0,) * dim + (slice(None),) + (0,) * (position.dim() - dim - 1)]
+        along = coordinate[(0,) * dim + (slice(None),) + (0,) * (position.dim() - dim - 1)].clone()  # not a view that keeps the whole map
         dims.append(None if torch.equal(along, torch.arange(shape[dim])) else along)
     selection = tuple(dims)
     if not torch.equal(gather({"": torch.arange(math.prod(shape)).view(shape)}, {"": ("", selection)})[""], position):
