@@ -41,8 +41,11 @@ class ElasticNetwork(nn.Module):
         """`spec`'s tensors, gathered from the shared ones: its weights pass gradients back to
         them; its norms' running statistics are its own copies, which its batches never write
         into the base's (a slice's statistics are measured again before it is judged)."""
-        buffers = {name: buffer.clone() for name, buffer in self.base.named_buffers()}
-        return gather(dict(self.base.named_parameters()) | buffers, self.selection(spec))
+        buffers = dict(self.base.named_buffers())
+        state = gather(dict(self.base.named_parameters()) | buffers, self.selection(spec))
+        # A gathered buffer is a new tensor already; only those kept whole are the base's own.
+        whole = {id(buffer) for buffer in buffers.values()}
+        return {name: tensor.clone() if id(tensor) in whole else tensor for name, tensor in state.items()}
 
     def selection(self, spec: ArchSpec) -> Selection:
         if spec not in self._selections:
